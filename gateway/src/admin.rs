@@ -1,0 +1,253 @@
+//! Administrative actions, shared by the admin HTTP API and the CLI. Each
+//! runs in one transaction with its `audit_log` row, so an action and its
+//! audit record land together or not at all. Synchronous: the server calls
+//! these through `Db::run`, the CLI directly.
+
+use std::time::Duration;
+
+use postgres::{Client, GenericClient};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::store::revocations::{self, Kind, Revocation};
+use crate::store::roles::{self, Role};
+use crate::store::users::{self, User};
+use crate::store::{audit, sessions};
+
+fn user_not_found(id: impl ToString) -> Error {
+    Error::NotFound {
+        what: "user",
+        name: id.to_string(),
+    }
+}
+
+/// The user with `id`, or a 404 naming it.
+pub fn require_user(client: &mut impl GenericClient, id: Uuid) -> Result<User> {
+    users::get(client, id)?.ok_or_else(|| user_not_found(id))
+}
+
+/// The user with `login`, or a 404 naming it.
+pub fn require_login(client: &mut impl GenericClient, login: &str) -> Result<User> {
+    users::get_by_login(client, login)?.ok_or_else(|| user_not_found(login))
+}
+
+pub fn create_role(
+    client: &mut Client,
+    actor: &str,
+    name: &str,
+    description: &str,
+) -> Result<Role> {
+    let mut tx = client.transaction()?;
+    let role = roles::create(&mut tx, name, description)?;
+    audit::record(
+        &mut tx,
+        actor,
+        "role.create",
+        name,
+        &json!({ "description": description }),
+    )?;
+    tx.commit()?;
+    Ok(role)
+}
+
+pub fn update_role(
+    client: &mut Client,
+    actor: &str,
+    name: &str,
+    description: &str,
+) -> Result<Role> {
+    let mut tx = client.transaction()?;
+    let role = roles::update_description(&mut tx, name, description)?;
+    audit::record(
+        &mut tx,
+        actor,
+        "role.update",
+        name,
+        &json!({ "description": description }),
+    )?;
+    tx.commit()?;
+    Ok(role)
+}
+
+pub fn delete_role(client: &mut Client, actor: &str, name: &str) -> Result<()> {
+    let mut tx = client.transaction()?;
+    let holders = roles::delete(&mut tx, name)?;
+    audit::record(
+        &mut tx,
+        actor,
+        "role.delete",
+        name,
+        &json!({ "removed_from_users": holders }),
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Grants or revokes `role` for `user`; idempotent either way.
+pub fn set_role(
+    client: &mut Client,
+    actor: &str,
+    user: &User,
+    role: &str,
+    grant: bool,
+) -> Result<()> {
+    let mut tx = client.transaction()?;
+    let changed = if grant {
+        roles::grant(&mut tx, user.id, role)?
+    } else {
+        roles::revoke(&mut tx, user.id, role)?
+    };
+    let action = if grant {
+        "user.role.grant"
+    } else {
+        "user.role.revoke"
+    };
+    audit::record(
+        &mut tx,
+        actor,
+        action,
+        &user.id.to_string(),
+        &json!({ "login": user.login, "role": role, "changed": changed }),
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Deletes an ordinary user (an administrator gives 403) and revokes its tokens.
+pub fn delete_user(
+    client: &mut Client,
+    actor: &str,
+    id: Uuid,
+    lifetime: Duration,
+) -> Result<Vec<Revocation>> {
+    let user = require_user(client, id)?;
+    if user.is_admin {
+        return Err(Error::Forbidden(
+            "administrators can only be removed from the command line".into(),
+        ));
+    }
+    let mut tx = client.transaction()?;
+    let revoked = delete_user_in(&mut tx, id, "deleted by an administrator", lifetime)?;
+    audit::record(
+        &mut tx,
+        actor,
+        "user.delete",
+        &id.to_string(),
+        &json!({ "login": user.login }),
+    )?;
+    tx.commit()?;
+    Ok(revoked)
+}
+
+/// Revokes every token of `id`, then deletes it (roles, sessions and history
+/// cascade), in one transaction.
+pub fn delete_user_tx(
+    client: &mut Client,
+    id: Uuid,
+    reason: &str,
+    lifetime: Duration,
+) -> Result<Vec<Revocation>> {
+    let mut tx = client.transaction()?;
+    let revoked = delete_user_in(&mut tx, id, reason, lifetime)?;
+    tx.commit()?;
+    Ok(revoked)
+}
+
+fn delete_user_in(
+    tx: &mut impl GenericClient,
+    id: Uuid,
+    reason: &str,
+    lifetime: Duration,
+) -> Result<Vec<Revocation>> {
+    let revoked = revocations::revoke(tx, Kind::User, &[id], reason, lifetime)?;
+    if !users::delete(tx, id)? {
+        return Err(user_not_found(id));
+    }
+    Ok(revoked)
+}
+
+/// Ends every session of `id` (refresh and access tokens).
+pub fn logout_user(
+    client: &mut Client,
+    actor: &str,
+    id: Uuid,
+    lifetime: Duration,
+) -> Result<Vec<Revocation>> {
+    let user = require_user(client, id)?;
+    let mut tx = client.transaction()?;
+    let sids = sessions::revoke_user_sessions(&mut tx, id, None, lifetime)?;
+    let revoked = revocations::revoke(
+        &mut tx,
+        Kind::Session,
+        &sids,
+        "logout-all by an administrator",
+        lifetime,
+    )?;
+    audit::record(
+        &mut tx,
+        actor,
+        "user.logout_all",
+        &id.to_string(),
+        &json!({ "login": user.login, "sessions": sids.len() }),
+    )?;
+    tx.commit()?;
+    Ok(revoked)
+}
+
+/// Creates an administrator. Only the CLI calls this: no HTTP endpoint can.
+pub fn create_admin(
+    client: &mut Client,
+    actor: &str,
+    login: &str,
+    email: Option<&str>,
+    hash: &str,
+) -> Result<User> {
+    let mut tx = client.transaction()?;
+    let user = users::create(&mut tx, login, email, hash, true)?;
+    audit::record(
+        &mut tx,
+        actor,
+        "admin.create",
+        &user.id.to_string(),
+        &json!({ "login": login }),
+    )?;
+    tx.commit()?;
+    Ok(user)
+}
+
+/// Sets an administrator's password and ends its sessions.
+pub fn set_admin_password(
+    client: &mut Client,
+    actor: &str,
+    login: &str,
+    hash: &str,
+    lifetime: Duration,
+) -> Result<()> {
+    let user = require_login(client, login)?;
+    if !user.is_admin {
+        return Err(Error::invalid(
+            "login",
+            format!("'{login}' is not an administrator"),
+        ));
+    }
+    let mut tx = client.transaction()?;
+    users::set_password(&mut tx, user.id, hash)?;
+    let sids = sessions::revoke_user_sessions(&mut tx, user.id, None, lifetime)?;
+    revocations::revoke(
+        &mut tx,
+        Kind::Session,
+        &sids,
+        "password set from the CLI",
+        lifetime,
+    )?;
+    audit::record(
+        &mut tx,
+        actor,
+        "admin.set_password",
+        &user.id.to_string(),
+        &json!({ "login": login }),
+    )?;
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! Handlers of `/api/v1/auth/*`, `/api/v1/users/me*` and the JWKS.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, patch};
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::AppState;
+use super::extract::{Authenticated, Client, FormOrJson, JsonBody, Params};
+use crate::auth::TokenPair;
+use crate::error::{Error, Result};
+use crate::store::users::User;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    login: String,
+    password: String,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    login: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    refresh_token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectRequest {
+    token: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChangeRequest {
+    old_password: String,
+    new_password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteMeRequest {
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// A page size: `default` when absent, 1..=100 otherwise.
+pub fn page_limit(limit: Option<usize>, default: usize) -> Result<usize> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=100).contains(&n) => Ok(n),
+        Some(_) => Err(Error::invalid("limit", "must be between 1 and 100")),
+    }
+}
+
+/// `User` as the API shows it.
+#[derive(Serialize)]
+pub struct UserBody {
+    id: Uuid,
+    login: String,
+    email: Option<String>,
+    roles: Vec<String>,
+    is_admin: bool,
+    created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserBody {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id,
+            login: u.login,
+            email: u.email,
+            roles: u.roles,
+            is_admin: u.is_admin,
+            created_at: u.created_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct TokenBody {
+    access_token: String,
+    refresh_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+}
+
+impl From<TokenPair> for TokenBody {
+    fn from(p: TokenPair) -> Self {
+        Self {
+            access_token: p.access_token,
+            refresh_token: p.refresh_token,
+            token_type: "Bearer",
+            expires_in: p.expires_in,
+        }
+    }
+}
+
+pub async fn signup(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<SignupRequest>,
+) -> Result<Response> {
+    let user = s.auth.signup(req.login, req.password, req.email).await?;
+    Ok((StatusCode::CREATED, Json(UserBody::from(user))).into_response())
+}
+
+pub async fn login(
+    State(s): State<AppState>,
+    Client(info): Client,
+    JsonBody(req): JsonBody<LoginRequest>,
+) -> Result<Json<TokenBody>> {
+    Ok(Json(
+        s.auth.login(req.login, req.password, info).await?.into(),
+    ))
+}
+
+pub async fn refresh(
+    State(s): State<AppState>,
+    Client(info): Client,
+    JsonBody(req): JsonBody<RefreshRequest>,
+) -> Result<Json<TokenBody>> {
+    Ok(Json(s.auth.refresh(req.refresh_token, info).await?.into()))
+}
+
+pub async fn logout(
+    State(s): State<AppState>,
+    Authenticated(claims): Authenticated,
+) -> Result<StatusCode> {
+    s.auth.logout(&claims).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn logout_all(
+    State(s): State<AppState>,
+    Authenticated(claims): Authenticated,
+) -> Result<StatusCode> {
+    s.auth
+        .logout_all(claims.sub, Some(claims.sid), "logout-all")
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn timestamp(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(secs, 0).single().unwrap_or_default()
+}
+
+#[derive(Serialize)]
+pub struct CheckBody {
+    user_id: Uuid,
+    login: String,
+    roles: Vec<String>,
+    is_admin: bool,
+    session_id: Uuid,
+    expires_at: DateTime<Utc>,
+}
+
+/// Authenticates a user for an application service; no database involved.
+pub async fn check(Authenticated(c): Authenticated) -> Json<CheckBody> {
+    Json(CheckBody {
+        user_id: c.sub,
+        login: c.login,
+        roles: c.roles,
+        is_admin: c.adm,
+        session_id: c.sid,
+        expires_at: timestamp(c.exp),
+    })
+}
+
+/// RFC 7662 token introspection: `{active: false}` for any token that would
+/// not pass `/check`.
+pub async fn introspect(
+    State(s): State<AppState>,
+    FormOrJson(req): FormOrJson<IntrospectRequest>,
+) -> Response {
+    match s.auth.authenticate(&req.token) {
+        Ok(c) => Json(serde_json::json!({
+            "active": true,
+            "sub": c.sub,
+            "username": c.login,
+            "exp": c.exp,
+            "iat": c.iat,
+            "nbf": c.nbf,
+            "iss": c.iss,
+            "aud": c.aud,
+            "jti": c.jti.to_string(),
+            "token_type": "Bearer",
+            "roles": c.roles,
+            "is_admin": c.adm,
+            "sid": c.sid.to_string(),
+        }))
+        .into_response(),
+        Err(_) => Json(serde_json::json!({ "active": false })).into_response(),
+    }
+}
+
+pub async fn jwks(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CACHE_CONTROL, "public, max-age=300")],
+        Json(s.auth.tokens.keyring().jwks().clone()),
+    )
+}
+
+pub fn me_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/users/me", get(me).delete(delete_me))
+        .route("/api/v1/users/me/password", patch(change_password))
+        .route("/api/v1/users/me/history", get(history))
+        .route("/api/v1/users/me/sessions", get(sessions))
+        .route("/api/v1/users/me/sessions/{id}", delete(end_session))
+}
+
+async fn me(State(s): State<AppState>, Authenticated(c): Authenticated) -> Result<Json<UserBody>> {
+    Ok(Json(s.auth.profile(c.sub).await?.into()))
+}
+
+async fn change_password(
+    State(s): State<AppState>,
+    Authenticated(c): Authenticated,
+    JsonBody(req): JsonBody<PasswordChangeRequest>,
+) -> Result<StatusCode> {
+    s.auth
+        .change_password(&c, req.old_password, req.new_password)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete_me(
+    State(s): State<AppState>,
+    Authenticated(c): Authenticated,
+    JsonBody(req): JsonBody<DeleteMeRequest>,
+) -> Result<StatusCode> {
+    s.auth.delete_self(&c, req.password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct LoginEventBody {
+    id: i64,
+    occurred_at: DateTime<Utc>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    outcome: String,
+}
+
+async fn history(
+    State(s): State<AppState>,
+    Authenticated(c): Authenticated,
+    Params(p): Params<PageParams>,
+) -> Result<Response> {
+    let limit = page_limit(p.limit, 20)?;
+    let page = s.auth.history(c.sub, p.cursor, limit).await?;
+    let items: Vec<LoginEventBody> = page
+        .items
+        .into_iter()
+        .map(|e| LoginEventBody {
+            id: e.id,
+            occurred_at: e.occurred_at,
+            ip: e.ip.map(|ip| ip.to_string()),
+            user_agent: e.user_agent,
+            outcome: e.outcome,
+        })
+        .collect();
+    Ok(
+        Json(serde_json::json!({ "items": items, "next_cursor": page.next_cursor }))
+            .into_response(),
+    )
+}
+
+#[derive(Serialize)]
+struct SessionBody {
+    id: Uuid,
+    created_at: DateTime<Utc>,
+    last_used_at: DateTime<Utc>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    current: bool,
+}
+
+async fn sessions(State(s): State<AppState>, Authenticated(c): Authenticated) -> Result<Response> {
+    let items: Vec<SessionBody> = s
+        .auth
+        .sessions(c.sub)
+        .await?
+        .into_iter()
+        .map(|x| SessionBody {
+            current: x.id == c.sid,
+            id: x.id,
+            created_at: x.created_at,
+            last_used_at: x.last_used_at,
+            ip: x.ip.map(|ip| ip.to_string()),
+            user_agent: x.user_agent,
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "items": items })).into_response())
+}
+
+async fn end_session(
+    State(s): State<AppState>,
+    Authenticated(c): Authenticated,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let not_found = || Error::NotFound {
+        what: "session",
+        name: id.clone(),
+    };
+    let sid = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    s.auth.end_session(c.sub, sid).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,247 @@
+//! Request extractors that fail with problems, not axum's plain-text
+//! rejections: JSON bodies, form-or-JSON bodies, query strings, the bearer
+//! token (authenticated and admin) and the client's address.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use crate::error::Error;
+use crate::store::sessions::ClientInfo;
+use crate::tokens::Claims;
+
+/// A JSON body: 415 if not `application/json`, 413 over the size limit, 400
+/// when malformed or carrying an unknown field, 422 when a field is missing or
+/// has the wrong type (naming it).
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            return Err(Error::UnsupportedMediaType(
+                "expected a body with Content-Type: application/json".into(),
+            ));
+        }
+        let bytes = read_body(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// A body that may be JSON or `application/x-www-form-urlencoded` (RFC 7662).
+pub struct FormOrJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for FormOrJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
+        let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
+        let is_form = content_type
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if is_form {
+            let bytes = read_body(req, state).await?;
+            let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(&bytes));
+            return serde_path_to_error::deserialize(de)
+                .map(FormOrJson)
+                .map_err(|e| classify_message(&e.path().to_string(), &e.inner().to_string()));
+        }
+        if !is_json(content_type.as_ref()) {
+            return Err(Error::UnsupportedMediaType(
+                "expected application/json or application/x-www-form-urlencoded".into(),
+            ));
+        }
+        let bytes = read_body(req, state).await?;
+        parse_json(&bytes).map(FormOrJson)
+    }
+}
+
+fn is_json(value: Option<&axum::http::HeaderValue>) -> bool {
+    value
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|v| {
+            v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+        })
+}
+
+async fn read_body(req: Request, state: &AppState) -> Result<Bytes, Error> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::PayloadTooLarge {
+                limit: state.auth.config.server.max_body_bytes,
+            }
+        } else {
+            Error::BadRequest {
+                code: "malformed_request",
+                field: None,
+                detail: "could not read the request body".into(),
+            }
+        }
+    })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => classify_message(&path, &inner.to_string()),
+            _ => Error::BadRequest {
+                code: "malformed_json",
+                field: None,
+                detail: format!("malformed JSON: {inner}"),
+            },
+        }
+    })?;
+    de.end().map_err(|e| Error::BadRequest {
+        code: "malformed_json",
+        field: None,
+        detail: format!("malformed JSON: {e}"),
+    })?;
+    Ok(value)
+}
+
+/// Turns a serde data error into 400 (unknown field, not an object) or 422.
+fn classify_message(path: &str, message: &str) -> Error {
+    let quoted = |m: &str| m.split('`').nth(1).map(str::to_string);
+    let join = |name: String| {
+        if path == "." || path.is_empty() {
+            name
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_string();
+    if message.starts_with("unknown field") {
+        let field = quoted(&message).map(join);
+        return Error::BadRequest {
+            code: "unknown_field",
+            detail: format!("unknown field '{}'", field.clone().unwrap_or_default()),
+            field,
+        };
+    }
+    if message.starts_with("missing field") {
+        let field = quoted(&message).map(join).unwrap_or_default();
+        return Error::invalid(field, "is required");
+    }
+    if path == "." || path.is_empty() {
+        return Error::BadRequest {
+            code: "malformed_request",
+            field: None,
+            detail: format!("the body must be a JSON object: {message}"),
+        };
+    }
+    Error::invalid(path, message)
+}
+
+/// Query parameters; a bad value is a 422 naming the parameter.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(Params)
+            .map_err(|e| {
+                let field = e.path().to_string();
+                let message = e.inner().to_string();
+                if message.starts_with("unknown field") {
+                    classify_message(".", &message)
+                } else {
+                    Error::invalid(field, message)
+                }
+            })
+    }
+}
+
+/// The verified claims of the request's bearer token (not revoked).
+pub struct Authenticated(pub Claims);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let token = bearer_token(parts)
+            .ok_or_else(|| Error::InvalidToken("missing bearer token".into()))?;
+        state.auth.authenticate(token).map(Authenticated)
+    }
+}
+
+/// An administrator's verified claims: 401 without a valid token, 403 for a non-admin.
+pub struct Admin(pub Claims);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let Authenticated(claims) = Authenticated::from_request_parts(parts, state).await?;
+        if !claims.adm {
+            return Err(Error::Forbidden("administrator role required".into()));
+        }
+        Ok(Admin(claims))
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The client's IP (the peer, or the left-most X-Forwarded-For entry when
+/// trusted) and user agent.
+pub struct Client(pub ClientInfo);
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect());
+        Ok(Client(ClientInfo {
+            ip: client_ip(parts, state.auth.config.server.trust_forwarded_for),
+            user_agent,
+        }))
+    }
+}
+
+pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
+    if trust_forwarded_for {
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+}

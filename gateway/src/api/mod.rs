@@ -1,0 +1,112 @@
+//! The HTTP layer of the Auth API: routes, request/response shapes and the
+//! mapping of domain errors to problems. Use cases live in `auth` and `admin`.
+
+mod admin;
+mod auth;
+pub mod extract;
+pub mod problem;
+mod ratelimit;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::auth::Auth;
+use crate::store::migrations;
+
+pub use ratelimit::RateLimiter;
+
+/// The OpenAPI document, served at `/api/openapi.yaml`.
+pub const OPENAPI_YAML: &str = include_str!("../../../docs/auth-openapi.yaml");
+
+#[derive(Clone)]
+pub struct AppState {
+    pub auth: Arc<Auth>,
+    pub limiter: Arc<RateLimiter>,
+}
+
+impl AppState {
+    pub fn new(auth: Arc<Auth>) -> Self {
+        let limiter = Arc::new(RateLimiter::new(&auth.config.limits));
+        Self { auth, limiter }
+    }
+}
+
+/// Every route of the server.
+pub fn router(state: AppState) -> Router {
+    let limited = Router::new()
+        .route("/api/v1/auth/signup", post(auth::signup))
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/refresh", post(auth::refresh))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::limit,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/openapi.yaml", get(openapi))
+        .route("/.well-known/jwks.json", get(auth::jwks))
+        .merge(limited)
+        .route("/api/v1/auth/logout", post(auth::logout))
+        .route("/api/v1/auth/logout-all", post(auth::logout_all))
+        .route("/api/v1/auth/check", get(auth::check))
+        .route("/api/v1/auth/introspect", post(auth::introspect))
+        .merge(auth::me_routes())
+        .merge(admin::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(
+            state.auth.config.server.max_body_bytes,
+        ))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    problem::respond(StatusCode::NOT_FOUND, "not_found", "no such route".into())
+}
+
+async fn method_not_allowed() -> Response {
+    problem::respond(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route".into(),
+    )
+}
+
+/// The process is up.
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+/// The database answers, every migration is applied and the revocation set
+/// is loaded; otherwise 503 saying which.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let check = state.auth.db.run(migrations::pending);
+    let reason = match tokio::time::timeout(Duration::from_secs(5), check).await {
+        Err(_) => Some("database did not answer within 5s".to_string()),
+        Ok(Err(e)) => Some(format!("database unreachable: {e}")),
+        Ok(Ok(pending)) if !pending.is_empty() => Some(format!(
+            "migrations pending: {}; run `authgw db upgrade`",
+            pending.join(", ")
+        )),
+        Ok(Ok(_)) if !state.auth.revocations.is_synced() => {
+            Some("revocation set not loaded yet".to_string())
+        }
+        Ok(Ok(_)) => None,
+    };
+    match reason {
+        None => axum::Json(json!({ "status": "ready" })).into_response(),
+        Some(reason) => problem::respond(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason),
+    }
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML)
+}

@@ -1,0 +1,404 @@
+//! The Auth API's use cases: signup, login, refresh, logout, profile,
+//! password change, self-deletion, history and sessions. No HTTP here: the
+//! `api` module turns requests into these calls and errors into problems.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::passwords::{self, Hasher};
+use crate::revocation::RevocationSet;
+use crate::store::history::{self, LoginEvent, Outcome};
+use crate::store::revocations::{self, Kind, Revocation};
+use crate::store::sessions::{self, ClientInfo, Consumed, SessionInfo};
+use crate::store::users::{self, User};
+use crate::store::{Db, Page};
+use crate::tokens::{self, Claims, Tokens};
+
+/// A freshly issued access/refresh token pair.
+#[derive(Debug, Clone)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+}
+
+/// Shared state of the Auth API.
+pub struct Auth {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub hasher: Hasher,
+    pub tokens: Tokens,
+    pub revocations: Arc<RevocationSet>,
+}
+
+/// Checks a login's shape: 3-64 characters of `[A-Za-z0-9._-]`.
+pub fn validate_login(login: &str) -> Result<()> {
+    let ok = (3..=64).contains(&login.len())
+        && login
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "login",
+            "must be 3-64 characters of letters, digits, '.', '_' or '-'",
+        ))
+    }
+}
+
+pub fn validate_email(email: Option<&str>) -> Result<()> {
+    match email {
+        Some(e) if e.len() > 254 || !e.contains('@') || e.starts_with('@') || e.ends_with('@') => {
+            Err(Error::invalid("email", "must be an e-mail address"))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Auth {
+    /// How long a revocation must be remembered: the longest an access token
+    /// issued before it can still verify.
+    pub fn revocation_lifetime(&self) -> Duration {
+        self.config.tokens.access_ttl + self.config.tokens.clock_skew
+    }
+
+    /// Verifies a bearer token: signature and claims, then the in-memory
+    /// revocation set. Never touches the database.
+    pub fn authenticate(&self, token: &str) -> Result<Claims> {
+        let claims = self.tokens.verify(token)?;
+        if self.revocations.is_revoked(claims.sub, claims.sid) {
+            return Err(Error::InvalidToken("token revoked".into()));
+        }
+        Ok(claims)
+    }
+
+    pub async fn signup(
+        &self,
+        login: String,
+        password: String,
+        email: Option<String>,
+    ) -> Result<User> {
+        validate_login(&login)?;
+        passwords::validate_new("password", &password, &login)?;
+        validate_email(email.as_deref())?;
+        let hash = self.hasher.hash(password).await?;
+        self.db
+            .run(move |c| users::create(c, &login, email.as_deref(), &hash, false))
+            .await
+    }
+
+    pub async fn login(
+        &self,
+        login: String,
+        password: String,
+        info: ClientInfo,
+    ) -> Result<TokenPair> {
+        if login.is_empty() || login.len() > 64 {
+            return Err(Error::InvalidCredentials);
+        }
+        if password.len() > passwords::MAX_LEN {
+            return Err(Error::invalid(
+                "password",
+                format!("must be at most {} bytes", passwords::MAX_LEN),
+            ));
+        }
+        let lookup = login.clone();
+        let creds = self
+            .db
+            .run(move |c| users::find_credentials(c, &lookup))
+            .await?;
+        let locked = creds
+            .as_ref()
+            .and_then(|c| c.locked_until)
+            .is_some_and(|until| until > chrono::Utc::now());
+        // A locked or unknown account is verified against the dummy hash, so
+        // every failure takes the same time and says the same thing.
+        let phc = creds
+            .as_ref()
+            .filter(|_| !locked)
+            .map(|c| c.password_hash.clone());
+        let ok = self.hasher.verify(password, phc).await?;
+        let limits = self.config.limits.clone();
+        let creds = match creds {
+            Some(creds) if ok => creds,
+            creds => {
+                let user_id = creds.as_ref().map(|c| c.id);
+                let outcome = match (&creds, locked) {
+                    (None, _) => Outcome::UnknownLogin,
+                    (Some(_), true) => Outcome::Locked,
+                    (Some(_), false) => Outcome::BadPassword,
+                };
+                self.db
+                    .run(move |c| {
+                        if let (Some(id), Outcome::BadPassword) = (user_id, outcome) {
+                            users::record_failed_login(
+                                c,
+                                id,
+                                limits.lockout_threshold,
+                                limits.lockout_base,
+                                limits.lockout_max,
+                            )?;
+                        }
+                        history::record(c, user_id, &login, &info, outcome)
+                    })
+                    .await?;
+                return Err(Error::InvalidCredentials);
+            }
+        };
+        let refresh_ttl = self.config.tokens.refresh_ttl;
+        let (refresh_token, hash) = tokens::new_refresh_token();
+        let session_id = Uuid::new_v4();
+        let user = self
+            .db
+            .run(move |c| {
+                let mut tx = c.transaction()?;
+                users::record_successful_login(&mut tx, creds.id)?;
+                sessions::issue(&mut tx, creds.id, session_id, &hash, refresh_ttl, &info)?;
+                history::record(
+                    &mut tx,
+                    Some(creds.id),
+                    &creds.login,
+                    &info,
+                    Outcome::Success,
+                )?;
+                let user = users::get(&mut tx, creds.id)?;
+                tx.commit()?;
+                user.ok_or(Error::InvalidCredentials)
+            })
+            .await?;
+        self.pair(&user, session_id, refresh_token)
+    }
+
+    fn pair(&self, user: &User, session_id: Uuid, refresh_token: String) -> Result<TokenPair> {
+        let access_token =
+            self.tokens
+                .issue(user.id, &user.login, &user.roles, user.is_admin, session_id)?;
+        Ok(TokenPair {
+            access_token,
+            refresh_token,
+            expires_in: self.tokens.access_ttl().as_secs(),
+        })
+    }
+
+    /// Consumes `presented` and issues the next token of its session, with the
+    /// user's current roles read again from the database.
+    pub async fn refresh(&self, presented: String, info: ClientInfo) -> Result<TokenPair> {
+        let hash = tokens::refresh_token_hash(&presented).ok_or(Error::InvalidRefreshToken)?;
+        let grace = self.config.tokens.refresh_reuse_grace;
+        let refresh_ttl = self.config.tokens.refresh_ttl;
+        let lifetime = self.revocation_lifetime();
+        let (next, next_hash) = tokens::new_refresh_token();
+        enum Step {
+            Issued(Box<User>, Uuid),
+            Reused(Vec<Revocation>),
+            Refused(Error),
+        }
+        let step = self
+            .db
+            .run(move |c| {
+                let mut tx = c.transaction()?;
+                let step = match sessions::consume(&mut tx, &hash, grace)? {
+                    Consumed::Rotated {
+                        user_id,
+                        session_id,
+                    } => {
+                        sessions::issue(
+                            &mut tx,
+                            user_id,
+                            session_id,
+                            &next_hash,
+                            refresh_ttl,
+                            &info,
+                        )?;
+                        match users::get(&mut tx, user_id)? {
+                            Some(user) => Step::Issued(Box::new(user), session_id),
+                            None => Step::Refused(Error::InvalidRefreshToken),
+                        }
+                    }
+                    Consumed::Reused { session_id, .. } => {
+                        sessions::revoke_session(&mut tx, session_id)?;
+                        Step::Reused(revocations::revoke(
+                            &mut tx,
+                            Kind::Session,
+                            &[session_id],
+                            "refresh token reuse",
+                            lifetime,
+                        )?)
+                    }
+                    Consumed::AlreadyRotated => Step::Refused(Error::RefreshTokenAlreadyRotated),
+                    Consumed::Invalid => Step::Refused(Error::InvalidRefreshToken),
+                };
+                tx.commit()?;
+                Ok(step)
+            })
+            .await?;
+        match step {
+            Step::Issued(user, session_id) => self.pair(&user, session_id, next),
+            Step::Reused(revoked) => {
+                tracing::warn!("refresh token reuse detected; session revoked");
+                self.revocations.insert(&revoked);
+                Err(Error::RefreshTokenReused)
+            }
+            Step::Refused(e) => Err(e),
+        }
+    }
+
+    /// Ends the session of `claims`: its refresh tokens and its access tokens.
+    pub async fn logout(&self, claims: &Claims) -> Result<()> {
+        self.end_session_of(claims.sid, claims.sub, "logout", false)
+            .await
+    }
+
+    /// Ends every session of `user_id`. `current` is included even if the
+    /// database knows no refresh token for it.
+    pub async fn logout_all(
+        &self,
+        user_id: Uuid,
+        current: Option<Uuid>,
+        reason: &'static str,
+    ) -> Result<()> {
+        let lifetime = self.revocation_lifetime();
+        let revoked = self
+            .db
+            .run(move |c| {
+                let mut tx = c.transaction()?;
+                let mut sids = sessions::revoke_user_sessions(&mut tx, user_id, None, lifetime)?;
+                sids.extend(current.filter(|s| !sids.contains(s)));
+                let revoked = revocations::revoke(&mut tx, Kind::Session, &sids, reason, lifetime)?;
+                tx.commit()?;
+                Ok(revoked)
+            })
+            .await?;
+        self.revocations.insert(&revoked);
+        Ok(())
+    }
+
+    /// Ends one session of `user_id`; someone else's session is "not found".
+    pub async fn end_session(&self, user_id: Uuid, session_id: Uuid) -> Result<()> {
+        self.end_session_of(session_id, user_id, "session ended", true)
+            .await
+    }
+
+    /// Revokes session `sid` of `user_id`. A session of another user is "not
+    /// found"; so is an unknown one when `must_exist`.
+    async fn end_session_of(
+        &self,
+        sid: Uuid,
+        user_id: Uuid,
+        reason: &'static str,
+        must_exist: bool,
+    ) -> Result<()> {
+        let lifetime = self.revocation_lifetime();
+        let revoked = self
+            .db
+            .run(move |c| {
+                let mut tx = c.transaction()?;
+                let owner = sessions::owner(&mut tx, sid)?;
+                if owner.is_some_and(|o| o != user_id) || (must_exist && owner.is_none()) {
+                    return Err(Error::NotFound {
+                        what: "session",
+                        name: sid.to_string(),
+                    });
+                }
+                sessions::revoke_session(&mut tx, sid)?;
+                let revoked =
+                    revocations::revoke(&mut tx, Kind::Session, &[sid], reason, lifetime)?;
+                tx.commit()?;
+                Ok(revoked)
+            })
+            .await?;
+        self.revocations.insert(&revoked);
+        Ok(())
+    }
+
+    pub async fn profile(&self, user_id: Uuid) -> Result<User> {
+        self.db
+            .run(move |c| users::get(c, user_id))
+            .await?
+            .ok_or_else(|| Error::InvalidToken("user no longer exists".into()))
+    }
+
+    /// Checks `password` against the stored hash of `user_id`; returns whether
+    /// the user is an administrator.
+    async fn confirm_password(&self, user_id: Uuid, password: String) -> Result<bool> {
+        if password.len() > passwords::MAX_LEN {
+            return Err(Error::InvalidCredentials);
+        }
+        let stored = self
+            .db
+            .run(move |c| users::password_hash(c, user_id))
+            .await?;
+        let Some((phc, is_admin)) = stored else {
+            return Err(Error::InvalidToken("user no longer exists".into()));
+        };
+        if self.hasher.verify(password, Some(phc)).await? {
+            Ok(is_admin)
+        } else {
+            Err(Error::InvalidCredentials)
+        }
+    }
+
+    /// Changes the password and ends every other session of the user.
+    pub async fn change_password(&self, claims: &Claims, old: String, new: String) -> Result<()> {
+        passwords::validate_new("new_password", &new, &claims.login)?;
+        self.confirm_password(claims.sub, old).await?;
+        let hash = self.hasher.hash(new).await?;
+        let (user_id, keep, lifetime) = (claims.sub, claims.sid, self.revocation_lifetime());
+        let revoked = self
+            .db
+            .run(move |c| {
+                let mut tx = c.transaction()?;
+                users::set_password(&mut tx, user_id, &hash)?;
+                let sids = sessions::revoke_user_sessions(&mut tx, user_id, Some(keep), lifetime)?;
+                let revoked = revocations::revoke(
+                    &mut tx,
+                    Kind::Session,
+                    &sids,
+                    "password changed",
+                    lifetime,
+                )?;
+                tx.commit()?;
+                Ok(revoked)
+            })
+            .await?;
+        self.revocations.insert(&revoked);
+        Ok(())
+    }
+
+    /// Deletes the caller's account after checking its password. An
+    /// administrator cannot delete itself this way.
+    pub async fn delete_self(&self, claims: &Claims, password: String) -> Result<()> {
+        if self.confirm_password(claims.sub, password).await? {
+            return Err(Error::Forbidden(
+                "an administrator cannot delete itself through the API".into(),
+            ));
+        }
+        let (user_id, lifetime) = (claims.sub, self.revocation_lifetime());
+        let revoked = self
+            .db
+            .run(move |c| crate::admin::delete_user_tx(c, user_id, "account deleted", lifetime))
+            .await?;
+        self.revocations.insert(&revoked);
+        Ok(())
+    }
+
+    pub async fn history(
+        &self,
+        user_id: Uuid,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<Page<LoginEvent>> {
+        self.db
+            .run(move |c| history::page(c, user_id, cursor.as_deref(), limit))
+            .await
+    }
+
+    pub async fn sessions(&self, user_id: Uuid) -> Result<Vec<SessionInfo>> {
+        self.db.run(move |c| sessions::active(c, user_id)).await
+    }
+}

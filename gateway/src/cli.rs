@@ -1,0 +1,437 @@
+//! The `authgw` command line. Exit codes: 0 ok, 1 runtime error, 2 usage or
+//! config error; every error is one line on stderr, `error: ...`.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, SigningAlgorithm};
+use crate::error::Error;
+use crate::store::{self, migrations, roles, users};
+use crate::{admin, passwords, tokens};
+
+#[derive(Parser)]
+#[command(
+    name = "authgw",
+    version,
+    about = "Edge authentication gateway: Auth API, edge proxy and admin CLI"
+)]
+struct Cli {
+    /// Configuration file [default: gateway.toml]
+    #[arg(long, global = true, env = "AUTHGW_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server until SIGTERM/SIGINT.
+    Serve,
+    /// Schema migrations.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Administrators (the only way one comes to exist).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// JWT signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Roles and grants.
+    #[command(subcommand)]
+    Roles(RolesCommand),
+    /// Users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Apply pending migrations.
+    Upgrade,
+    /// List migrations, applied and pending, one per line.
+    Status,
+    /// Write the next numbered, empty migration file and print its path.
+    New {
+        /// Name of the migration ([a-z0-9_]).
+        name: String,
+        /// Migrations directory.
+        #[arg(long, default_value = "migrations")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct PasswordSource {
+    /// Read the password from standard input (one line) instead of prompting.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an administrator.
+    Create {
+        #[arg(long)]
+        login: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// List administrators: login, id, created_at (tab-separated).
+    List,
+    /// Set an administrator's password (ends its sessions).
+    SetPassword {
+        #[arg(long)]
+        login: String,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write a new signing key into the keys directory; it signs from the next start.
+    Generate {
+        /// Algorithm [default: tokens.algorithm]
+        #[arg(long, value_enum)]
+        alg: Option<SigningAlgorithm>,
+    },
+    /// List keys: kid, algorithm, file, and which one signs.
+    List,
+}
+
+#[derive(Subcommand)]
+enum RolesCommand {
+    /// List roles: name and description (tab-separated).
+    List,
+    /// Create a role.
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete a role (it is removed from every user).
+    Delete { name: String },
+    /// Grant a role to a user.
+    Grant {
+        #[arg(long)]
+        login: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// Take a role from a user.
+    Revoke {
+        #[arg(long)]
+        login: String,
+        #[arg(long)]
+        role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// List users: login, id, admin flag, roles (tab-separated).
+    List {
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        login_prefix: Option<String>,
+    },
+}
+
+/// Why the CLI failed, which decides the exit code.
+enum Failure {
+    Usage(String),
+    Config(ConfigError),
+    Runtime(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid { .. } => Failure::Usage(e.to_string()),
+            e => Failure::Runtime(e),
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Config(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("error: {}", runtime_message(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime_message(e: &Error) -> String {
+    match e {
+        Error::Internal(detail) | Error::Unavailable(detail) => detail.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn load_config(path: Option<PathBuf>) -> Result<Config, Failure> {
+    let required = path.is_some();
+    let path = path.unwrap_or_else(|| PathBuf::from("gateway.toml"));
+    Config::load(&path, required).map_err(Failure::Config)
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let config = load_config(cli.config)?;
+    match cli.command {
+        Command::Serve => serve(config),
+        Command::Db(cmd) => db(&config, cmd),
+        Command::Admin(cmd) => admin_cmd(&config, cmd),
+        Command::Keys(cmd) => keys(&config, cmd),
+        Command::Roles(cmd) => roles_cmd(&config, cmd),
+        Command::Users(cmd) => users_cmd(&config, cmd),
+    }
+}
+
+fn serve(config: Config) -> Result<(), Failure> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .map_err(|e| Failure::Usage(format!("log.level: {e}")))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| Failure::Runtime(Error::internal(e)))?;
+    runtime.block_on(async move {
+        let listen = config.server.listen;
+        let gateway = crate::server::Gateway::build(config)?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| Error::Internal(format!("cannot listen on {listen}: {e}")))?;
+        tracing::info!(%listen, "authgw listening");
+        gateway
+            .serve(listener, crate::server::shutdown_signal())
+            .await
+            .map_err(Error::internal)?;
+        tracing::info!("stopped");
+        Ok::<(), Failure>(())
+    })
+}
+
+fn connect(config: &Config) -> Result<postgres::Client, Failure> {
+    Ok(store::connect(
+        &config.database.url,
+        config.database.connect_timeout,
+    )?)
+}
+
+fn db(config: &Config, cmd: DbCommand) -> Result<(), Failure> {
+    match cmd {
+        DbCommand::Upgrade => {
+            let applied = migrations::upgrade(&mut connect(config)?)?;
+            if applied.is_empty() {
+                println!("schema is up to date");
+            }
+            for m in applied {
+                println!("applied V{}__{}", m.version, m.name);
+            }
+        }
+        DbCommand::Status => {
+            for m in migrations::status(&mut connect(config)?)? {
+                let state = if m.applied { "applied" } else { "pending" };
+                println!("V{}__{}\t{state}", m.version, m.name);
+            }
+        }
+        DbCommand::New { name, dir } => {
+            println!("{}", migrations::new_file(&dir, &name)?.display());
+        }
+    }
+    Ok(())
+}
+
+/// `cli:<os user>`, the audit actor of every CLI action.
+fn actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+/// Reads a new password from stdin or an interactive prompt (asked twice,
+/// not echoed), never from argv or the environment, and validates it.
+fn new_password(source: &PasswordSource, login: &str) -> Result<String, Failure> {
+    let password = if source.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Failure::Usage(format!("cannot read the password from stdin: {e}")))?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    } else {
+        if !std::io::stdin().is_terminal() {
+            return Err(Failure::Usage(
+                "no terminal to prompt for a password; pass --password-stdin".into(),
+            ));
+        }
+        let first = rpassword::prompt_password("New password: ")
+            .map_err(|e| Failure::Usage(format!("cannot read the password: {e}")))?;
+        let second = rpassword::prompt_password("Repeat password: ")
+            .map_err(|e| Failure::Usage(format!("cannot read the password: {e}")))?;
+        if first != second {
+            return Err(Failure::Usage("the passwords do not match".into()));
+        }
+        first
+    };
+    if password.is_empty() {
+        return Err(Failure::Usage("the password is empty".into()));
+    }
+    passwords::validate_new("password", &password, login)?;
+    Ok(password)
+}
+
+fn admin_cmd(config: &Config, cmd: AdminCommand) -> Result<(), Failure> {
+    match cmd {
+        AdminCommand::Create {
+            login,
+            email,
+            password,
+        } => {
+            crate::auth::validate_login(&login)?;
+            crate::auth::validate_email(email.as_deref())?;
+            let password = new_password(&password, &login)?;
+            let mut client = connect(config)?;
+            let hash = passwords::hash(&config.passwords, &password)?;
+            let user = admin::create_admin(&mut client, &actor(), &login, email.as_deref(), &hash)?;
+            println!("created administrator '{}' ({})", user.login, user.id);
+        }
+        AdminCommand::List => {
+            let filter = users::UserFilter {
+                admins_only: true,
+                limit: 100,
+                ..Default::default()
+            };
+            for u in list_all(&mut connect(config)?, filter)? {
+                println!("{}\t{}\t{}", u.login, u.id, u.created_at.to_rfc3339());
+            }
+        }
+        AdminCommand::SetPassword { login, password } => {
+            let password = new_password(&password, &login)?;
+            let mut client = connect(config)?;
+            let hash = passwords::hash(&config.passwords, &password)?;
+            let lifetime = config.tokens.access_ttl + config.tokens.clock_skew;
+            admin::set_admin_password(&mut client, &actor(), &login, &hash, lifetime)?;
+            println!("password of '{login}' changed; its sessions have ended");
+        }
+    }
+    Ok(())
+}
+
+fn list_all(
+    client: &mut postgres::Client,
+    mut filter: users::UserFilter,
+) -> Result<Vec<users::User>, Failure> {
+    let mut all = Vec::new();
+    loop {
+        let page = users::list(client, &filter)?;
+        all.extend(page.items);
+        match page.next_cursor {
+            Some(c) => filter.cursor = Some(c),
+            None => return Ok(all),
+        }
+    }
+}
+
+fn keys(config: &Config, cmd: KeysCommand) -> Result<(), Failure> {
+    tokens::install_crypto_provider();
+    let dir = &config.tokens.keys_dir;
+    match cmd {
+        KeysCommand::Generate { alg } => {
+            let path = tokens::generate_key(dir, alg.unwrap_or(config.tokens.algorithm))?;
+            let ring = tokens::Keyring::load(dir)?;
+            println!("{}\t{}", ring.signing_kid(), path.display());
+        }
+        KeysCommand::List => {
+            let ring = match tokens::Keyring::load(dir) {
+                Ok(ring) => ring,
+                Err(e) if e.to_string().contains("no signing key") => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            for k in ring.keys() {
+                let role = if k.kid == ring.signing_kid() {
+                    "signing"
+                } else {
+                    "verify-only"
+                };
+                println!("{}\t{:?}\t{}\t{role}", k.kid, k.alg, k.path.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn roles_cmd(config: &Config, cmd: RolesCommand) -> Result<(), Failure> {
+    let mut client = connect(config)?;
+    let actor = actor();
+    match cmd {
+        RolesCommand::List => {
+            for r in roles::list(&mut client)? {
+                println!("{}\t{}", r.name, r.description);
+            }
+        }
+        RolesCommand::Create { name, description } => {
+            roles::validate_name(&name)?;
+            admin::create_role(&mut client, &actor, &name, &description)?;
+            println!("created role '{name}'");
+        }
+        RolesCommand::Delete { name } => {
+            admin::delete_role(&mut client, &actor, &name)?;
+            println!("deleted role '{name}'");
+        }
+        RolesCommand::Grant { login, role } => {
+            let user = admin::require_login(&mut client, &login)?;
+            admin::set_role(&mut client, &actor, &user, &role, true)?;
+            println!("granted '{role}' to '{}'", user.login);
+        }
+        RolesCommand::Revoke { login, role } => {
+            let user = admin::require_login(&mut client, &login)?;
+            admin::set_role(&mut client, &actor, &user, &role, false)?;
+            println!("revoked '{role}' from '{}'", user.login);
+        }
+    }
+    Ok(())
+}
+
+fn users_cmd(config: &Config, cmd: UsersCommand) -> Result<(), Failure> {
+    let UsersCommand::List { role, login_prefix } = cmd;
+    let filter = users::UserFilter {
+        role,
+        login_prefix,
+        limit: 100,
+        ..Default::default()
+    };
+    for u in list_all(&mut connect(config)?, filter)? {
+        let kind = if u.is_admin { "admin" } else { "user" };
+        println!("{}\t{}\t{kind}\t{}", u.login, u.id, u.roles.join(","));
+    }
+    Ok(())
+}

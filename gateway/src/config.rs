@@ -1,0 +1,399 @@
+//! Configuration: `gateway.toml` parsed into typed structs, then environment
+//! overrides for deploy-specific values and secrets.
+//!
+//! Every section rejects unknown keys, and every error names the file, the key
+//! and the reason, so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Environment variables that override the file (deploy-specific values and secrets).
+pub const ENV_DATABASE_URL: &str = "AUTHGW_DATABASE_URL";
+pub const ENV_LISTEN: &str = "AUTHGW_LISTEN";
+pub const ENV_KEYS_DIR: &str = "AUTHGW_KEYS_DIR";
+pub const ENV_LOG: &str = "AUTHGW_LOG";
+
+/// A configuration error: which file, which key, why.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {key}: {reason}")]
+pub struct ConfigError {
+    pub origin: String,
+    pub key: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub tokens: TokenConfig,
+    pub passwords: PasswordConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Take the client address from the left-most `X-Forwarded-For` entry.
+    /// Only for deployments behind a trusted load balancer.
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_timeout: Duration::from_secs(30),
+            max_body_bytes: 64 * 1024,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub url: String,
+    /// Connections in the pool; also the number of queries in flight at once.
+    pub pool_size: u32,
+    /// How long a query waits for a connection before failing with 503.
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgresql://postgres@127.0.0.1:5432/authgw".into(),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Signing algorithms the gateway issues tokens with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+pub enum SigningAlgorithm {
+    #[serde(rename = "EdDSA")]
+    #[value(name = "EdDSA")]
+    EdDsa,
+    #[serde(rename = "ES256")]
+    #[value(name = "ES256")]
+    Es256,
+    #[serde(rename = "RS256")]
+    #[value(name = "RS256")]
+    Rs256,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    pub issuer: String,
+    pub audience: String,
+    /// Algorithm of keys made by `authgw keys generate`.
+    pub algorithm: SigningAlgorithm,
+    pub keys_dir: PathBuf,
+    #[serde(deserialize_with = "duration")]
+    pub access_ttl: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub refresh_ttl: Duration,
+    /// A consumed refresh token presented again within this window gets 409
+    /// and logs nobody out (two tabs racing); after it, the session is revoked.
+    #[serde(deserialize_with = "duration")]
+    pub refresh_reuse_grace: Duration,
+    /// Tolerated clock difference when checking `exp` and `nbf`.
+    #[serde(deserialize_with = "duration")]
+    pub clock_skew: Duration,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "authgw".into(),
+            audience: "cinema".into(),
+            algorithm: SigningAlgorithm::EdDsa,
+            keys_dir: PathBuf::from("keys"),
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_reuse_grace: Duration::from_secs(10),
+            clock_skew: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordConfig {
+    /// argon2id memory cost in KiB (OWASP: 19456).
+    pub memory_kib: u32,
+    /// argon2id iterations (OWASP: 2).
+    pub iterations: u32,
+    /// argon2id lanes (OWASP: 1).
+    pub parallelism: u32,
+    /// Hashes computed at once; 0 means the number of CPUs.
+    pub max_concurrent: usize,
+    /// Hash requests allowed to wait for a slot; beyond it, 503 with Retry-After.
+    pub max_queue: usize,
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+            max_concurrent: 0,
+            max_queue: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Sustained requests per minute per client IP on signup, login and refresh.
+    pub auth_per_minute: u32,
+    /// Requests a client IP may make in a burst before the rate applies.
+    pub auth_burst: u32,
+    /// Consecutive failed logins before the account is locked.
+    pub lockout_threshold: u32,
+    /// First lock duration; it doubles with each further failure.
+    #[serde(deserialize_with = "duration")]
+    pub lockout_base: Duration,
+    /// Longest lock.
+    #[serde(deserialize_with = "duration")]
+    pub lockout_max: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            auth_per_minute: 60,
+            auth_burst: 20,
+            lockout_threshold: 5,
+            lockout_base: Duration::from_secs(30),
+            lockout_max: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. "info" or "gateway=debug,info".
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let raw = String::deserialize(d)?;
+    parse_duration(&raw).map_err(serde::de::Error::custom)
+}
+
+/// Parses "15m", "30d", "10s", "1h 30m".
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw).map_err(|e| {
+        format!("invalid duration {raw:?} ({e}); write e.g. \"10s\", \"15m\", \"30d\"")
+    })
+}
+
+impl Config {
+    /// Loads the file at `path` if it exists (a missing file is an error only when
+    /// `required`), then applies environment overrides, then validates.
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        let origin = path.display().to_string();
+        let mut config = match std::fs::read_to_string(path) {
+            Ok(raw) => Self::parse(&raw, &origin)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Self::default(),
+            Err(e) => {
+                return Err(ConfigError {
+                    origin,
+                    key: "(file)".into(),
+                    reason: format!("cannot read: {e}"),
+                });
+            }
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        config.validate(&origin)?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn parse(raw: &str, origin: &str) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::parse(raw).map_err(|e| ConfigError {
+            origin: origin.into(),
+            key: "(syntax)".into(),
+            reason: one_line(e.message()),
+        })?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError {
+                origin: origin.into(),
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                reason: one_line(e.inner().message()),
+            }
+        })
+    }
+
+    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(url) = get(ENV_DATABASE_URL) {
+            self.database.url = url;
+        }
+        if let Some(listen) = get(ENV_LISTEN) {
+            self.server.listen = listen.parse().map_err(|e| ConfigError {
+                origin: ENV_LISTEN.into(),
+                key: "server.listen".into(),
+                reason: format!("invalid socket address {listen:?}: {e}"),
+            })?;
+        }
+        if let Some(dir) = get(ENV_KEYS_DIR) {
+            self.tokens.keys_dir = PathBuf::from(dir);
+        }
+        if let Some(level) = get(ENV_LOG) {
+            self.log.level = level;
+        }
+        Ok(())
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let fail = |key: &str, reason: &str| ConfigError {
+            origin: origin.into(),
+            key: key.into(),
+            reason: reason.into(),
+        };
+        if self.database.pool_size == 0 {
+            return Err(fail("database.pool_size", "must be at least 1"));
+        }
+        if self.tokens.access_ttl < Duration::from_secs(10) {
+            return Err(fail("tokens.access_ttl", "must be at least 10s"));
+        }
+        if self.tokens.refresh_ttl <= self.tokens.access_ttl {
+            return Err(fail(
+                "tokens.refresh_ttl",
+                "must be longer than tokens.access_ttl",
+            ));
+        }
+        if self.tokens.issuer.is_empty() {
+            return Err(fail("tokens.issuer", "must not be empty"));
+        }
+        if self.tokens.audience.is_empty() {
+            return Err(fail("tokens.audience", "must not be empty"));
+        }
+        if self.passwords.memory_kib < 8 * self.passwords.parallelism.max(1) {
+            return Err(fail("passwords.memory_kib", "too small for argon2"));
+        }
+        if self.passwords.iterations == 0 || self.passwords.parallelism == 0 {
+            return Err(fail(
+                "passwords.iterations",
+                "iterations and parallelism must be at least 1",
+            ));
+        }
+        if self.limits.auth_per_minute == 0 || self.limits.auth_burst == 0 {
+            return Err(fail(
+                "limits.auth_per_minute",
+                "auth_per_minute and auth_burst must be at least 1",
+            ));
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(fail("server.max_body_bytes", "must be at least 1024"));
+        }
+        Ok(())
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped gateway.toml parses and equals the built-in defaults where it
+    /// does not override them, so the documented defaults are the real ones.
+    #[test]
+    fn shipped_file_parses() {
+        let raw = include_str!("../../gateway.toml");
+        let parsed = Config::parse(raw, "gateway.toml");
+        assert!(parsed.is_ok(), "{:?}", parsed.err());
+        let Ok(c) = parsed else { return };
+        let d = Config::default();
+        assert_eq!(c.tokens.access_ttl, d.tokens.access_ttl);
+        assert_eq!(c.tokens.refresh_ttl, d.tokens.refresh_ttl);
+        assert_eq!(c.passwords.memory_kib, 19_456);
+        assert_eq!(c.server.max_body_bytes, 65_536);
+    }
+
+    /// An unknown key is refused with its dotted path.
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("[server]\nlisten_addr = \"x\"\n", "g.toml").err();
+        let err = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.starts_with("g.toml: server"), "{err}");
+        assert!(err.contains("listen_addr"), "{err}");
+    }
+
+    /// A bad duration names the key and shows the accepted forms.
+    #[test]
+    fn bad_duration_is_named() {
+        let err = Config::parse("[tokens]\naccess_ttl = \"15 parsecs\"\n", "g.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.starts_with("g.toml: tokens.access_ttl: invalid duration"),
+            "{err}"
+        );
+    }
+
+    /// "30d" and "15m" are understood.
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+    }
+
+    /// Environment overrides win over the file.
+    #[test]
+    fn env_overrides() {
+        let mut c = Config::default();
+        let env = |k: &str| match k {
+            ENV_DATABASE_URL => Some("postgresql://x@y/z".to_string()),
+            ENV_LISTEN => Some("0.0.0.0:9999".to_string()),
+            _ => None,
+        };
+        assert!(c.apply_env(env).is_ok());
+        assert_eq!(c.database.url, "postgresql://x@y/z");
+        assert_eq!(c.server.listen.port(), 9999);
+        let bad = |k: &str| (k == ENV_LISTEN).then(|| "nope".to_string());
+        let err = c
+            .apply_env(bad)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.starts_with("AUTHGW_LISTEN: server.listen"), "{err}");
+    }
+}

@@ -1,0 +1,27 @@
+//! authgw: the Auth API, edge proxy and admin CLI of the platform.
+//!
+//! Module map (one hop from the README's architecture section):
+//! - [`config`]: gateway.toml + environment overrides.
+//! - [`cli`]: the `authgw` command line.
+//! - [`server`]: assembling the gateway and serving it with graceful shutdown.
+//! - [`api`]: HTTP routes, request/response shapes, problem+json mapping.
+//! - [`auth`]: Auth API use cases (signup, login, refresh, logout, ...).
+//! - [`admin`]: administrative actions with their audit rows (HTTP and CLI).
+//! - [`tokens`]: JWT keys, signing, verification, refresh-token hashing.
+//! - [`passwords`]: argon2id hashing behind a bounded queue.
+//! - [`revocation`]: the in-memory revocation set and its LISTEN thread.
+//! - [`store`]: all SQL, migrations and the database access helper.
+//! - [`error`]: the one domain error type.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod passwords;
+pub mod revocation;
+pub mod server;
+pub mod store;
+pub mod tokens;

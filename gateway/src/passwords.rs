@@ -1,0 +1,188 @@
+//! Password hashing: argon2id, PHC strings, OWASP parameters by default.
+//!
+//! The server hashes through [`Hasher`], which runs argon2 on the blocking
+//! pool behind a semaphore sized to the CPUs and refuses work beyond a bounded
+//! queue, so a login flood queues (then gets 503) instead of starving the
+//! server. The CLI calls the same functions directly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
+use tokio::sync::Semaphore;
+
+use crate::config::PasswordConfig;
+use crate::error::{Error, Result};
+
+/// Shortest accepted password, in bytes.
+pub const MIN_LEN: usize = 8;
+/// Longest accepted password, in bytes: the cap protects the hasher.
+pub const MAX_LEN: usize = 1024;
+
+/// Checks a new password's length and that it differs from the login.
+/// `field` names the request field in the error.
+pub fn validate_new(field: &str, password: &str, login: &str) -> Result<()> {
+    if password.len() < MIN_LEN {
+        return Err(Error::invalid(
+            field,
+            format!("must be at least {MIN_LEN} bytes"),
+        ));
+    }
+    if password.len() > MAX_LEN {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {MAX_LEN} bytes"),
+        ));
+    }
+    if password.eq_ignore_ascii_case(login) {
+        return Err(Error::invalid(field, "must differ from the login"));
+    }
+    Ok(())
+}
+
+fn argon2(config: &PasswordConfig) -> Result<Argon2<'static>> {
+    let params = Params::new(
+        config.memory_kib,
+        config.iterations,
+        config.parallelism,
+        None,
+    )
+    .map_err(|e| Error::Internal(format!("argon2 parameters: {e}")))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+/// Hashes `password` into a PHC string (`$argon2id$v=19$m=...`). CPU-heavy: call
+/// it off the async runtime.
+pub fn hash(config: &PasswordConfig, password: &str) -> Result<String> {
+    argon2(config)?
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Internal(format!("argon2: {e}")))
+}
+
+/// Verifies `password` against a PHC string; the hash's own parameters apply.
+pub fn verify(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Runs argon2 for the server: bounded concurrency, bounded queue.
+#[derive(Clone)]
+pub struct Hasher {
+    config: Arc<PasswordConfig>,
+    slots: Arc<Semaphore>,
+    capacity: usize,
+    waiting: Arc<AtomicUsize>,
+    /// A hash of a random password with the configured parameters: unknown
+    /// logins are verified against it so they take as long as known ones.
+    dummy: Arc<str>,
+}
+
+impl Hasher {
+    pub fn new(config: &PasswordConfig) -> Result<Self> {
+        let slots = if config.max_concurrent == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            config.max_concurrent
+        };
+        let dummy = hash(config, &uuid::Uuid::new_v4().to_string())?;
+        Ok(Self {
+            config: Arc::new(config.clone()),
+            slots: Arc::new(Semaphore::new(slots)),
+            capacity: slots + config.max_queue,
+            waiting: Arc::new(AtomicUsize::new(0)),
+            dummy: dummy.into(),
+        })
+    }
+
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let before = self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _guard = Decrement(&self.waiting);
+        if before >= self.capacity {
+            return Err(Error::Busy {
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        let _permit = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable("hasher closed".into()))?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(Error::internal)
+    }
+
+    pub async fn hash(&self, password: String) -> Result<String> {
+        let config = self.config.clone();
+        self.run(move || hash(&config, &password)).await?
+    }
+
+    /// Verifies against `phc`, or against the dummy hash when there is no
+    /// user (the result is then always false, after the same amount of work).
+    pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool> {
+        let real = phc.is_some();
+        let phc = phc.unwrap_or_else(|| self.dummy.to_string());
+        let ok = self.run(move || verify(&password, &phc)).await?;
+        Ok(real && ok)
+    }
+}
+
+struct Decrement<'a>(&'a AtomicUsize);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hashes are argon2id PHC strings with the configured parameters, and
+    /// verify only the right password.
+    #[test]
+    fn hash_and_verify() {
+        let phc = hash(&PasswordConfig::default(), "correct horse").unwrap_or_default();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(verify("correct horse", &phc));
+        assert!(!verify("wrong horse", &phc));
+        assert!(!verify("correct horse", "not a phc string"));
+    }
+
+    /// Length bounds and the login rule.
+    #[test]
+    fn validation() {
+        assert!(validate_new("password", "short", "bob").is_err());
+        assert!(validate_new("password", &"x".repeat(1025), "bob").is_err());
+        assert!(validate_new("password", "BobTheUser", "bobtheuser").is_err());
+        assert!(validate_new("password", "long enough", "bob").is_ok());
+    }
+
+    /// Beyond slots + queue, the hasher answers Busy instead of queueing forever.
+    #[tokio::test]
+    async fn queue_is_bounded() {
+        let config = PasswordConfig {
+            max_concurrent: 1,
+            max_queue: 0,
+            ..PasswordConfig::default()
+        };
+        let Ok(hasher) = Hasher::new(&config) else {
+            panic!("hasher")
+        };
+        // One hash in flight fills the only slot.
+        hasher.waiting.fetch_add(1, Ordering::SeqCst);
+        let busy = hasher.hash("password two".into()).await;
+        assert!(matches!(busy, Err(Error::Busy { .. })), "{busy:?}");
+        hasher.waiting.fetch_sub(1, Ordering::SeqCst);
+        assert!(hasher.hash("password two".into()).await.is_ok());
+    }
+}

@@ -1,0 +1,139 @@
+//! Assembling the gateway from its config and serving it. The server takes
+//! its listener and a shutdown future, so tests start and stop it in-process.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::error::Result;
+use crate::passwords::Hasher;
+use crate::revocation::{self, RevocationSet};
+use crate::store::Db;
+use crate::tokens::{Keyring, Tokens};
+
+/// A gateway ready to serve: state built, revocation listener running.
+pub struct Gateway {
+    state: AppState,
+    stop: Arc<AtomicBool>,
+}
+
+impl Gateway {
+    /// Loads keys, builds the pool (without requiring the database to be up)
+    /// and starts the revocation listener.
+    pub fn build(config: Config) -> Result<Self> {
+        let keyring = Keyring::load(&config.tokens.keys_dir)?;
+        let tokens = Tokens::new(keyring, &config.tokens);
+        let db = Db::new(
+            &config.database.url,
+            config.database.pool_size,
+            config.database.connect_timeout,
+        )?;
+        let hasher = Hasher::new(&config.passwords)?;
+        let revocations = RevocationSet::new();
+        let stop = Arc::new(AtomicBool::new(false));
+        revocation::spawn_listener(
+            config.database.url.clone(),
+            config.database.connect_timeout,
+            revocations.clone(),
+            stop.clone(),
+        )
+        .map_err(crate::error::Error::internal)?;
+        let auth = Arc::new(Auth {
+            config: Arc::new(config),
+            db,
+            hasher,
+            tokens,
+            revocations,
+        });
+        Ok(Self {
+            state: AppState::new(auth),
+            stop,
+        })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting
+    /// and lets in-flight requests finish for at most `server.shutdown_timeout`.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let drain = self.state.auth.config.server.shutdown_timeout;
+        let app = api::router(self.state.clone())
+            .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<axum::body::Body>| {
+                    // Path only: query strings may carry cursors, never log bodies or headers.
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                },
+            ))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+                axum::response::IntoResponse::into_response(crate::error::Error::Internal(
+                    "handler panicked".into(),
+                ))
+            }));
+        let (fired_tx, mut fired_rx) = tokio::sync::watch::channel(false);
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight requests");
+            let _ = fired_tx.send(true);
+        };
+        let server = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal);
+        let deadline = async move {
+            if fired_rx.wait_for(|fired| *fired).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(drain).await;
+        };
+        let result = tokio::select! {
+            r = async { server.await } => r,
+            () = deadline => {
+                tracing::warn!(?drain, "shutdown timeout reached; dropping remaining connections");
+                Ok(())
+            }
+        };
+        self.stop.store(true, Ordering::SeqCst);
+        result
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

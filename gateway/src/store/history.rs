@@ -1,0 +1,79 @@
+//! The `login_history` table: every login attempt with its outcome.
+
+use chrono::{DateTime, Utc};
+use postgres::GenericClient;
+use std::net::IpAddr;
+use uuid::Uuid;
+
+use super::sessions::ClientInfo;
+use super::{Page, decode_id_cursor};
+use crate::error::Result;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    BadPassword,
+    UnknownLogin,
+    Locked,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::BadPassword => "bad_password",
+            Outcome::UnknownLogin => "unknown_login",
+            Outcome::Locked => "locked",
+        }
+    }
+}
+
+pub fn record(
+    client: &mut impl GenericClient,
+    user_id: Option<Uuid>,
+    login: &str,
+    info: &ClientInfo,
+    outcome: Outcome,
+) -> Result<()> {
+    client.execute(
+        "INSERT INTO login_history (user_id, login, ip, user_agent, outcome) VALUES ($1, $2, $3, $4, $5)",
+        &[&user_id, &login, &info.ip, &info.user_agent, &outcome.as_str()],
+    )?;
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct LoginEvent {
+    pub id: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+    pub outcome: String,
+}
+
+/// The user's attempts, newest first.
+pub fn page(
+    client: &mut impl GenericClient,
+    user_id: Uuid,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Page<LoginEvent>> {
+    let before = cursor.map(decode_id_cursor).transpose()?;
+    let rows = client.query(
+        "SELECT id, occurred_at, ip, user_agent, outcome FROM login_history
+         WHERE user_id = $1 AND ($2::bigint IS NULL OR id < $2)
+         ORDER BY id DESC LIMIT $3",
+        &[&user_id, &before, &((limit + 1) as i64)],
+    )?;
+    let events = rows
+        .iter()
+        .map(|r| LoginEvent {
+            id: r.get(0),
+            occurred_at: r.get(1),
+            ip: r.get(2),
+            user_agent: r.get(3),
+            outcome: r.get(4),
+        })
+        .collect();
+    Ok(Page::from_rows(events, limit, |e| e.id.to_string()))
+}

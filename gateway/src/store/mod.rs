@@ -1,0 +1,136 @@
+//! Everything SQL. Functions here take a plain `&mut postgres::Client` (or a
+//! transaction) so the CLI calls them directly and the server calls them
+//! through [`Db::run`], which keeps the synchronous driver off tokio workers.
+
+pub mod audit;
+pub mod history;
+pub mod migrations;
+pub mod revocations;
+pub mod roles;
+pub mod sessions;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use postgres::{Client, NoTls};
+use r2d2_postgres::PostgresConnectionManager;
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+
+pub type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+/// The server's database handle: an r2d2 pool plus a semaphore of the same
+/// size, so a burst of requests waits asynchronously for a permit instead of
+/// parking blocking threads on the pool.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    permits: Arc<Semaphore>,
+}
+
+impl Db {
+    /// Builds the pool without connecting: the server starts even when the
+    /// database is down, and connections are made when it comes back.
+    pub fn new(url: &str, size: u32, connect_timeout: Duration) -> Result<Self> {
+        let mut pg: postgres::Config = url
+            .parse()
+            .map_err(|e| Error::Internal(format!("database.url: {e}")))?;
+        pg.connect_timeout(connect_timeout);
+        let manager = PostgresConnectionManager::new(pg, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(size)
+            .min_idle(Some(0))
+            .connection_timeout(connect_timeout)
+            .error_handler(Box::new(r2d2::LoggingErrorHandler))
+            .build_unchecked(manager);
+        Ok(Self {
+            pool,
+            permits: Arc::new(Semaphore::new(size as usize)),
+        })
+    }
+
+    /// Runs `f` with a pooled connection on the blocking thread pool, after
+    /// waiting for a permit. This is the only way the server touches PostgreSQL.
+    pub async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&mut Client) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable("database pool closed".into()))?;
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool
+                .get()
+                .map_err(|e| Error::Unavailable(format!("database: {e}")))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+}
+
+/// A direct connection, for the CLI and the revocation listener.
+pub fn connect(url: &str, connect_timeout: Duration) -> Result<Client> {
+    let mut pg: postgres::Config = url
+        .parse()
+        .map_err(|e| Error::Internal(format!("database.url: {e}")))?;
+    pg.connect_timeout(connect_timeout);
+    pg.connect(NoTls)
+        .map_err(|e| Error::Unavailable(format!("cannot connect to the database: {e}")))
+}
+
+/// True when `e` is a unique-constraint violation.
+pub(crate) fn is_unique_violation(e: &postgres::Error) -> bool {
+    e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+/// Opaque keyset cursor: the last id of a page, base64url.
+pub fn encode_cursor(key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+pub fn decode_cursor(cursor: &str) -> Result<String> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| Error::invalid("cursor", "not a cursor returned by this API"))
+}
+
+pub fn decode_id_cursor(cursor: &str) -> Result<i64> {
+    decode_cursor(cursor)?
+        .parse()
+        .map_err(|_| Error::invalid("cursor", "not a cursor returned by this API"))
+}
+
+/// One page of a keyset-paginated listing.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// `rows` was fetched with `limit + 1`; the extra row only says there is more.
+    pub fn from_rows(mut rows: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> Self {
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next_cursor = if more {
+            rows.last().map(|r| encode_cursor(&key(r)))
+        } else {
+            None
+        };
+        Self {
+            items: rows,
+            next_cursor,
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The `refresh_tokens` table. A session is the family of refresh tokens a
+//! login starts; each refresh consumes one token and issues the next.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::error::Result;
+
+/// Client details recorded with a session and in the login history.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// Stores a new refresh token (its SHA-256 only) in `session_id`.
+pub fn issue(
+    client: &mut impl GenericClient,
+    user_id: Uuid,
+    session_id: Uuid,
+    token_hash: &[u8],
+    ttl: Duration,
+    info: &ClientInfo,
+) -> Result<()> {
+    client.execute(
+        "INSERT INTO refresh_tokens (user_id, session_id, token_hash, expires_at, user_agent, ip)
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, $6)",
+        &[
+            &user_id,
+            &session_id,
+            &token_hash,
+            &ttl.as_secs_f64(),
+            &info.user_agent,
+            &info.ip,
+        ],
+    )?;
+    Ok(())
+}
+
+/// What presenting a refresh token amounts to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Consumed {
+    /// This call consumed the token: issue the next one in the same session.
+    Rotated { user_id: Uuid, session_id: Uuid },
+    /// Already consumed, within the grace period: a concurrent tab won.
+    AlreadyRotated,
+    /// Already consumed, after the grace period: reuse, the session must die.
+    Reused { user_id: Uuid, session_id: Uuid },
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+/// Consumes the token with `token_hash`. Exactly one of any number of
+/// concurrent callers gets `Rotated`: the conditional UPDATE takes the row
+/// lock, and the losers re-check `used_at IS NULL` after the winner commits.
+pub fn consume(
+    client: &mut impl GenericClient,
+    token_hash: &[u8],
+    grace: Duration,
+) -> Result<Consumed> {
+    if let Some(row) = client.query_opt(
+        "UPDATE refresh_tokens SET used_at = now()
+         WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()
+         RETURNING user_id, session_id",
+        &[&token_hash],
+    )? {
+        return Ok(Consumed::Rotated {
+            user_id: row.get(0),
+            session_id: row.get(1),
+        });
+    }
+    let Some(row) = client.query_opt(
+        "SELECT user_id, session_id, revoked_at IS NOT NULL, used_at IS NOT NULL,
+                now() - used_at <= make_interval(secs => $2)
+         FROM refresh_tokens WHERE token_hash = $1",
+        &[&token_hash, &grace.as_secs_f64()],
+    )?
+    else {
+        return Ok(Consumed::Invalid);
+    };
+    let (revoked, used, in_grace): (bool, bool, Option<bool>) =
+        (row.get(2), row.get(3), row.get(4));
+    Ok(match (revoked, used, in_grace) {
+        (true, _, _) | (false, false, _) => Consumed::Invalid,
+        (false, true, Some(true)) => Consumed::AlreadyRotated,
+        (false, true, _) => Consumed::Reused {
+            user_id: row.get(0),
+            session_id: row.get(1),
+        },
+    })
+}
+
+/// Revokes every refresh token of the session.
+pub fn revoke_session(client: &mut impl GenericClient, session_id: Uuid) -> Result<()> {
+    client.execute(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE session_id = $1 AND revoked_at IS NULL",
+        &[&session_id],
+    )?;
+    Ok(())
+}
+
+/// The user a session belongs to, if it exists.
+pub fn owner(client: &mut impl GenericClient, session_id: Uuid) -> Result<Option<Uuid>> {
+    let row = client.query_opt(
+        "SELECT user_id FROM refresh_tokens WHERE session_id = $1 LIMIT 1",
+        &[&session_id],
+    )?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Revokes every session of `user_id` except `keep`, and returns the ids of
+/// those that may still have live access tokens (a usable refresh token, or
+/// a token issued within `access_window`), which the caller must revoke too.
+pub fn revoke_user_sessions(
+    client: &mut impl GenericClient,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+    access_window: Duration,
+) -> Result<Vec<Uuid>> {
+    let rows = client.query(
+        "SELECT DISTINCT session_id FROM refresh_tokens
+         WHERE user_id = $1 AND session_id IS DISTINCT FROM $2
+           AND ((revoked_at IS NULL AND used_at IS NULL AND expires_at > now())
+                OR issued_at > now() - make_interval(secs => $3))",
+        &[&user_id, &keep, &access_window.as_secs_f64()],
+    )?;
+    client.execute(
+        "UPDATE refresh_tokens SET revoked_at = now()
+         WHERE user_id = $1 AND session_id IS DISTINCT FROM $2 AND revoked_at IS NULL",
+        &[&user_id, &keep],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// An active session as the user sees it.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: DateTime<Utc>,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// Sessions of `user_id` that still hold a usable refresh token, most recently used first.
+pub fn active(client: &mut impl GenericClient, user_id: Uuid) -> Result<Vec<SessionInfo>> {
+    let rows = client.query(
+        "SELECT t.session_id, min(t.issued_at), max(t.issued_at),
+                (array_agg(t.ip ORDER BY t.issued_at DESC, t.id DESC))[1],
+                (array_agg(t.user_agent ORDER BY t.issued_at DESC, t.id DESC))[1]
+         FROM refresh_tokens t
+         WHERE t.user_id = $1 AND t.session_id IN (
+             SELECT session_id FROM refresh_tokens
+             WHERE user_id = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now())
+         GROUP BY t.session_id
+         ORDER BY max(t.issued_at) DESC",
+        &[&user_id],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| SessionInfo {
+            id: r.get(0),
+            created_at: r.get(1),
+            last_used_at: r.get(2),
+            ip: r.get(3),
+            user_agent: r.get(4),
+        })
+        .collect())
+}
+
+/// Deletes refresh tokens that expired more than `keep` ago (housekeeping).
+pub fn purge_expired(client: &mut impl GenericClient, keep: Duration) -> Result<u64> {
+    Ok(client.execute(
+        "DELETE FROM refresh_tokens WHERE expires_at < now() - make_interval(secs => $1)",
+        &[&keep.as_secs_f64()],
+    )?)
+}

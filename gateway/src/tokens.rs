@@ -1,0 +1,437 @@
+//! Access tokens (JWT, RFC 9068 profile) and refresh tokens (random UUIDs).
+//!
+//! Keys live in `tokens.keys_dir` as PKCS#8 PEM files named
+//! `<UTC timestamp>-<alg>.pem`. The newest signs; all verify and are published
+//! in the JWKS. Verification pins the algorithm to the key the `kid` names,
+//! never to the token's own header.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::config::{SigningAlgorithm, TokenConfig};
+use crate::error::{Error, Result};
+
+/// The `typ` header of every access token (RFC 9068).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// Installs aws-lc-rs as jsonwebtoken's crypto provider. Idempotent; called
+/// before any key is loaded.
+pub fn install_crypto_provider() {
+    // Err only means a provider is installed already.
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: Uuid,
+    pub login: String,
+    pub roles: Vec<String>,
+    pub adm: bool,
+    pub sid: Uuid,
+    pub jti: Uuid,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+}
+
+impl SigningAlgorithm {
+    fn jwt(self) -> Algorithm {
+        match self {
+            SigningAlgorithm::EdDsa => Algorithm::EdDSA,
+            SigningAlgorithm::Es256 => Algorithm::ES256,
+            SigningAlgorithm::Rs256 => Algorithm::RS256,
+        }
+    }
+
+    fn file_tag(self) -> &'static str {
+        match self {
+            SigningAlgorithm::EdDsa => "eddsa",
+            SigningAlgorithm::Es256 => "es256",
+            SigningAlgorithm::Rs256 => "rs256",
+        }
+    }
+
+    fn from_file_tag(tag: &str) -> Option<Self> {
+        [Self::EdDsa, Self::Es256, Self::Rs256]
+            .into_iter()
+            .find(|a| a.file_tag() == tag)
+    }
+}
+
+/// Writes a new private key into `dir` (created if missing) with mode 0600 and
+/// returns its path. The new key signs from the next start on.
+pub fn generate_key(dir: &Path, alg: SigningAlgorithm) -> Result<PathBuf> {
+    let fail = |what: &str| Error::Internal(format!("key generation failed: {what}"));
+    let der: Vec<u8> = match alg {
+        SigningAlgorithm::EdDsa => Ed25519KeyPair::generate()
+            .and_then(|k| k.to_pkcs8v1())
+            .map_err(|_| fail("Ed25519"))?
+            .as_ref()
+            .to_vec(),
+        SigningAlgorithm::Es256 => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .and_then(|k| k.to_pkcs8v1())
+            .map_err(|_| fail("P-256"))?
+            .as_ref()
+            .to_vec(),
+        SigningAlgorithm::Rs256 => {
+            let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                .map_err(|_| fail("RSA"))?;
+            let der: aws_lc_rs::encoding::Pkcs8V1Der = key.as_der().map_err(|_| fail("RSA"))?;
+            der.as_ref().to_vec()
+        }
+    };
+    let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%6fZ");
+    let path = dir.join(format!("{stamp}-{}.pem", alg.file_tag()));
+    write_private(&path, pem.as_bytes())?;
+    Ok(path)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| Error::Internal(format!("cannot write {}: {e}", path.display())))
+}
+
+/// One key of the keyring.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub kid: String,
+    pub alg: SigningAlgorithm,
+    pub path: PathBuf,
+}
+
+struct VerifyingKey {
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+/// Every key in the keys directory: the newest signs, all verify.
+pub struct Keyring {
+    signing: (String, Algorithm, EncodingKey),
+    verifying: HashMap<String, VerifyingKey>,
+    jwks: JwkSet,
+    keys: Vec<KeyInfo>,
+}
+
+impl Keyring {
+    /// Loads `dir`. An empty or missing directory is an error that says how to fix it.
+    pub fn load(dir: &Path) -> Result<Self> {
+        install_crypto_provider();
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "pem"))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(Error::Internal(format!(
+                    "cannot read keys directory {}: {e}",
+                    dir.display()
+                )));
+            }
+        };
+        files.sort();
+        let mut verifying = HashMap::new();
+        let mut jwks = JwkSet { keys: Vec::new() };
+        let mut keys = Vec::new();
+        let mut signing = None;
+        for path in files {
+            let (kid, alg, encoding, jwk) = load_key(&path)?;
+            verifying.insert(
+                kid.clone(),
+                VerifyingKey {
+                    alg: alg.jwt(),
+                    key: DecodingKey::from_jwk(&jwk).map_err(|e| bad_key(&path, e))?,
+                },
+            );
+            jwks.keys.push(jwk);
+            keys.push(KeyInfo {
+                kid: kid.clone(),
+                alg,
+                path,
+            });
+            signing = Some((kid, alg.jwt(), encoding));
+        }
+        let signing = signing.ok_or_else(|| {
+            Error::Internal(format!(
+                "no signing key in {}; run `authgw keys generate`",
+                dir.display()
+            ))
+        })?;
+        jwks.keys.reverse(); // newest first
+        Ok(Self {
+            signing,
+            verifying,
+            jwks,
+            keys,
+        })
+    }
+
+    pub fn jwks(&self) -> &JwkSet {
+        &self.jwks
+    }
+
+    /// Keys oldest first; the last one signs.
+    pub fn keys(&self) -> &[KeyInfo] {
+        &self.keys
+    }
+
+    pub fn signing_kid(&self) -> &str {
+        &self.signing.0
+    }
+}
+
+fn bad_key(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("key file {}: {e}", path.display()))
+}
+
+fn load_key(path: &Path) -> Result<(String, SigningAlgorithm, EncodingKey, Jwk)> {
+    let tag = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.rsplit_once('-'))
+        .map(|(_, tag)| tag)
+        .unwrap_or_default();
+    let alg = SigningAlgorithm::from_file_tag(tag).ok_or_else(|| {
+        bad_key(
+            path,
+            "name must end in -eddsa.pem, -es256.pem or -rs256.pem",
+        )
+    })?;
+    let pem = std::fs::read(path).map_err(|e| bad_key(path, e))?;
+    let encoding = match alg {
+        SigningAlgorithm::EdDsa => EncodingKey::from_ed_pem(&pem),
+        SigningAlgorithm::Es256 => EncodingKey::from_ec_pem(&pem),
+        SigningAlgorithm::Rs256 => EncodingKey::from_rsa_pem(&pem),
+    }
+    .map_err(|e| bad_key(path, e))?;
+    let mut jwk = Jwk::from_encoding_key(&encoding, alg.jwt()).map_err(|e| bad_key(path, e))?;
+    let kid = jwk
+        .thumbprint(ThumbprintHash::SHA256)
+        .map_err(|e| bad_key(path, e))?;
+    jwk.common.key_id = Some(kid.clone());
+    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+    Ok((kid, alg, encoding, jwk))
+}
+
+/// Issues and verifies access tokens.
+pub struct Tokens {
+    keyring: Keyring,
+    issuer: String,
+    audience: String,
+    access_ttl: Duration,
+    leeway: u64,
+}
+
+impl Tokens {
+    pub fn new(keyring: Keyring, config: &TokenConfig) -> Self {
+        Self {
+            keyring,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            access_ttl: config.access_ttl,
+            leeway: config.clock_skew.as_secs(),
+        }
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    pub fn access_ttl(&self) -> Duration {
+        self.access_ttl
+    }
+
+    /// Signs an access token for `sub` in session `sid` with the newest key.
+    pub fn issue(
+        &self,
+        sub: Uuid,
+        login: &str,
+        roles: &[String],
+        adm: bool,
+        sid: Uuid,
+    ) -> Result<String> {
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub,
+            login: login.to_string(),
+            roles: roles.to_vec(),
+            adm,
+            sid,
+            jti: Uuid::new_v4(),
+            iat: now,
+            nbf: now,
+            exp: now + self.access_ttl.as_secs() as i64,
+        };
+        let (kid, alg, key) = &self.keyring.signing;
+        let mut header = Header::new(*alg);
+        header.kid = Some(kid.clone());
+        header.typ = Some(ACCESS_TOKEN_TYP.into());
+        jsonwebtoken::encode(&header, &claims, key).map_err(Error::internal)
+    }
+
+    /// Checks signature, algorithm, `typ`, `iss`, `aud`, `exp`, `nbf` and `sub`.
+    /// Revocation is the caller's second step.
+    pub fn verify(&self, token: &str) -> Result<Claims> {
+        let invalid = |why: &str| Error::InvalidToken(why.to_string());
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("malformed token"))?;
+        let typ_ok = header.typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
+        });
+        if !typ_ok {
+            return Err(invalid("not an access token (typ)"));
+        }
+        let kid = header
+            .kid
+            .as_deref()
+            .ok_or_else(|| invalid("token has no kid"))?;
+        let key = self
+            .keyring
+            .verifying
+            .get(kid)
+            .ok_or_else(|| invalid("unknown signing key"))?;
+        let mut validation = Validation::new(key.alg);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = self.leeway;
+        jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as K;
+                invalid(match e.kind() {
+                    K::ExpiredSignature => "token expired",
+                    K::ImmatureSignature => "token not yet valid",
+                    K::InvalidIssuer => "wrong issuer",
+                    K::InvalidAudience => "wrong audience",
+                    K::InvalidAlgorithm => "algorithm not allowed for this key",
+                    K::InvalidSignature => "bad signature",
+                    _ => "invalid token",
+                })
+            })
+    }
+}
+
+/// A new refresh token (a random UUID v4) and the SHA-256 stored for it.
+pub fn new_refresh_token() -> (String, Vec<u8>) {
+    let token = Uuid::new_v4().to_string();
+    let hash = Sha256::digest(token.as_bytes()).to_vec();
+    (token, hash)
+}
+
+/// The stored hash of a presented refresh token; `None` if it is not a UUID.
+pub fn refresh_token_hash(token: &str) -> Option<Vec<u8>> {
+    let parsed = Uuid::parse_str(token).ok()?;
+    Some(Sha256::digest(parsed.hyphenated().to_string().as_bytes()).to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(alg: SigningAlgorithm) -> (tempfile::TempDir, Tokens) {
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("tempdir")
+        };
+        install_crypto_provider();
+        assert!(generate_key(dir.path(), alg).is_ok());
+        let Ok(keyring) = Keyring::load(dir.path()) else {
+            panic!("keyring")
+        };
+        (dir, Tokens::new(keyring, &TokenConfig::default()))
+    }
+
+    /// Every supported algorithm signs a token that verifies to the same claims.
+    #[test]
+    fn round_trip_each_algorithm() {
+        for alg in [
+            SigningAlgorithm::EdDsa,
+            SigningAlgorithm::Es256,
+            SigningAlgorithm::Rs256,
+        ] {
+            let (_dir, t) = tokens(alg);
+            let sub = Uuid::new_v4();
+            let token = t.issue(sub, "alice", &["adult".into()], false, Uuid::new_v4());
+            let Ok(token) = token else {
+                panic!("issue {alg:?}")
+            };
+            let claims = t.verify(&token);
+            assert!(
+                matches!(&claims, Ok(c) if c.sub == sub && c.roles == ["adult"]),
+                "{alg:?}: {claims:?}"
+            );
+        }
+    }
+
+    /// Key files are private (0600) and the newest key signs.
+    #[test]
+    fn key_files_are_private_and_newest_signs() {
+        let (dir, _) = tokens(SigningAlgorithm::EdDsa);
+        let Ok(second) = generate_key(dir.path(), SigningAlgorithm::Es256) else {
+            panic!("gen")
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&second).map(|m| m.permissions().mode() & 0o777);
+            assert_eq!(mode.ok(), Some(0o600));
+        }
+        let Ok(ring) = Keyring::load(dir.path()) else {
+            panic!("load")
+        };
+        assert_eq!(ring.keys().len(), 2);
+        assert_eq!(ring.keys()[1].alg, SigningAlgorithm::Es256);
+        assert_eq!(ring.signing_kid(), ring.keys()[1].kid);
+    }
+
+    /// An empty keys directory says how to fix it.
+    #[test]
+    fn empty_dir_is_explained() {
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("tempdir")
+        };
+        let err = Keyring::load(dir.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("authgw keys generate"), "{err}");
+    }
+
+    /// Refresh tokens are UUIDs; the stored hash is the SHA-256 of the token,
+    /// and anything that is not a UUID has no hash.
+    #[test]
+    fn refresh_token_hashing() {
+        let (token, hash) = new_refresh_token();
+        assert_eq!(
+            Uuid::parse_str(&token).map(|u| u.get_version_num()).ok(),
+            Some(4)
+        );
+        assert_eq!(refresh_token_hash(&token), Some(hash));
+        assert_eq!(refresh_token_hash("' OR 1=1 --"), None);
+    }
+}

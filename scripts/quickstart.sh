@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# Quickstart: build authgw, give it a database, a signing key and a demo
+# admin, then run the server in the foreground.
+#
+#   scripts/quickstart.sh
+#
+# Without AUTHGW_DATABASE_URL it runs a private PostgreSQL cluster under
+# .data/ (unix socket only, nothing listens on TCP) and uses database
+# `authgw` there. Running it again reuses the cluster, the keys and the admin.
+#
+# Environment: AUTHGW_DATABASE_URL, AUTHGW_KEYS_DIR (default .data/keys),
+# AUTHGW_LISTEN, AUTHGW_CONFIG (default gateway.toml).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$ROOT"
+# shellcheck source=lib/pg.sh
+source "$ROOT/scripts/lib/pg.sh"
+
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+step() { printf '==> %s\n' "$*" >&2; }
+trap 'printf "error: quickstart failed at line %s: %s\n" "$LINENO" "$BASH_COMMAND" >&2' ERR
+
+CONFIG=${AUTHGW_CONFIG:-gateway.toml}
+BIN=$ROOT/target/release/authgw
+DATA=$ROOT/.data
+
+authgw() { "$BIN" --config "$CONFIG" "$@"; }
+
+[[ -f $CONFIG ]] || die "config file '$CONFIG' not found (run from a complete checkout, or set AUTHGW_CONFIG)"
+command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust (https://rustup.rs) and retry"
+
+# --- build -------------------------------------------------------------------
+step "cargo build --release --bin authgw"
+cargo build --release --bin authgw || die "cargo build failed (see the compiler output above)"
+[[ -x $BIN ]] || die "build succeeded but $BIN is missing"
+
+# --- database ----------------------------------------------------------------
+if [[ -n ${AUTHGW_DATABASE_URL:-} ]]; then
+    step "database: AUTHGW_DATABASE_URL=$(authgw_pg_redact "$AUTHGW_DATABASE_URL")"
+else
+    step "database: private PostgreSQL cluster under .data/"
+    authgw_find_pg_bin || exit 1
+    PG_URL=$(authgw_private_cluster "$DATA") || die "could not start the private PostgreSQL cluster under $DATA"
+    authgw_ensure_database "$PG_URL" authgw || die "could not create database 'authgw'"
+    AUTHGW_DATABASE_URL=$(authgw_pg_url_for_db "$PG_URL" authgw)
+    step "database: $AUTHGW_DATABASE_URL"
+fi
+export AUTHGW_DATABASE_URL
+
+step "authgw db upgrade"
+authgw db upgrade || die "'authgw db upgrade' failed (database $(authgw_pg_redact "$AUTHGW_DATABASE_URL"))"
+
+# --- signing keys ------------------------------------------------------------
+AUTHGW_KEYS_DIR=${AUTHGW_KEYS_DIR:-$DATA/keys}
+export AUTHGW_KEYS_DIR
+mkdir -p "$AUTHGW_KEYS_DIR" || die "cannot create keys directory $AUTHGW_KEYS_DIR"
+chmod 700 "$AUTHGW_KEYS_DIR" 2>/dev/null || true
+keys=$(authgw keys list) || die "'authgw keys list' failed (keys dir $AUTHGW_KEYS_DIR)"
+if [[ -z ${keys//[[:space:]]/} ]]; then
+    step "authgw keys generate (keys dir $AUTHGW_KEYS_DIR)"
+    authgw keys generate >&2 || die "'authgw keys generate' failed (keys dir $AUTHGW_KEYS_DIR)"
+else
+    step "signing keys: $(printf '%s\n' "$keys" | grep -c .) in $AUTHGW_KEYS_DIR"
+fi
+
+# --- demo admin --------------------------------------------------------------
+admins=$(authgw admin list) || die "'authgw admin list' failed"
+if printf '%s\n' "$admins" | awk -F '\t' '$1 == "admin" { found = 1 } END { exit !found }'; then
+    step "demo admin 'admin' already exists (its password was shown on the first run)"
+else
+    # 24 characters from [A-Za-z0-9]: nothing a shell or URL would mangle.
+    password=$(head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9') || die "cannot generate a password"
+    password=${password:0:24}
+    ((${#password} >= 20)) || die "cannot generate a password"
+    step "authgw admin create --login admin"
+    printf '%s\n' "$password" | authgw admin create --login admin --password-stdin >&2 \
+        || die "'authgw admin create --login admin' failed"
+    cat <<EOF
+
+==========================================================================
+  demo admin:  login=admin  password=$password
+  shown only once: it is not stored anywhere, copy it now
+==========================================================================
+
+EOF
+    unset password
+fi
+
+# --- serve -------------------------------------------------------------------
+listen=${AUTHGW_LISTEN:-}
+if [[ -z $listen ]]; then
+    # Best effort: [server] listen = "..." from the config file.
+    listen=$(awk '
+        /^[[:space:]]*\[/ { in_server = ($0 ~ /^[[:space:]]*\[server\][[:space:]]*(#.*)?$/) }
+        in_server && /^[[:space:]]*listen[[:space:]]*=/ {
+            if (match($0, /"[^"]*"/)) { print substr($0, RSTART + 1, RLENGTH - 2); exit }
+        }' "$CONFIG" 2>/dev/null) || listen=
+    listen=${listen:-127.0.0.1:8080}
+fi
+step "authgw serve: listening on http://$listen (Ctrl-C to stop)"
+if [[ -n ${PG_URL:-} ]]; then
+    step "the private PostgreSQL cluster keeps running after the server stops; stop it with:"
+    printf '        bash -c '"'"'source scripts/lib/pg.sh && authgw_private_cluster_stop .data'"'"'\n' >&2
+fi
+exec "$BIN" --config "$CONFIG" serve
