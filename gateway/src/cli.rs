@@ -228,7 +228,8 @@ fn serve(config: Config) -> Result<(), Failure> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| Error::Internal(format!("cannot listen on {listen}: {e}")))?;
-        tracing::info!(%listen, "authgw listening");
+        let bound = listener.local_addr().map_err(Error::internal)?;
+        tracing::info!(listen = %bound, "authgw listening");
         gateway
             .serve(listener, crate::server::shutdown_signal())
             .await

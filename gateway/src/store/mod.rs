@@ -26,8 +26,25 @@ pub type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 /// parking blocking threads on the pool.
 #[derive(Clone)]
 pub struct Db {
-    pool: Pool,
+    pool: Arc<PoolGuard>,
     permits: Arc<Semaphore>,
+}
+
+/// Owns the pool. Dropping a `postgres::Client` blocks on its own runtime,
+/// which panics on a tokio worker; so when the last handle goes away inside
+/// the runtime, the pool (and its connections) is dropped on a plain thread.
+struct PoolGuard(Option<Pool>);
+
+impl Drop for PoolGuard {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let _ = std::thread::Builder::new()
+                .name("pool-drop".into())
+                .spawn(move || drop(pool));
+        }
+    }
 }
 
 impl Db {
@@ -46,7 +63,7 @@ impl Db {
             .error_handler(Box::new(r2d2::LoggingErrorHandler))
             .build_unchecked(manager);
         Ok(Self {
-            pool,
+            pool: Arc::new(PoolGuard(Some(pool))),
             permits: Arc::new(Semaphore::new(size as usize)),
         })
     }
@@ -65,6 +82,10 @@ impl Db {
             .map_err(|_| Error::Unavailable("database pool closed".into()))?;
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
+            let pool = pool
+                .0
+                .as_ref()
+                .ok_or_else(|| Error::Unavailable("database pool closed".into()))?;
             let mut conn = pool
                 .get()
                 .map_err(|e| Error::Unavailable(format!("database: {e}")))?;

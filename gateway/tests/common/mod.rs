@@ -1,0 +1,394 @@
+//! Test harness: every test gets its own freshly created PostgreSQL database
+//! (dropped afterwards) and a real server on 127.0.0.1:0, started in-process
+//! with a shutdown trigger.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use gateway::config::Config;
+use gateway::server::Gateway;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// Runs blocking (sync postgres) code from async tests on a plain thread.
+pub fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().expect("blocking thread panicked"))
+}
+
+/// The server used to create and drop test databases.
+pub fn admin_url() -> String {
+    std::env::var("AUTHGW_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// `url` with its database name replaced by `name`.
+pub fn url_with_db(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let prefix = match base.rsplit_once('/') {
+        Some((p, _)) if p.contains("://") && p.len() > p.find("://").unwrap() + 2 => p.to_string(),
+        _ => base.trim_end_matches('/').to_string(),
+    };
+    match query {
+        Some(q) => format!("{prefix}/{name}?{q}"),
+        None => format!("{prefix}/{name}"),
+    }
+}
+
+/// A database of its own for one test; dropped (forcibly) with the value.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// Creates an empty database.
+    pub fn create() -> Self {
+        let name = format!("authgw_test_{}", Uuid::new_v4().simple());
+        blocking(|| {
+            let mut c = postgres::Client::connect(&admin_url(), postgres::NoTls)
+                .expect("connect to AUTHGW_TEST_DATABASE_URL");
+            c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        });
+        let url = url_with_db(&admin_url(), &name);
+        Self { name, url }
+    }
+
+    /// Creates a database with every migration applied.
+    pub fn migrated() -> Self {
+        let db = Self::create();
+        db.with(|c| {
+            gateway::store::migrations::upgrade(c).unwrap();
+        });
+        db
+    }
+
+    /// Runs `f` with a fresh connection to this database.
+    pub fn with<T: Send>(&self, f: impl FnOnce(&mut postgres::Client) -> T + Send) -> T {
+        let url = self.url.clone();
+        blocking(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            f(&mut c)
+        })
+    }
+
+    /// Runs one query and returns its rows.
+    pub fn query(&self, sql: &str) -> Vec<postgres::Row> {
+        let sql = sql.to_string();
+        self.with(move |c| c.query(sql.as_str(), &[]).unwrap())
+    }
+
+    /// The single value of a one-row, one-column query, as i64.
+    pub fn count(&self, sql: &str) -> i64 {
+        self.query(sql)[0].get(0)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut c) = postgres::Client::connect(&admin_url(), postgres::NoTls) {
+                let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        })
+        .join();
+    }
+}
+
+/// A keys directory with one EdDSA key, shared by the servers of a test.
+pub fn keys_dir() -> Arc<tempfile::TempDir> {
+    gateway::tokens::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    gateway::tokens::generate_key(dir.path(), gateway::config::SigningAlgorithm::EdDsa).unwrap();
+    Arc::new(dir)
+}
+
+/// The configuration tests start from: generous rate limits (tests come from
+/// one IP), real argon2id with the OWASP parameters.
+pub fn test_config(db_url: &str, keys: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.database.url = db_url.to_string();
+    c.database.pool_size = 4;
+    c.database.connect_timeout = Duration::from_secs(2);
+    c.tokens.keys_dir = keys.to_path_buf();
+    c.limits.auth_per_minute = 100_000;
+    c.limits.auth_burst = 100_000;
+    c.server.shutdown_timeout = Duration::from_secs(5);
+    c
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub db: Arc<TestDb>,
+    pub keys: Arc<tempfile::TempDir>,
+    pub http: reqwest::Client,
+    pub config: Config,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// A server on a fresh, migrated database with default test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with `tweak` applied to the configuration.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let db = Arc::new(TestDb::migrated());
+    let keys = keys_dir();
+    let mut config = test_config(&db.url, keys.path());
+    tweak(&mut config);
+    start(db, keys, config).await
+}
+
+/// Starts a server for `config` over an existing database and keys.
+pub async fn start(db: Arc<TestDb>, keys: Arc<tempfile::TempDir>, config: Config) -> TestApp {
+    let gateway = Gateway::build(config.clone()).expect("build gateway");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(gateway.serve(listener, async move {
+        let _ = rx.await;
+    }));
+    let app = TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        db,
+        keys,
+        http: reqwest::Client::builder()
+            .user_agent("authgw-tests/1")
+            .build()
+            .unwrap(),
+        config,
+        shutdown: Some(tx),
+        handle: Some(handle),
+    };
+    app.wait_synced().await;
+    app
+}
+
+/// A JSON response: status, headers and body (Null when empty).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an `application/problem+json` body with `status` and `code`.
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "body: {}",
+            self.body
+        );
+        assert_eq!(self.body["code"], code, "body: {}", self.body);
+        assert_eq!(self.body["status"], status);
+        assert_eq!(self.body["type"], format!("urn:authgw:problem:{code}"));
+        assert!(self.body["title"].is_string() && self.body["detail"].is_string());
+        assert_schema(&self.body, "Problem");
+    }
+}
+
+pub async fn reply(response: reqwest::Response) -> Reply {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Waits until the revocation listener has loaded (the server is ready).
+    pub async fn wait_synced(&self) {
+        for _ in 0..100 {
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        reply(req.send().await.unwrap()).await
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        reply(req.send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.send(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    pub async fn signup(&self, login: &str, password: &str) -> Reply {
+        self.post(
+            "/api/v1/auth/signup",
+            None,
+            json!({"login": login, "password": password}),
+        )
+        .await
+    }
+
+    pub async fn login(&self, login: &str, password: &str) -> Reply {
+        self.post(
+            "/api/v1/auth/login",
+            None,
+            json!({"login": login, "password": password}),
+        )
+        .await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Reply {
+        self.post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": refresh_token}),
+        )
+        .await
+    }
+
+    /// Signs up and logs in a user; returns (user id, access token, refresh token).
+    pub async fn user(&self, login: &str) -> (String, String, String) {
+        let s = self.signup(login, PASSWORD).await;
+        assert_eq!(s.status, StatusCode::CREATED, "{}", s.body);
+        let (access, refresh) = self.tokens(login).await;
+        (s.body["id"].as_str().unwrap().to_string(), access, refresh)
+    }
+
+    /// Logs in; returns (access token, refresh token).
+    pub async fn tokens(&self, login: &str) -> (String, String) {
+        let l = self.login(login, PASSWORD).await;
+        assert_eq!(l.status, StatusCode::OK, "{}", l.body);
+        (
+            l.body["access_token"].as_str().unwrap().to_string(),
+            l.body["refresh_token"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Creates an administrator the way the CLI does and logs it in; returns its access token.
+    pub async fn admin(&self, login: &str) -> String {
+        let hash = gateway::passwords::hash(&self.config.passwords, PASSWORD).unwrap();
+        let login_owned = login.to_string();
+        self.db.with(move |c| {
+            gateway::admin::create_admin(c, "cli:test", &login_owned, None, &hash).unwrap();
+        });
+        self.tokens(login).await.0
+    }
+
+    /// Triggers graceful shutdown and waits for the server to finish.
+    pub async fn stop(&mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.handle.take() {
+            Some(h) => h.await.unwrap(),
+            None => Ok(()),
+        }
+    }
+
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.trigger_shutdown();
+    }
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+fn openapi() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/auth-openapi.yaml");
+        let raw = std::fs::read_to_string(path).unwrap();
+        serde_norway::from_str(&raw).unwrap()
+    })
+}
+
+/// Validates `body` against `#/components/schemas/{name}` of docs/auth-openapi.yaml.
+pub fn assert_schema(body: &Value, name: &str) {
+    let mut root = openapi().clone();
+    assert!(
+        root["components"]["schemas"].get(name).is_some(),
+        "no schema {name} in the OpenAPI document"
+    );
+    root["$ref"] = json!(format!("#/components/schemas/{name}"));
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&root)
+        .unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(body)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{name} schema violations: {errors:?}\nbody: {body}"
+    );
+}
+
+/// Decodes the claims of a JWT without verifying it (to inspect what was issued).
+pub fn claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}

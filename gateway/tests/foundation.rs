@@ -1,0 +1,496 @@
+//! Foundation: migrations, the `authgw` binary's admin/db/config behaviour,
+//! health and readiness, graceful shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn authgw(db_url: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_authgw"));
+    cmd.args(args)
+        .env("AUTHGW_DATABASE_URL", db_url)
+        .env_remove("AUTHGW_CONFIG")
+        .env_remove("AUTHGW_LISTEN")
+        .env("USER", "tester")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.current_dir(std::env::temp_dir());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Migrations apply to an empty database, and applying them again changes nothing.
+#[test]
+fn migrations_apply_once_and_are_idempotent() {
+    let db = TestDb::create();
+    let first = db.with(|c| gateway::store::migrations::upgrade(c).unwrap());
+    assert!(first.len() >= 3, "{first:?}");
+    let second = db.with(|c| gateway::store::migrations::upgrade(c).unwrap());
+    assert!(second.is_empty(), "second upgrade applied {second:?}");
+    let tables = db.count(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name IN
+         ('users','roles','user_roles','refresh_tokens','login_history','revocations','audit_log')",
+    );
+    assert_eq!(tables, 7);
+    let pending = db.with(|c| gateway::store::migrations::pending(c).unwrap());
+    assert!(pending.is_empty());
+}
+
+/// `authgw db upgrade` and `db status` through the real binary.
+#[test]
+fn cli_db_upgrade_and_status() {
+    let db = TestDb::create();
+    let status = authgw(&db.url, &["db", "status"], None);
+    assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+    assert!(
+        stdout(&status).contains("V1__users_and_roles\tpending"),
+        "{}",
+        stdout(&status)
+    );
+    let up = authgw(&db.url, &["db", "upgrade"], None);
+    assert_eq!(up.status.code(), Some(0), "{}", stderr(&up));
+    assert!(
+        stdout(&up).contains("applied V1__users_and_roles"),
+        "{}",
+        stdout(&up)
+    );
+    let again = authgw(&db.url, &["db", "upgrade"], None);
+    assert_eq!(stdout(&again).trim(), "schema is up to date");
+    let status = authgw(&db.url, &["db", "status"], None);
+    assert!(!stdout(&status).contains("pending"), "{}", stdout(&status));
+    assert!(stdout(&status).contains("V3__audit_log\tapplied"));
+}
+
+/// `authgw db new NAME` writes the next numbered empty file and prints its path.
+#[test]
+fn cli_db_new_writes_next_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("V1__a.sql"), "").unwrap();
+    std::fs::write(dir.path().join("V7__b.sql"), "").unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
+    let out = authgw(
+        "postgresql://unused@127.0.0.1:1/x",
+        &["db", "new", "add_index", "--dir", dir_arg],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let path = stdout(&out).trim().to_string();
+    assert!(path.ends_with("V8__add_index.sql"), "{path}");
+    assert!(std::fs::read_to_string(&path).unwrap().starts_with("--"));
+    let bad = authgw(
+        "postgresql://unused@127.0.0.1:1/x",
+        &["db", "new", "Bad Name", "--dir", dir_arg],
+        None,
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).starts_with("error: "), "{}", stderr(&bad));
+}
+
+/// `admin create` makes an administrator whose password verifies with argon2id,
+/// records the CLI actor in the audit log, and `admin list` shows it.
+#[test]
+fn cli_admin_create_makes_a_verifiable_admin() {
+    let db = TestDb::migrated();
+    let out = authgw(
+        &db.url,
+        &["admin", "create", "--login", "root", "--password-stdin"],
+        Some("s3cret-passphrase\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows = db.query("SELECT is_admin, password_hash FROM users WHERE login = 'root'");
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].get::<_, bool>(0));
+    let hash: String = rows[0].get(1);
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
+    assert!(gateway::passwords::verify("s3cret-passphrase", &hash));
+    assert!(!gateway::passwords::verify("s3cret-passphrasE", &hash));
+    let audit = db.query("SELECT actor, action FROM audit_log");
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].get::<_, String>(0), "cli:tester");
+    assert_eq!(audit[0].get::<_, String>(1), "admin.create");
+    let list = authgw(&db.url, &["admin", "list"], None);
+    assert!(stdout(&list).starts_with("root\t"), "{}", stdout(&list));
+}
+
+/// A duplicate login (case-insensitively) exits 1 with one clear line.
+#[test]
+fn cli_admin_create_duplicate_login_fails_cleanly() {
+    let db = TestDb::migrated();
+    let ok = authgw(
+        &db.url,
+        &["admin", "create", "--login", "root", "--password-stdin"],
+        Some("s3cret-passphrase\n"),
+    );
+    assert_eq!(ok.status.code(), Some(0));
+    let dup = authgw(
+        &db.url,
+        &["admin", "create", "--login", "ROOT", "--password-stdin"],
+        Some("another-passphrase\n"),
+    );
+    assert_eq!(dup.status.code(), Some(1));
+    assert_eq!(stderr(&dup), "error: login 'ROOT' already exists\n");
+    assert_eq!(db.count("SELECT count(*) FROM users"), 1);
+}
+
+/// An empty or too short password from stdin is refused and creates nothing.
+#[test]
+fn cli_admin_create_refuses_bad_passwords() {
+    let db = TestDb::migrated();
+    for input in ["\n", "", "short\n"] {
+        let out = authgw(
+            &db.url,
+            &["admin", "create", "--login", "root", "--password-stdin"],
+            Some(input),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "input {input:?}: {}",
+            stderr(&out)
+        );
+        let err = stderr(&out);
+        assert!(
+            err.starts_with("error: ") && err.lines().count() == 1,
+            "{err}"
+        );
+    }
+    let same = authgw(
+        &db.url,
+        &["admin", "create", "--login", "rootroot", "--password-stdin"],
+        Some("rootroot\n"),
+    );
+    assert_eq!(same.status.code(), Some(2));
+    assert_eq!(db.count("SELECT count(*) FROM users"), 0);
+}
+
+/// Without a terminal and without --password-stdin, the CLI refuses rather than hang.
+#[test]
+fn cli_admin_create_without_terminal_asks_for_stdin_flag() {
+    let db = TestDb::migrated();
+    let out = authgw(&db.url, &["admin", "create", "--login", "root"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--password-stdin"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `admin set-password` changes the password of an administrator only.
+#[test]
+fn cli_admin_set_password() {
+    let db = TestDb::migrated();
+    authgw(
+        &db.url,
+        &["admin", "create", "--login", "root", "--password-stdin"],
+        Some("first-passphrase\n"),
+    );
+    let out = authgw(
+        &db.url,
+        &[
+            "admin",
+            "set-password",
+            "--login",
+            "root",
+            "--password-stdin",
+        ],
+        Some("second-passphrase\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let hash: String = db.query("SELECT password_hash FROM users WHERE login = 'root'")[0].get(0);
+    assert!(gateway::passwords::verify("second-passphrase", &hash));
+    let missing = authgw(
+        &db.url,
+        &[
+            "admin",
+            "set-password",
+            "--login",
+            "nobody",
+            "--password-stdin",
+        ],
+        Some("second-passphrase\n"),
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(stderr(&missing), "error: user 'nobody' not found\n");
+}
+
+/// A bad config file exits 2 naming the file, the key and the reason.
+#[test]
+fn bad_config_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[tokens]\naccess_ttl = \"fifteen\"\n").unwrap();
+    let out = authgw(
+        "postgresql://unused@127.0.0.1:1/x",
+        &["--config", file.to_str().unwrap(), "db", "status"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!(
+            "error: {}: tokens.access_ttl: invalid duration",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1);
+
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:8080\"\nport = 9\n").unwrap();
+    let out = authgw(
+        "postgresql://unused@127.0.0.1:1/x",
+        &["--config", file.to_str().unwrap(), "serve"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("bad.toml: server.port: unknown field `port`"),
+        "{}",
+        stderr(&out)
+    );
+
+    let missing = authgw(
+        "x",
+        &["--config", "/nonexistent/gw.toml", "db", "status"],
+        None,
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        stderr(&missing).starts_with("error: /nonexistent/gw.toml"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+/// An unreachable database is a runtime error: exit 1, one line, no panic.
+#[test]
+fn unreachable_database_exits_1() {
+    let out = authgw(
+        "postgresql://postgres@127.0.0.1:1/none",
+        &["db", "status"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: cannot connect to the database"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+}
+
+/// /healthz answers 200; /readyz answers 200 on a migrated database.
+#[tokio::test]
+async fn health_and_ready() {
+    let app = spawn_app().await;
+    let h = app.get("/healthz", None).await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.body, json!({"status": "ok"}));
+    assert_schema(&h.body, "Health");
+    let r = app.get("/readyz", None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, json!({"status": "ready"}));
+}
+
+/// With the database unreachable the server still starts: /healthz 200, /readyz 503.
+#[tokio::test]
+async fn readyz_503_when_database_down() {
+    let keys = keys_dir();
+    let db = std::sync::Arc::new(TestDb::create());
+    let mut config = test_config("postgresql://postgres@127.0.0.1:1/nowhere", keys.path());
+    config.database.connect_timeout = Duration::from_millis(500);
+    let app = start(db, keys, config).await;
+    assert_eq!(app.get("/healthz", None).await.status, 200);
+    let r = app.get("/readyz", None).await;
+    r.assert_problem(503, "not_ready");
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("database unreachable"),
+        "{}",
+        r.body
+    );
+}
+
+/// Pending migrations make /readyz 503 naming them.
+#[tokio::test]
+async fn readyz_503_when_migrations_pending() {
+    let keys = keys_dir();
+    let db = std::sync::Arc::new(TestDb::create());
+    let config = test_config(&db.url, keys.path());
+    let app = start(db, keys, config).await;
+    let r = app.get("/readyz", None).await;
+    r.assert_problem(503, "not_ready");
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("migrations pending: V1__users_and_roles"),
+        "{detail}"
+    );
+}
+
+/// The server recovers by itself when the database comes back: /readyz goes
+/// from 503 to 200 without a restart.
+#[tokio::test]
+async fn readyz_recovers_when_database_appears() {
+    let keys = keys_dir();
+    let name = format!("authgw_test_{}", uuid::Uuid::new_v4().simple());
+    let url = url_with_db(&admin_url(), &name);
+    let mut config = test_config(&url, keys.path());
+    config.database.connect_timeout = Duration::from_millis(500);
+    // The database does not exist yet.
+    let placeholder = std::sync::Arc::new(TestDb::create());
+    let app = start(placeholder, keys, config).await;
+    app.get("/readyz", None)
+        .await
+        .assert_problem(503, "not_ready");
+    // Now it comes into being, migrated.
+    let created = TestDb {
+        name: name.clone(),
+        url: url.clone(),
+    };
+    blocking(|| {
+        let mut c = postgres::Client::connect(&admin_url(), postgres::NoTls).unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    });
+    created.with(|c| gateway::store::migrations::upgrade(c).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = app.get("/readyz", None).await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still not ready: {}", r.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Graceful shutdown: a request in flight when shutdown starts still gets its
+/// answer, new connections are refused, and `serve` returns Ok.
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_request() {
+    // A slow argon2 makes login take a while, so it is surely in flight.
+    let mut app = spawn_app_with(|c| c.passwords.iterations = 40).await;
+    let signup = app.signup("slowpoke", PASSWORD).await;
+    assert_eq!(signup.status, 201);
+    let http = app.http.clone();
+    let url = app.url("/api/v1/auth/login");
+    let in_flight = tokio::spawn(async move {
+        http.post(url)
+            .json(&json!({"login": "slowpoke", "password": PASSWORD}))
+            .send()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    app.trigger_shutdown();
+    let response = in_flight.await.unwrap().expect("in-flight request was cut");
+    assert_eq!(response.status(), 200);
+    let served = app.handle.take().unwrap().await.unwrap();
+    assert!(served.is_ok());
+    assert!(
+        reqwest::Client::new()
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+}
+
+/// The real binary: `authgw serve` answers, and SIGTERM makes it exit 0.
+#[test]
+fn serve_binary_exits_0_on_sigterm() {
+    let db = TestDb::migrated();
+    let keys = keys_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_authgw"))
+        .args(["serve"])
+        .env("AUTHGW_DATABASE_URL", &db.url)
+        .env("AUTHGW_LISTEN", "127.0.0.1:0")
+        .env("AUTHGW_KEYS_DIR", keys.path())
+        .env("AUTHGW_LOG", "info")
+        .env("NO_COLOR", "1")
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut addr = None;
+    for line in stdout.lines().take(50) {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("listen=").nth(1) {
+            addr = Some(rest.split_whitespace().next().unwrap().to_string());
+            break;
+        }
+    }
+    let addr = addr.expect("no 'authgw listening' line");
+    let body = reqwest::blocking_get(&format!("http://{addr}/healthz"));
+    assert_eq!(body, 200);
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "authgw did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+mod reqwest {
+    pub use ::reqwest::*;
+
+    /// Status of a GET, from a plain thread with its own runtime.
+    pub fn blocking_get(url: &str) -> u16 {
+        let url = url.to_string();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                ::reqwest::get(url)
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            })
+        })
+        .join()
+        .unwrap()
+    }
+}
