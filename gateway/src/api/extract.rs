@@ -126,7 +126,12 @@ fn classify_message(path: &str, message: &str) -> Error {
         .unwrap_or(message)
         .to_string();
     if message.starts_with("unknown field") {
-        let field = quoted(&message).map(join);
+        // serde_path_to_error's path already ends with the unknown field.
+        let field = if path == "." || path.is_empty() {
+            quoted(&message)
+        } else {
+            Some(path.to_string())
+        };
         return Error::BadRequest {
             code: "unknown_field",
             detail: format!("unknown field '{}'", field.clone().unwrap_or_default()),
