@@ -424,9 +424,10 @@ async fn graceful_shutdown_finishes_in_flight_request() {
     );
 }
 
-/// The real binary: `authgw serve` answers, and SIGTERM makes it exit 0.
+/// The real binary: `authgw serve` answers, logs (even at debug level) carry
+/// neither passwords nor tokens, and SIGTERM makes it exit 0.
 #[test]
-fn serve_binary_exits_0_on_sigterm() {
+fn serve_binary_exits_0_on_sigterm_and_logs_no_secrets() {
     let db = TestDb::migrated();
     let keys = keys_dir();
     let mut child = Command::new(env!("CARGO_BIN_EXE_authgw"))
@@ -434,7 +435,7 @@ fn serve_binary_exits_0_on_sigterm() {
         .env("AUTHGW_DATABASE_URL", &db.url)
         .env("AUTHGW_LISTEN", "127.0.0.1:0")
         .env("AUTHGW_KEYS_DIR", keys.path())
-        .env("AUTHGW_LOG", "info")
+        .env("AUTHGW_LOG", "debug")
         .env("NO_COLOR", "1")
         .current_dir(std::env::temp_dir())
         .stdout(Stdio::piped())
@@ -442,17 +443,23 @@ fn serve_binary_exits_0_on_sigterm() {
         .spawn()
         .unwrap();
     let stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut addr = None;
-    for line in stdout.lines().take(50) {
-        let line = line.unwrap();
-        if let Some(rest) = line.split("listen=").nth(1) {
-            addr = Some(rest.split_whitespace().next().unwrap().to_string());
-            break;
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            if let Some(rest) = line.split("listen=").nth(1) {
+                let _ = addr_tx.send(rest.split_whitespace().next().unwrap().to_string());
+            }
+            all.push_str(&line);
+            all.push('\n');
         }
-    }
-    let addr = addr.expect("no 'authgw listening' line");
-    let body = reqwest::blocking_get(&format!("http://{addr}/healthz"));
-    assert_eq!(body, 200);
+        all
+    });
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("no 'authgw listening' line");
+    let secrets = reqwest::blocking_flow(&format!("http://{addr}"));
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -470,24 +477,76 @@ fn serve_binary_exits_0_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0));
+    let logs = reader.join().unwrap();
+    assert!(
+        logs.contains("/api/v1/auth/login"),
+        "debug logs should show requests: {logs}"
+    );
+    for secret in secrets {
+        assert!(!logs.contains(&secret), "a secret reached the logs");
+    }
 }
 
 mod reqwest {
     pub use ::reqwest::*;
 
-    /// Status of a GET, from a plain thread with its own runtime.
-    pub fn blocking_get(url: &str) -> u16 {
-        let url = url.to_string();
+    /// Against a running server, from a plain thread with its own runtime:
+    /// checks /healthz, signs up, logs in and refreshes; returns the secrets
+    /// that went over the wire (password, tokens).
+    pub fn blocking_flow(base: &str) -> Vec<String> {
+        let base = base.to_string();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(async {
-                ::reqwest::get(url)
+            rt.block_on(async move {
+                let http = ::reqwest::Client::new();
+                let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+                assert_eq!(health.status(), 200);
+                let password = "log-canary-passphrase-1234";
+                let creds = serde_json::json!({"login": "canary", "password": password});
+                let s = http
+                    .post(format!("{base}/api/v1/auth/signup"))
+                    .json(&creds)
+                    .send()
                     .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0)
+                    .unwrap();
+                assert_eq!(s.status(), 201);
+                let pair: serde_json::Value = http
+                    .post(format!("{base}/api/v1/auth/login"))
+                    .json(&creds)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let access = pair["access_token"].as_str().unwrap().to_string();
+                let refresh = pair["refresh_token"].as_str().unwrap().to_string();
+                let next: serde_json::Value = http
+                    .post(format!("{base}/api/v1/auth/refresh"))
+                    .json(&serde_json::json!({"refresh_token": refresh}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let check = http
+                    .get(format!("{base}/api/v1/auth/check"))
+                    .bearer_auth(&access)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(check.status(), 200);
+                vec![
+                    password.to_string(),
+                    access,
+                    refresh,
+                    next["access_token"].as_str().unwrap().to_string(),
+                    next["refresh_token"].as_str().unwrap().to_string(),
+                ]
             })
         })
         .join()
