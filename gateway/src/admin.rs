@@ -167,6 +167,19 @@ fn delete_user_in(
     Ok(revoked)
 }
 
+/// Inside a transaction: revokes every session of `user_id` except `keep`
+/// (refresh tokens and, through `revocations`, access tokens).
+pub fn end_user_sessions(
+    tx: &mut impl GenericClient,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+    reason: &str,
+    lifetime: Duration,
+) -> Result<Vec<Revocation>> {
+    let sids = sessions::revoke_user_sessions(tx, user_id, keep, lifetime)?;
+    revocations::revoke(tx, Kind::Session, &sids, reason, lifetime)
+}
+
 /// Ends every session of `id` (refresh and access tokens).
 pub fn logout_user(
     client: &mut Client,
@@ -176,11 +189,10 @@ pub fn logout_user(
 ) -> Result<Vec<Revocation>> {
     let user = require_user(client, id)?;
     let mut tx = client.transaction()?;
-    let sids = sessions::revoke_user_sessions(&mut tx, id, None, lifetime)?;
-    let revoked = revocations::revoke(
+    let revoked = end_user_sessions(
         &mut tx,
-        Kind::Session,
-        &sids,
+        id,
+        None,
         "logout-all by an administrator",
         lifetime,
     )?;
@@ -189,7 +201,7 @@ pub fn logout_user(
         actor,
         "user.logout_all",
         &id.to_string(),
-        &json!({ "login": user.login, "sessions": sids.len() }),
+        &json!({ "login": user.login, "sessions": revoked.len() }),
     )?;
     tx.commit()?;
     Ok(revoked)
@@ -233,11 +245,10 @@ pub fn set_admin_password(
     }
     let mut tx = client.transaction()?;
     users::set_password(&mut tx, user.id, hash)?;
-    let sids = sessions::revoke_user_sessions(&mut tx, user.id, None, lifetime)?;
-    revocations::revoke(
+    end_user_sessions(
         &mut tx,
-        Kind::Session,
-        &sids,
+        user.id,
+        None,
         "password set from the CLI",
         lifetime,
     )?;

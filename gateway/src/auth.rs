@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::admin;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::passwords::{self, Hasher};
@@ -65,6 +66,19 @@ impl Auth {
     /// issued before it can still verify.
     pub fn revocation_lifetime(&self) -> Duration {
         self.config.tokens.access_ttl + self.config.tokens.clock_skew
+    }
+
+    /// Runs a database action that revokes tokens, then applies its
+    /// revocations to this process's set at once (other processes get them
+    /// through NOTIFY).
+    pub async fn revoking<F>(&self, action: F) -> Result<()>
+    where
+        F: FnOnce(&mut postgres::Client, Duration) -> Result<Vec<Revocation>> + Send + 'static,
+    {
+        let lifetime = self.revocation_lifetime();
+        let revoked = self.db.run(move |c| action(c, lifetime)).await?;
+        self.revocations.insert(&revoked);
+        Ok(())
     }
 
     /// Verifies a bearer token: signature and claims, then the in-memory
@@ -259,23 +273,25 @@ impl Auth {
     pub async fn logout_all(
         &self,
         user_id: Uuid,
-        current: Option<Uuid>,
+        current: Uuid,
         reason: &'static str,
     ) -> Result<()> {
-        let lifetime = self.revocation_lifetime();
-        let revoked = self
-            .db
-            .run(move |c| {
-                let mut tx = c.transaction()?;
-                let mut sids = sessions::revoke_user_sessions(&mut tx, user_id, None, lifetime)?;
-                sids.extend(current.filter(|s| !sids.contains(s)));
-                let revoked = revocations::revoke(&mut tx, Kind::Session, &sids, reason, lifetime)?;
-                tx.commit()?;
-                Ok(revoked)
-            })
-            .await?;
-        self.revocations.insert(&revoked);
-        Ok(())
+        self.revoking(move |c, lifetime| {
+            let mut tx = c.transaction()?;
+            let mut revoked = admin::end_user_sessions(&mut tx, user_id, None, reason, lifetime)?;
+            if !revoked.iter().any(|r| r.subject == current) {
+                revoked.extend(revocations::revoke(
+                    &mut tx,
+                    Kind::Session,
+                    &[current],
+                    reason,
+                    lifetime,
+                )?);
+            }
+            tx.commit()?;
+            Ok(revoked)
+        })
+        .await
     }
 
     /// Ends one session of `user_id`; someone else's session is "not found".
@@ -293,27 +309,21 @@ impl Auth {
         reason: &'static str,
         must_exist: bool,
     ) -> Result<()> {
-        let lifetime = self.revocation_lifetime();
-        let revoked = self
-            .db
-            .run(move |c| {
-                let mut tx = c.transaction()?;
-                let owner = sessions::owner(&mut tx, sid)?;
-                if owner.is_some_and(|o| o != user_id) || (must_exist && owner.is_none()) {
-                    return Err(Error::NotFound {
-                        what: "session",
-                        name: sid.to_string(),
-                    });
-                }
-                sessions::revoke_session(&mut tx, sid)?;
-                let revoked =
-                    revocations::revoke(&mut tx, Kind::Session, &[sid], reason, lifetime)?;
-                tx.commit()?;
-                Ok(revoked)
-            })
-            .await?;
-        self.revocations.insert(&revoked);
-        Ok(())
+        self.revoking(move |c, lifetime| {
+            let mut tx = c.transaction()?;
+            let owner = sessions::owner(&mut tx, sid)?;
+            if owner.is_some_and(|o| o != user_id) || (must_exist && owner.is_none()) {
+                return Err(Error::NotFound {
+                    what: "session",
+                    name: sid.to_string(),
+                });
+            }
+            sessions::revoke_session(&mut tx, sid)?;
+            let revoked = revocations::revoke(&mut tx, Kind::Session, &[sid], reason, lifetime)?;
+            tx.commit()?;
+            Ok(revoked)
+        })
+        .await
     }
 
     pub async fn profile(&self, user_id: Uuid) -> Result<User> {
@@ -348,26 +358,21 @@ impl Auth {
         passwords::validate_new("new_password", &new, &claims.login)?;
         self.confirm_password(claims.sub, old).await?;
         let hash = self.hasher.hash(new).await?;
-        let (user_id, keep, lifetime) = (claims.sub, claims.sid, self.revocation_lifetime());
-        let revoked = self
-            .db
-            .run(move |c| {
-                let mut tx = c.transaction()?;
-                users::set_password(&mut tx, user_id, &hash)?;
-                let sids = sessions::revoke_user_sessions(&mut tx, user_id, Some(keep), lifetime)?;
-                let revoked = revocations::revoke(
-                    &mut tx,
-                    Kind::Session,
-                    &sids,
-                    "password changed",
-                    lifetime,
-                )?;
-                tx.commit()?;
-                Ok(revoked)
-            })
-            .await?;
-        self.revocations.insert(&revoked);
-        Ok(())
+        let (user_id, keep) = (claims.sub, claims.sid);
+        self.revoking(move |c, lifetime| {
+            let mut tx = c.transaction()?;
+            users::set_password(&mut tx, user_id, &hash)?;
+            let revoked = admin::end_user_sessions(
+                &mut tx,
+                user_id,
+                Some(keep),
+                "password changed",
+                lifetime,
+            )?;
+            tx.commit()?;
+            Ok(revoked)
+        })
+        .await
     }
 
     /// Deletes the caller's account after checking its password. An
@@ -378,13 +383,11 @@ impl Auth {
                 "an administrator cannot delete itself through the API".into(),
             ));
         }
-        let (user_id, lifetime) = (claims.sub, self.revocation_lifetime());
-        let revoked = self
-            .db
-            .run(move |c| crate::admin::delete_user_tx(c, user_id, "account deleted", lifetime))
-            .await?;
-        self.revocations.insert(&revoked);
-        Ok(())
+        let user_id = claims.sub;
+        self.revoking(move |c, lifetime| {
+            admin::delete_user_tx(c, user_id, "account deleted", lifetime)
+        })
+        .await
     }
 
     pub async fn history(

@@ -202,13 +202,9 @@ async fn delete_user(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     let id = user_id(&id)?;
-    let lifetime = s.auth.revocation_lifetime();
-    let revoked = s
-        .auth
-        .db
-        .run(move |c| admin::delete_user(c, &a.login, id, lifetime))
+    s.auth
+        .revoking(move |c, lifetime| admin::delete_user(c, &a.login, id, lifetime))
         .await?;
-    s.auth.revocations.insert(&revoked);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -284,13 +280,9 @@ async fn logout_user(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     let id = user_id(&id)?;
-    let lifetime = s.auth.revocation_lifetime();
-    let revoked = s
-        .auth
-        .db
-        .run(move |c| admin::logout_user(c, &a.login, id, lifetime))
+    s.auth
+        .revoking(move |c, lifetime| admin::logout_user(c, &a.login, id, lifetime))
         .await?;
-    s.auth.revocations.insert(&revoked);
     Ok(StatusCode::NO_CONTENT)
 }
 

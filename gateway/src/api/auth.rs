@@ -160,7 +160,7 @@ pub async fn logout_all(
     Authenticated(claims): Authenticated,
 ) -> Result<StatusCode> {
     s.auth
-        .logout_all(claims.sub, Some(claims.sid), "logout-all")
+        .logout_all(claims.sub, claims.sid, "logout-all")
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

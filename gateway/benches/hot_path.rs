@@ -1,0 +1,168 @@
+//! The token-check hot path, measured against peers in the same run:
+//! - verification per algorithm (EdDSA against ES256 and RS256);
+//! - the revocation-set lookup added to a verification (10 000 live entries);
+//! - `/api/v1/auth/check` over HTTP against `/healthz` on the same server
+//!   (what JWT checking adds to a request; no database is involved in either);
+//! - argon2id hashing with the OWASP parameters (what a login costs).
+//!
+//! Run with `scripts/bench.sh`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use gateway::config::{Config, PasswordConfig, SigningAlgorithm, TokenConfig};
+use gateway::revocation::RevocationSet;
+use gateway::store::revocations::{Kind, Revocation};
+use gateway::tokens::{self, Keyring, Tokens};
+use uuid::Uuid;
+
+fn tokens_for(alg: SigningAlgorithm) -> (tempfile::TempDir, Tokens) {
+    let dir = tempfile::tempdir().unwrap();
+    tokens::install_crypto_provider();
+    tokens::generate_key(dir.path(), alg).unwrap();
+    let ring = Keyring::load(dir.path()).unwrap();
+    (dir, Tokens::new(ring, &TokenConfig::default()))
+}
+
+fn roles() -> Vec<String> {
+    vec!["subscriber".into(), "adult".into()]
+}
+
+fn verify_by_algorithm(c: &mut Criterion) {
+    let mut group = c.benchmark_group("verify");
+    for (name, alg) in [
+        ("EdDSA", SigningAlgorithm::EdDsa),
+        ("ES256", SigningAlgorithm::Es256),
+        ("RS256", SigningAlgorithm::Rs256),
+    ] {
+        let (_dir, t) = tokens_for(alg);
+        let token = t
+            .issue(Uuid::new_v4(), "alice", &roles(), false, Uuid::new_v4())
+            .unwrap();
+        group.bench_function(name, |b| b.iter(|| t.verify(black_box(&token)).unwrap()));
+    }
+    group.finish();
+    let mut group = c.benchmark_group("issue");
+    for (name, alg) in [
+        ("EdDSA", SigningAlgorithm::EdDsa),
+        ("ES256", SigningAlgorithm::Es256),
+        ("RS256", SigningAlgorithm::Rs256),
+    ] {
+        let (_dir, t) = tokens_for(alg);
+        let (sub, sid) = (Uuid::new_v4(), Uuid::new_v4());
+        group.bench_function(name, |b| {
+            b.iter(|| t.issue(sub, "alice", &roles(), false, sid).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn revocation_overhead(c: &mut Criterion) {
+    let (_dir, t) = tokens_for(SigningAlgorithm::EdDsa);
+    let token = t
+        .issue(Uuid::new_v4(), "alice", &roles(), false, Uuid::new_v4())
+        .unwrap();
+    let set = RevocationSet::new();
+    let until = chrono::Utc::now() + chrono::Duration::minutes(15);
+    let entries: Vec<Revocation> = (0..10_000)
+        .map(|i| Revocation {
+            kind: if i % 2 == 0 {
+                Kind::Session
+            } else {
+                Kind::User
+            },
+            subject: Uuid::new_v4(),
+            expires_at: until,
+        })
+        .collect();
+    set.insert(&entries);
+    let mut group = c.benchmark_group("check_path");
+    group.bench_function("verify only", |b| {
+        b.iter(|| t.verify(black_box(&token)).unwrap())
+    });
+    group.bench_function("verify + revocation set (10k entries)", |b| {
+        b.iter(|| {
+            let claims = t.verify(black_box(&token)).unwrap();
+            assert!(!set.is_revoked(claims.sub, claims.sid));
+        })
+    });
+    group.finish();
+}
+
+fn http_check_vs_healthz(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    tokens::install_crypto_provider();
+    tokens::generate_key(keys.path(), SigningAlgorithm::EdDsa).unwrap();
+    let mut config = Config::default();
+    // No database: /check and /healthz never touch it.
+    config.database.url = "postgresql://postgres@127.0.0.1:1/none".into();
+    config.tokens.keys_dir = keys.path().to_path_buf();
+    let (base, token) = rt.block_on(async {
+        let gateway = gateway::server::Gateway::build(config).unwrap();
+        let token = gateway
+            .state()
+            .auth
+            .tokens
+            .issue(Uuid::new_v4(), "alice", &roles(), false, Uuid::new_v4())
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(gateway.serve(listener, std::future::pending()));
+        (base, token)
+    });
+    let http = reqwest::Client::new();
+    let mut group = c.benchmark_group("http");
+    group.bench_function("GET /healthz", |b| {
+        b.to_async(&rt).iter(|| async {
+            let r = http.get(format!("{base}/healthz")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        })
+    });
+    group.bench_function("GET /api/v1/auth/check", |b| {
+        b.to_async(&rt).iter(|| async {
+            let r = http
+                .get(format!("{base}/api/v1/auth/check"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        })
+    });
+    group.finish();
+}
+
+fn argon2(c: &mut Criterion) {
+    let config = PasswordConfig::default();
+    let phc = gateway::passwords::hash(&config, "correct horse battery staple").unwrap();
+    let mut group = c.benchmark_group("argon2id (m=19456 KiB, t=2, p=1)");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
+    group.bench_function("hash", |b| {
+        b.iter(|| {
+            gateway::passwords::hash(&config, black_box("correct horse battery staple")).unwrap()
+        })
+    });
+    group.bench_function("verify", |b| {
+        b.iter(|| {
+            assert!(gateway::passwords::verify(
+                black_box("correct horse battery staple"),
+                &phc
+            ))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    verify_by_algorithm,
+    revocation_overhead,
+    http_check_vs_healthz,
+    argon2
+);
+criterion_main!(benches);
