@@ -219,6 +219,7 @@ fn serve(config: Config) -> Result<(), Failure> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| Failure::Runtime(Error::internal(e)))?;
@@ -274,7 +275,14 @@ fn db(config: &Config, cmd: DbCommand) -> Result<(), Failure> {
 fn actor() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            let out = std::process::Command::new("id").arg("-un").output().ok()?;
+            let name = String::from_utf8(out.stdout).ok()?.trim().to_string();
+            (out.status.success() && !name.is_empty()).then_some(name)
+        })
+        .unwrap_or_else(|| "unknown".into());
     format!("cli:{user}")
 }
 
