@@ -391,7 +391,7 @@ fn keys(config: &Config, cmd: KeysCommand) -> Result<(), Failure> {
                 } else {
                     "verify-only"
                 };
-                println!("{}\t{:?}\t{}\t{role}", k.kid, k.alg, k.path.display());
+                println!("{}\t{}\t{}\t{role}", k.kid, k.alg.name(), k.path.display());
             }
         }
     }

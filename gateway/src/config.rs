@@ -97,6 +97,17 @@ pub enum SigningAlgorithm {
     Rs256,
 }
 
+impl SigningAlgorithm {
+    /// The JOSE name: "EdDSA", "ES256", "RS256".
+    pub fn name(self) -> &'static str {
+        match self {
+            SigningAlgorithm::EdDsa => "EdDSA",
+            SigningAlgorithm::Es256 => "ES256",
+            SigningAlgorithm::Rs256 => "RS256",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenConfig {

@@ -162,8 +162,8 @@ fn listen_once(
         if last_purge.elapsed() > Duration::from_secs(60) {
             last_purge = Instant::now();
             set.purge_expired();
-            // Keep the connection honest and the table small.
-            revocations::purge_expired(&mut client).map_err(|e| e.to_string())?;
+            // A silently dead connection would stop notifications: probe it.
+            client.simple_query("SELECT 1").map_err(|e| e.to_string())?;
         }
     }
     Ok(())

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -14,7 +15,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::passwords::Hasher;
 use crate::revocation::{self, RevocationSet};
-use crate::store::Db;
+use crate::store::{self, Db};
 use crate::tokens::{Keyring, Tokens};
 
 /// A gateway ready to serve: state built, revocation listener running.
@@ -81,6 +82,7 @@ impl Gateway {
                     "handler panicked".into(),
                 ))
             }));
+        let housekeeping = tokio::spawn(housekeeping(self.state.auth.db.clone()));
         let (fired_tx, mut fired_rx) = tokio::sync::watch::channel(false);
         let signal = async move {
             shutdown.await;
@@ -105,8 +107,30 @@ impl Gateway {
                 Ok(())
             }
         };
+        housekeeping.abort();
         self.stop.store(true, Ordering::SeqCst);
         result
+    }
+}
+
+/// Deletes revocations past their expiry and refresh tokens a week past
+/// theirs, every ten minutes; a failure is logged and retried next time.
+async fn housekeeping(db: Db) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let purged = db
+            .run(|c| {
+                let revocations = store::revocations::purge_expired(c)?;
+                let tokens = store::sessions::purge_expired(c, Duration::from_secs(7 * 86_400))?;
+                Ok((revocations, tokens))
+            })
+            .await;
+        match purged {
+            Ok((revocations, tokens)) => tracing::debug!(revocations, tokens, "housekeeping"),
+            Err(e) => tracing::debug!(error = %e, "housekeeping skipped"),
+        }
     }
 }
 

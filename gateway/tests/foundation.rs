@@ -242,6 +242,53 @@ fn cli_admin_set_password() {
     assert_eq!(stderr(&missing), "error: user 'nobody' not found\n");
 }
 
+/// `keys generate` writes a private (0600) key and prints its kid; `keys list`
+/// shows every key with the newest as the signer.
+#[test]
+fn cli_keys_generate_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_authgw"))
+            .args(args)
+            .env("AUTHGW_KEYS_DIR", &keys)
+            .env_remove("AUTHGW_CONFIG")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (o.status.code(), stdout(&o), stderr(&o))
+    };
+    assert_eq!(
+        run(&["keys", "list"]),
+        (Some(0), String::new(), String::new())
+    );
+    let (code, first, err) = run(&["keys", "generate"]);
+    assert_eq!(code, Some(0), "{err}");
+    let path = first.trim().split('\t').nth(1).unwrap().to_string();
+    assert!(path.ends_with("-eddsa.pem"), "{path}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (code, second, _) = run(&["keys", "generate", "--alg", "RS256"]);
+    assert_eq!(code, Some(0));
+    let (_, list, _) = run(&["keys", "list"]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines[0].ends_with("verify-only") && lines[0].contains("\tEdDSA\t"),
+        "{list}"
+    );
+    assert!(
+        lines[1].ends_with("signing") && lines[1].starts_with(second.split('\t').next().unwrap()),
+        "{list}"
+    );
+    let (code, _, err) = run(&["keys", "generate", "--alg", "HS256"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("HS256"), "{err}");
+}
+
 /// A bad config file exits 2 naming the file, the key and the reason.
 #[test]
 fn bad_config_exits_2_naming_the_key() {

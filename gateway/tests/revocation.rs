@@ -73,3 +73,55 @@ async fn a_new_process_loads_live_revocations() {
         .await
         .assert_problem(401, "invalid_token");
 }
+
+/// /check answers from memory: a gateway whose database is unreachable still
+/// accepts a valid token (and /readyz says it is not ready).
+#[tokio::test]
+async fn check_never_touches_the_database() {
+    let a = spawn_app().await;
+    let (id, access, _) = a.user("alice").await;
+    let mut config = a.config.clone();
+    config.database.url = "postgresql://postgres@127.0.0.1:1/none".into();
+    config.database.connect_timeout = Duration::from_millis(300);
+    let offline = start(a.db.clone(), a.keys.clone(), config).await;
+    offline
+        .get("/readyz", None)
+        .await
+        .assert_problem(503, "not_ready");
+    let r = offline.get("/api/v1/auth/check", Some(&access)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["user_id"], id);
+}
+
+/// Housekeeping deletes expired revocations and long-expired refresh tokens,
+/// and keeps live ones.
+#[tokio::test]
+async fn purges_remove_only_expired_rows() {
+    let app = spawn_app().await;
+    let (_, access, _) = app.user("alice").await;
+    app.send(Method::POST, "/api/v1/auth/logout", Some(&access), None)
+        .await;
+    app.tokens("alice").await;
+    app.db.query(
+        "INSERT INTO revocations (kind, subject, reason, expires_at)
+         VALUES ('user', gen_random_uuid(), 'old', now() - interval '1 minute')",
+    );
+    app.db.query("UPDATE refresh_tokens SET expires_at = now() - interval '8 days' WHERE revoked_at IS NOT NULL");
+    let (revocations, tokens) = app.db.with(|c| {
+        (
+            gateway::store::revocations::purge_expired(c).unwrap(),
+            gateway::store::sessions::purge_expired(c, Duration::from_secs(7 * 86_400)).unwrap(),
+        )
+    });
+    assert_eq!((revocations, tokens), (1, 1));
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM revocations"),
+        1,
+        "the live logout revocation stays"
+    );
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM refresh_tokens"),
+        1,
+        "the live session stays"
+    );
+}

@@ -91,7 +91,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let check = state.auth.db.run(migrations::pending);
     let reason = match tokio::time::timeout(Duration::from_secs(5), check).await {
         Err(_) => Some("database did not answer within 5s".to_string()),
-        Ok(Err(e)) => Some(format!("database unreachable: {e}")),
+        Ok(Err(crate::error::Error::Unavailable(why))) => {
+            Some(format!("database unreachable: {why}"))
+        }
+        Ok(Err(e)) => Some(format!("database check failed: {e}")),
         Ok(Ok(pending)) if !pending.is_empty() => Some(format!(
             "migrations pending: {}; run `authgw db upgrade`",
             pending.join(", ")
