@@ -72,7 +72,8 @@ impl Error {
 
 impl From<postgres::Error> for Error {
     fn from(e: postgres::Error) -> Self {
-        if e.is_closed() || e.as_db_error().is_none() && e.to_string().contains("connect") {
+        // A dropped connection is the database being unavailable (503), not a bug.
+        if e.is_closed() {
             return Self::Unavailable(format!("database: {e}"));
         }
         Self::Internal(format!("database: {e}"))
