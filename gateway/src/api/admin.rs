@@ -11,9 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::AppState;
 use super::auth::{UserBody, page_limit};
 use super::extract::{Admin, JsonBody, Params};
+use super::{AppState, list, page_of};
 use crate::admin;
 use crate::error::{Error, Result};
 use crate::store::audit::{self, AuditFilter};
@@ -92,7 +92,7 @@ async fn list_roles(State(s): State<AppState>, _: Admin) -> Result<Response> {
         .into_iter()
         .map(Into::into)
         .collect();
-    Ok(Json(serde_json::json!({ "items": items })).into_response())
+    Ok(list(items))
 }
 
 async fn create_role(
@@ -175,10 +175,7 @@ async fn list_users(
     };
     let page = s.auth.db.run(move |c| users::list(c, &filter)).await?;
     let items: Vec<UserBody> = page.items.into_iter().map(Into::into).collect();
-    Ok(
-        Json(serde_json::json!({ "items": items, "next_cursor": page.next_cursor }))
-            .into_response(),
-    )
+    Ok(page_of(items, page.next_cursor))
 }
 
 async fn get_user(
@@ -237,7 +234,7 @@ async fn user_roles(
             granted_at: r.granted_at,
         })
         .collect();
-    Ok(Json(serde_json::json!({ "items": items })).into_response())
+    Ok(list(items))
 }
 
 async fn set_role(
@@ -333,8 +330,5 @@ async fn list_audit(
             at: e.at,
         })
         .collect();
-    Ok(
-        Json(serde_json::json!({ "items": items, "next_cursor": page.next_cursor }))
-            .into_response(),
-    )
+    Ok(page_of(items, page.next_cursor))
 }

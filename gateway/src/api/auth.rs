@@ -10,8 +10,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::AppState;
 use super::extract::{Authenticated, Client, FormOrJson, JsonBody, Params};
+use super::{AppState, list, page_of};
 use crate::auth::TokenPair;
 use crate::error::{Error, Result};
 use crate::store::users::User;
@@ -285,10 +285,7 @@ async fn history(
             outcome: e.outcome,
         })
         .collect();
-    Ok(
-        Json(serde_json::json!({ "items": items, "next_cursor": page.next_cursor }))
-            .into_response(),
-    )
+    Ok(page_of(items, page.next_cursor))
 }
 
 #[derive(Serialize)]
@@ -316,7 +313,7 @@ async fn sessions(State(s): State<AppState>, Authenticated(c): Authenticated) ->
             user_agent: x.user_agent,
         })
         .collect();
-    Ok(Json(serde_json::json!({ "items": items })).into_response())
+    Ok(list(items))
 }
 
 async fn end_session(

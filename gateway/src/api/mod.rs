@@ -68,6 +68,16 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A list body: `{"items": [...]}`.
+fn list<T: serde::Serialize>(items: Vec<T>) -> Response {
+    axum::Json(json!({ "items": items })).into_response()
+}
+
+/// A keyset-paginated body: `{"items": [...], "next_cursor": "..." | null}`.
+fn page_of<T: serde::Serialize>(items: Vec<T>, next_cursor: Option<String>) -> Response {
+    axum::Json(json!({ "items": items, "next_cursor": next_cursor })).into_response()
+}
+
 async fn not_found() -> Response {
     problem::respond(StatusCode::NOT_FOUND, "not_found", "no such route".into())
 }
