@@ -44,6 +44,9 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[serde(deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
+    /// How long a client may take to send a request's headers.
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// Take the client address from the left-most `X-Forwarded-For` entry.
@@ -56,6 +59,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
             trust_forwarded_for: false,
         }

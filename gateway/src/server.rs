@@ -2,12 +2,17 @@
 //! its listener and a shutdown future, so tests start and stop it in-process.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use crate::api::{self, AppState};
 use crate::auth::Auth;
@@ -82,27 +87,53 @@ impl Gateway {
                     "handler panicked".into(),
                 ))
             }));
+        let header_timeout = self.state.auth.config.server.header_read_timeout;
         let housekeeping = tokio::spawn(housekeeping(self.state.auth.db.clone()));
-        let (fired_tx, mut fired_rx) = tokio::sync::watch::channel(false);
-        let signal = async move {
-            shutdown.await;
-            tracing::info!("shutting down: draining in-flight requests");
-            let _ = fired_tx.send(true);
-        };
-        let server = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal);
-        let deadline = async move {
-            if fired_rx.wait_for(|fired| *fired).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            tokio::time::sleep(drain).await;
-        };
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // Slow clients may not hold a connection open without sending headers.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let service = app
+                .clone()
+                .map_request(move |mut req: axum::http::Request<_>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req
+                });
+            let connection = builder
+                .serve_connection_with_upgrades(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(service),
+                )
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        tracing::info!("shutting down: draining in-flight requests");
         let result = tokio::select! {
-            r = async { server.await } => r,
-            () = deadline => {
+            () = graceful.shutdown() => Ok(()),
+            () = tokio::time::sleep(drain) => {
                 tracing::warn!(?drain, "shutdown timeout reached; dropping remaining connections");
                 Ok(())
             }

@@ -471,6 +471,29 @@ async fn graceful_shutdown_finishes_in_flight_request() {
     );
 }
 
+/// A client that never finishes its headers is disconnected after
+/// `server.header_read_timeout` instead of holding a connection forever.
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|c| c.server.header_read_timeout = Duration::from_millis(500)).await;
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "connection still open after 5 s");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+    // A well-behaved client is unaffected.
+    assert_eq!(app.get("/healthz", None).await.status, 200);
+}
+
 /// The real binary: `authgw serve` answers, logs (even at debug level) carry
 /// neither passwords nor tokens, and SIGTERM makes it exit 0.
 #[test]
