@@ -82,17 +82,6 @@ impl RevocationSet {
     pub fn is_synced(&self) -> bool {
         self.connected.load(Ordering::SeqCst)
     }
-
-    pub fn len(&self) -> usize {
-        self.entries
-            .read()
-            .map(|e| e.sessions.len() + e.users.len())
-            .unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Keeps `set` in step with the database on a dedicated OS thread (the sync
