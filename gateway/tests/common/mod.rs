@@ -3,6 +3,7 @@
 //! with a shutdown trigger.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -350,6 +351,41 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.trigger_shutdown();
     }
+}
+
+/// Runs the real `authgw` binary against `db_url` (as OS user `tester`, no
+/// config file), feeding `stdin` if given.
+pub fn authgw(db_url: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_authgw"));
+    cmd.args(args)
+        .env("AUTHGW_DATABASE_URL", db_url)
+        .env_remove("AUTHGW_CONFIG")
+        .env_remove("AUTHGW_LISTEN")
+        .env("USER", "tester")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd.current_dir(std::env::temp_dir());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().unwrap()
+}
+
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
 }
 
 pub const PASSWORD: &str = "correct horse battery staple";
