@@ -1,0 +1,36 @@
+//! WebAssembly policy plugins (issue 6): components of the
+//! `authgw:policy/plugin` world (plugins/wit/policy.wit), run by wasmtime.
+//!
+//! - [`spec`]: gateway.toml's `[plugins]` settings and plugin entries.
+//! - [`host`]: the one `Engine` (pooling allocator, epoch ticker), the
+//!   `Linker`, loading plugins into a [`PluginSet`].
+//! - [`pool`]: a loaded [`Plugin`]: warm instances, fail-closed `decide`,
+//!   background replacement of failed instances.
+//! - [`instance`]: one instance with its memory limit and deadline.
+//! - [`sandbox`]: the empty WASI context, plugin output into the log.
+//! - [`nonblocking`]: WASI I/O that never blocks the request thread.
+//! - [`chain`]: [`run_chain`], a route's plugins in order.
+//! - [`stats`]: per-plugin counters for metrics.
+//! - [`authoring`]: `authgw plugin check` and `authgw plugin test`.
+//!
+//! See docs/plugins.md.
+
+pub mod authoring;
+mod bindings;
+pub mod chain;
+mod error;
+pub mod host;
+mod instance;
+mod nonblocking;
+pub mod pool;
+mod sandbox;
+pub mod spec;
+pub mod stats;
+
+pub use bindings::{Header, INTERFACE_VERSION, Identity, Request, WitDecision};
+pub use chain::{Decision, run_chain};
+pub use error::{FailureKind, PluginError, PluginFailure};
+pub use host::{EPOCH_TICK, PluginHost, PluginSet};
+pub use pool::Plugin;
+pub use spec::{ByteSize, HostConfig, PluginSpec};
+pub use stats::PluginStats;

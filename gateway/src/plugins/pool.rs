@@ -1,0 +1,174 @@
+//! A loaded plugin: its instance pool, its counters, and the one entry
+//! point the request path uses, [`Plugin::decide`].
+//!
+//! Instances are taken from the pool for one call and put back after it.
+//! The pool is filled at load; when it is empty a call instantiates inline
+//! (counted). An instance whose call failed is dropped and a replacement is
+//! made on a background thread, so other requests are served as before.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::bindings::{Identity, Request, WitDecision};
+use super::error::{FailureKind, PluginFailure};
+use super::host::HostShared;
+use super::instance::{Blueprint, CreateError, Instance};
+use super::stats::{Counters, PluginStats};
+
+pub struct Plugin {
+    blueprint: Blueprint,
+    interface_version: String,
+    /// Warm instances; at most `target` are kept.
+    pool: Mutex<Vec<Instance>>,
+    target: usize,
+    /// Replacements owed by the background refill.
+    owed: AtomicUsize,
+    counters: Counters,
+    /// Keeps the engine's epoch ticker running while this plugin lives.
+    _host: Arc<HostShared>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.blueprint.name)
+            .field("interface_version", &self.interface_version)
+            .field("instances", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// Makes the plugin and its `instances` warm, configured instances.
+    pub(crate) fn start(
+        host: Arc<HostShared>,
+        blueprint: Blueprint,
+        interface_version: String,
+        instances: usize,
+    ) -> Result<Plugin, CreateError> {
+        let warm = (0..instances)
+            .map(|_| Instance::create(&blueprint))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Plugin {
+            blueprint,
+            interface_version,
+            pool: Mutex::new(warm),
+            target: instances,
+            owed: AtomicUsize::new(0),
+            counters: Counters::default(),
+            _host: host,
+        })
+    }
+
+    /// The plugin's `name` from the config.
+    pub fn name(&self) -> &str {
+        &self.blueprint.name
+    }
+
+    /// The `authgw:policy` interface version the component exports, e.g. "0.1.0".
+    pub fn interface_version(&self) -> &str {
+        &self.interface_version
+    }
+
+    /// The counters since load.
+    pub fn stats(&self) -> PluginStats {
+        self.counters.snapshot()
+    }
+
+    /// Warm instances in the pool right now.
+    pub fn idle_instances(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Runs `decide` on one instance. A failure has been logged and counted
+    /// already; the failed instance is gone and a replacement is on its way.
+    pub fn decide(
+        self: &Arc<Self>,
+        request: &Request,
+        identity: Option<&Identity>,
+    ) -> Result<WitDecision, PluginFailure> {
+        self.counters.call();
+        let popped = self.lock().pop();
+        let mut instance = match popped {
+            Some(instance) => instance,
+            None => {
+                self.counters.inline_instantiation();
+                Instance::create(&self.blueprint)
+                    .map_err(|e| self.fail(FailureKind::Unavailable, format!("no instance: {e}")))?
+            }
+        };
+        let result = instance.decide(self.blueprint.deadline_ticks, request, identity);
+        let decision = match result {
+            Ok(decision) => decision,
+            Err((kind, detail)) => {
+                drop(instance);
+                self.counters.recycled();
+                self.replace_one();
+                return Err(self.fail(kind, detail));
+            }
+        };
+        self.put_back(instance);
+        if let WitDecision::Deny(_) = decision {
+            self.counters.deny();
+        }
+        Ok(decision)
+    }
+
+    /// Counts and logs a failure, and makes the caller's error.
+    pub(crate) fn fail(&self, kind: FailureKind, detail: String) -> PluginFailure {
+        self.counters.failure(kind);
+        tracing::warn!(
+            plugin = self.name(),
+            kind = kind.as_str(),
+            "plugin call failed: {detail}"
+        );
+        PluginFailure {
+            plugin: self.blueprint.name.clone(),
+            kind,
+            detail,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Instance>> {
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn put_back(&self, instance: Instance) {
+        let mut pool = self.lock();
+        if pool.len() < self.target {
+            pool.push(instance);
+        }
+    }
+
+    /// Owes the pool one instance; the first debt starts a refill thread
+    /// that pays every debt, then ends.
+    fn replace_one(self: &Arc<Self>) {
+        if self.owed.fetch_add(1, Ordering::AcqRel) > 0 {
+            return;
+        }
+        let plugin = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name(format!("authgw-plugin-refill-{}", self.name()))
+            .spawn(move || plugin.refill());
+        if let Err(e) = spawned {
+            self.owed.store(0, Ordering::Release);
+            self.counters.refill_error();
+            tracing::error!(plugin = self.name(), "cannot start the refill thread: {e}");
+        }
+    }
+
+    fn refill(&self) {
+        loop {
+            match Instance::create(&self.blueprint) {
+                Ok(instance) => self.put_back(instance),
+                Err(e) => {
+                    self.counters.refill_error();
+                    tracing::error!(plugin = self.name(), "cannot replace an instance: {e}");
+                }
+            }
+            if self.owed.fetch_sub(1, Ordering::AcqRel) == 1 {
+                return;
+            }
+        }
+    }
+}

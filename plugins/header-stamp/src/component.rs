@@ -1,0 +1,49 @@
+//! The component shell of header-stamp.
+use std::cell::RefCell;
+
+use crate::stamp::{Config, Fields, IdentityFields, Outcome};
+
+wit_bindgen::generate!({ path: "../wit", world: "plugin" });
+
+use authgw::policy::types::{Allow, Decision, Deny, Header, Identity, Request};
+use exports::authgw::policy::policy::Guest;
+
+thread_local! {
+    static CONFIG: RefCell<Config> = RefCell::new(Config::default());
+}
+
+struct HeaderStamp;
+
+impl Guest for HeaderStamp {
+    fn configure(config: String) -> Result<(), String> {
+        let parsed = Config::from_json(&config)?;
+        CONFIG.with(|c| *c.borrow_mut() = parsed);
+        Ok(())
+    }
+
+    fn decide(request: Request, identity: Option<Identity>) -> Decision {
+        let fields = Fields {
+            method: &request.method,
+            route: &request.route,
+            identity: identity.as_ref().map(|id| IdentityFields {
+                user_id: &id.user_id,
+                login: &id.login,
+                roles: &id.roles,
+                session_id: &id.session_id,
+            }),
+        };
+        let names = request.headers.iter().map(|h| h.name.as_str());
+        match CONFIG.with(|c| c.borrow().decide(names, &fields)) {
+            Outcome::Allow { set, remove } => Decision::Allow(Allow {
+                set_headers: set
+                    .into_iter()
+                    .map(|(name, value)| Header { name, value })
+                    .collect(),
+                remove_headers: remove,
+            }),
+            Outcome::Deny { status, reason } => Decision::Deny(Deny { status, reason }),
+        }
+    }
+}
+
+export!(HeaderStamp);

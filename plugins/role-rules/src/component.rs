@@ -1,0 +1,46 @@
+//! The component shell: WIT types in, [`crate::rules`] decides, WIT types out.
+use std::cell::RefCell;
+
+use crate::rules::{Caller, Config, Verdict};
+
+wit_bindgen::generate!({ path: "../wit", world: "plugin" });
+
+use authgw::policy::types::{Allow, Decision, Deny, Identity, Request};
+use exports::authgw::policy::policy::Guest;
+
+thread_local! {
+    static CONFIG: RefCell<Option<Config>> = const { RefCell::new(None) };
+}
+
+struct RoleRules;
+
+impl Guest for RoleRules {
+    fn configure(config: String) -> Result<(), String> {
+        let parsed = Config::from_json(&config)?;
+        CONFIG.with(|c| *c.borrow_mut() = Some(parsed));
+        Ok(())
+    }
+
+    fn decide(request: Request, identity: Option<Identity>) -> Decision {
+        let caller = identity.as_ref().map(|id| Caller {
+            roles: &id.roles,
+            is_admin: id.is_admin,
+        });
+        let verdict = CONFIG.with(|c| match c.borrow().as_ref() {
+            Some(config) => config.decide(&request.method, &request.path, caller),
+            None => Verdict::Deny {
+                status: 500,
+                reason: "role-rules is not configured".into(),
+            },
+        });
+        match verdict {
+            Verdict::Allow => Decision::Allow(Allow {
+                set_headers: Vec::new(),
+                remove_headers: Vec::new(),
+            }),
+            Verdict::Deny { status, reason } => Decision::Deny(Deny { status, reason }),
+        }
+    }
+}
+
+export!(RoleRules);

@@ -1,0 +1,287 @@
+//! The rule language of role-rules, independent of WebAssembly.
+//!
+//! A config is a list of rules plus a default. The first rule whose path and
+//! methods match the request decides it; when none matches, the default does
+//! (deny unless `"default": "allow"`).
+
+use serde::Deserialize;
+
+/// Who is asking, borrowed from the plugin's `identity` (None: anonymous).
+#[derive(Clone, Copy, Debug)]
+pub struct Caller<'a> {
+    pub roles: &'a [String],
+    pub is_admin: bool,
+}
+
+/// The outcome for one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny { status: u16, reason: String },
+}
+
+/// Status of a denial for a request without an identity on a rule that
+/// requires one.
+pub const UNAUTHENTICATED: u16 = 401;
+/// Status of a denial when the rule sets no `deny_status`, and of the default.
+pub const FORBIDDEN: u16 = 403;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    rules: Vec<RawRule>,
+    #[serde(default)]
+    default: DefaultAction,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum DefaultAction {
+    Allow,
+    #[default]
+    Deny,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    path: Option<String>,
+    glob: Option<String>,
+    methods: Option<Vec<String>>,
+    #[serde(default)]
+    any_of: Vec<String>,
+    #[serde(default)]
+    all_of: Vec<String>,
+    #[serde(default)]
+    admin_only: bool,
+    deny_status: Option<u16>,
+}
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    rules: Vec<Rule>,
+    default: DefaultAction,
+}
+
+#[derive(Debug)]
+struct Rule {
+    pattern: Pattern,
+    /// Upper-case; None matches every method.
+    methods: Option<Vec<String>>,
+    any_of: Vec<String>,
+    all_of: Vec<String>,
+    admin_only: bool,
+    deny_status: u16,
+}
+
+#[derive(Debug)]
+enum Pattern {
+    /// Matches the prefix itself and anything below it (`/a` matches `/a`
+    /// and `/a/b`, not `/ab`).
+    Prefix(String),
+    Glob(Vec<Token>),
+}
+
+/// A glob token: `*` is any run of characters but `/`, `**` any run at all,
+/// `?` one character but `/`.
+#[derive(Debug, PartialEq, Eq)]
+enum Token {
+    Literal(String),
+    Star,
+    DoubleStar,
+    One,
+}
+
+impl Config {
+    /// Parses and validates the plugin's JSON config. The error names the
+    /// rule (by index) and the key at fault.
+    pub fn from_json(json: &str) -> Result<Config, String> {
+        let raw: RawConfig =
+            serde_json::from_str(json).map_err(|e| format!("role-rules config: {e}"))?;
+        let rules = raw
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| Rule::validate(r).map_err(|e| format!("role-rules: rules[{i}]: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Config {
+            rules,
+            default: raw.default,
+        })
+    }
+
+    /// Decides one request: the first matching rule, else the default.
+    pub fn decide(&self, method: &str, path: &str, caller: Option<Caller<'_>>) -> Verdict {
+        match self.rules.iter().find(|r| r.matches(method, path)) {
+            Some(rule) => rule.judge(caller),
+            None if self.default == DefaultAction::Allow => Verdict::Allow,
+            None => Verdict::Deny {
+                status: FORBIDDEN,
+                reason: "no rule allows this request".into(),
+            },
+        }
+    }
+}
+
+impl Rule {
+    fn validate(raw: RawRule) -> Result<Rule, String> {
+        let pattern = match (raw.path, raw.glob) {
+            (Some(_), Some(_)) => return Err("set either `path` or `glob`, not both".into()),
+            (None, None) => return Err("missing `path` (a prefix) or `glob`".into()),
+            (Some(p), None) => {
+                check_absolute("path", &p)?;
+                Pattern::Prefix(p.trim_end_matches('/').to_string())
+            }
+            (None, Some(g)) => {
+                check_absolute("glob", &g)?;
+                Pattern::Glob(parse_glob(&g))
+            }
+        };
+        let deny_status = raw.deny_status.unwrap_or(FORBIDDEN);
+        if !(400..=599).contains(&deny_status) {
+            return Err(format!("deny_status {deny_status} is not in 400..=599"));
+        }
+        let methods = match raw.methods {
+            Some(ms) if ms.is_empty() => return Err("`methods` is empty; omit it for all".into()),
+            Some(ms) => Some(ms.iter().map(|m| m.to_ascii_uppercase()).collect()),
+            None => None,
+        };
+        Ok(Rule {
+            pattern,
+            methods,
+            any_of: raw.any_of,
+            all_of: raw.all_of,
+            admin_only: raw.admin_only,
+            deny_status,
+        })
+    }
+
+    fn matches(&self, method: &str, path: &str) -> bool {
+        let method_ok = self
+            .methods
+            .as_ref()
+            .is_none_or(|ms| ms.iter().any(|m| m == method));
+        method_ok && self.pattern.matches(path)
+    }
+
+    fn is_open(&self) -> bool {
+        !self.admin_only && self.any_of.is_empty() && self.all_of.is_empty()
+    }
+
+    fn judge(&self, caller: Option<Caller<'_>>) -> Verdict {
+        if self.is_open() {
+            return Verdict::Allow;
+        }
+        let Some(caller) = caller else {
+            return Verdict::Deny {
+                status: UNAUTHENTICATED,
+                reason: "authentication required".into(),
+            };
+        };
+        let deny = |reason: String| Verdict::Deny {
+            status: self.deny_status,
+            reason,
+        };
+        if self.admin_only && !caller.is_admin {
+            return deny("administrators only".into());
+        }
+        let has = |role: &String| caller.roles.iter().any(|r| r == role);
+        let missing: Vec<&str> = self
+            .all_of
+            .iter()
+            .filter(|r| !has(r))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return deny(format!("requires the roles: {}", missing.join(", ")));
+        }
+        if !self.any_of.is_empty() && !self.any_of.iter().any(has) {
+            return deny(format!(
+                "requires one of the roles: {}",
+                self.any_of.join(", ")
+            ));
+        }
+        Verdict::Allow
+    }
+}
+
+fn check_absolute(key: &str, value: &str) -> Result<(), String> {
+    if value.starts_with('/') {
+        Ok(())
+    } else {
+        Err(format!("`{key}` {value:?} must start with '/'"))
+    }
+}
+
+impl Pattern {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Pattern::Prefix(prefix) => match path.strip_prefix(prefix.as_str()) {
+                Some(rest) => rest.is_empty() || rest.starts_with('/'),
+                None => false,
+            },
+            Pattern::Glob(tokens) => glob_matches(tokens, path),
+        }
+    }
+}
+
+fn parse_glob(glob: &str) -> Vec<Token> {
+    let mut tokens = Vec::new();
+    let mut literal = String::new();
+    let mut chars = glob.chars().peekable();
+    while let Some(c) = chars.next() {
+        let token = match c {
+            '*' if chars.peek() == Some(&'*') => {
+                chars.next();
+                Token::DoubleStar
+            }
+            '*' => Token::Star,
+            '?' => Token::One,
+            c => {
+                literal.push(c);
+                continue;
+            }
+        };
+        if !literal.is_empty() {
+            tokens.push(Token::Literal(std::mem::take(&mut literal)));
+        }
+        tokens.push(token);
+    }
+    if !literal.is_empty() {
+        tokens.push(Token::Literal(literal));
+    }
+    tokens
+}
+
+/// Backtracking match; patterns are short and written by operators.
+fn glob_matches(tokens: &[Token], path: &str) -> bool {
+    let Some((first, rest)) = tokens.split_first() else {
+        return path.is_empty();
+    };
+    match first {
+        Token::Literal(lit) => path
+            .strip_prefix(lit.as_str())
+            .is_some_and(|p| glob_matches(rest, p)),
+        Token::One => {
+            let mut chars = path.chars();
+            matches!(chars.next(), Some(c) if c != '/') && glob_matches(rest, chars.as_str())
+        }
+        Token::Star | Token::DoubleStar => {
+            let crosses = *first == Token::DoubleStar;
+            for (i, c) in path.char_indices() {
+                if glob_matches(rest, &path[i..]) {
+                    return true;
+                }
+                if c == '/' && !crosses {
+                    return false;
+                }
+            }
+            glob_matches(rest, "")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
