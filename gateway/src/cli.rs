@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, ConfigError, SigningAlgorithm};
+use crate::config::{Config, ConfigError, LogFormat, SigningAlgorithm};
 use crate::error::Error;
 use crate::store::{self, migrations, roles, users};
 use crate::{admin, passwords, tokens};
@@ -28,8 +28,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the HTTP server until SIGTERM/SIGINT.
+    /// Run the HTTP server until SIGTERM/SIGINT (SIGHUP reloads).
     Serve,
+    /// Ask the running server to reload routes, plugins and keys (POST
+    /// /reload on its admin listener, `admin.listen`).
+    Reload,
     /// Schema migrations.
     #[command(subcommand)]
     Db(DbCommand),
@@ -45,6 +48,9 @@ enum Command {
     /// Users.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// WebAssembly policy plugins: check and test them (no config needed).
+    #[command(subcommand)]
+    Plugin(crate::plugins::authoring::PluginCommand),
 }
 
 #[derive(Subcommand)]
@@ -202,42 +208,100 @@ fn load_config(path: Option<PathBuf>) -> Result<Config, Failure> {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Plugin(cmd) = &cli.command {
+        return plugin_cmd(cmd);
+    }
     let config = load_config(cli.config)?;
     match cli.command {
         Command::Serve => serve(config),
+        Command::Reload => reload(&config),
         Command::Db(cmd) => db(&config, cmd),
         Command::Admin(cmd) => admin_cmd(&config, cmd),
         Command::Keys(cmd) => keys(&config, cmd),
         Command::Roles(cmd) => roles_cmd(&config, cmd),
         Command::Users(cmd) => users_cmd(&config, cmd),
+        Command::Plugin(cmd) => plugin_cmd(&cmd),
     }
 }
 
 fn serve(config: Config) -> Result<(), Failure> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .map_err(|e| Failure::Usage(format!("log.level: {e}")))?;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+        .with_ansi(std::io::stdout().is_terminal());
+    match config.log.format {
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        LogFormat::Text => logs.with_target(false).init(),
+    }
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| Failure::Runtime(Error::internal(e)))?;
     runtime.block_on(async move {
         let listen = config.server.listen;
+        let admin = config.admin.enabled.then_some(config.admin.listen);
         let gateway = crate::server::Gateway::build(config)?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| Error::Internal(format!("cannot listen on {listen}: {e}")))?;
         let bound = listener.local_addr().map_err(Error::internal)?;
-        tracing::info!(listen = %bound, "authgw listening");
+        let admin = match admin {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                Error::Internal(format!("cannot listen on {addr} (admin.listen): {e}"))
+            })?),
+            None => None,
+        };
+        if let Some(a) = admin.as_ref().and_then(|l| l.local_addr().ok()) {
+            tracing::info!(listen = %bound, admin = %a, routes = gateway.state().proxy.routes(), "authgw listening");
+        } else {
+            tracing::info!(listen = %bound, routes = gateway.state().proxy.routes(), "authgw listening");
+        }
         gateway
-            .serve(listener, crate::server::shutdown_signal())
+            .serve_with_admin(listener, admin, crate::server::shutdown_signal())
             .await
             .map_err(Error::internal)?;
         tracing::info!("stopped");
         Ok::<(), Failure>(())
     })
+}
+
+/// POSTs /reload to the admin listener and prints the server's answer.
+fn reload(config: &Config) -> Result<(), Failure> {
+    use std::io::{Read, Write};
+    if !config.admin.enabled {
+        return Err(Failure::Usage(
+            "admin.enabled is false: send SIGHUP to the server instead".into(),
+        ));
+    }
+    let addr = config.admin.listen;
+    let unreachable = |e: std::io::Error| {
+        Failure::Runtime(Error::Unavailable(format!(
+            "no authgw admin listener at {addr} (admin.listen): {e}"
+        )))
+    };
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+        .map_err(unreachable)?;
+    // Plugins are compiled during a reload: allow it time.
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(120)));
+    write!(
+        stream,
+        "POST /reload HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(unreachable)?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).map_err(unreachable)?;
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    let ok = head.starts_with("HTTP/1.1 200");
+    if ok {
+        println!("{}", body.trim());
+        return Ok(());
+    }
+    let detail = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
+        .unwrap_or_else(|| head.lines().next().unwrap_or("no answer").to_string());
+    Err(Failure::Runtime(Error::Internal(format!(
+        "reload refused, the previous config keeps serving: {detail}"
+    ))))
 }
 
 fn connect(config: &Config) -> Result<postgres::Client, Failure> {
@@ -443,4 +507,12 @@ fn users_cmd(config: &Config, cmd: UsersCommand) -> Result<(), Failure> {
         println!("{}\t{}\t{kind}\t{}", u.login, u.id, u.roles.join(","));
     }
     Ok(())
+}
+
+fn plugin_cmd(cmd: &crate::plugins::authoring::PluginCommand) -> Result<(), Failure> {
+    use crate::plugins::authoring::{AuthoringError, run};
+    run(cmd).map_err(|e| match e {
+        AuthoringError::Input(msg) => Failure::Usage(msg),
+        AuthoringError::Failed(msg) => Failure::Runtime(Error::Internal(msg)),
+    })
 }

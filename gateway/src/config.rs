@@ -10,11 +10,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::plugins::{HostConfig, PluginSpec};
+
 /// Environment variables that override the file (deploy-specific values and secrets).
 pub const ENV_DATABASE_URL: &str = "AUTHGW_DATABASE_URL";
 pub const ENV_LISTEN: &str = "AUTHGW_LISTEN";
 pub const ENV_KEYS_DIR: &str = "AUTHGW_KEYS_DIR";
 pub const ENV_LOG: &str = "AUTHGW_LOG";
+pub const ENV_ADMIN_LISTEN: &str = "AUTHGW_ADMIN_LISTEN";
 
 /// A configuration error: which file, which key, why.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +37,146 @@ pub struct Config {
     pub passwords: PasswordConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+    pub proxy: ProxyConfig,
+    pub admin: AdminConfig,
+    /// The edge proxy's routes; see [`RouteConfig`].
+    pub routes: Vec<RouteConfig>,
+    /// Policy plugins routes may name.
+    pub plugins: Vec<PluginSpec>,
+    /// Settings of the WebAssembly runtime shared by every plugin.
+    pub plugin_host: HostConfig,
+    /// The file this config came from (relative plugin paths start at its
+    /// directory; reload reads it again). Not a config key.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Also take the access token from this cookie when there is no
+    /// `Authorization: Bearer` header.
+    pub token_cookie: Option<String>,
+    /// Memory for verified tokens (token text plus claims), in bytes. A token
+    /// seen again costs a lookup instead of a signature check until its `exp`.
+    pub token_cache_bytes: u64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            token_cookie: None,
+            token_cache_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The admin listener (`/metrics`, `POST /reload`). Keep it private.
+    pub listen: SocketAddr,
+    /// Serve the admin listener at all.
+    pub enabled: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            enabled: true,
+        }
+    }
+}
+
+/// How a route treats the access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// A valid token is needed: 401 without one.
+    #[default]
+    Required,
+    /// A valid token adds identity headers; without one (or with a bad one)
+    /// the request goes on as anonymous.
+    Optional,
+    /// No token is looked at; no identity headers.
+    Public,
+}
+
+/// One or several values: `upstream = "http://a"` or `upstream = ["http://a", "http://b"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name: in metrics, logs and the plugins' request record.
+    pub name: String,
+    /// Path prefix; the longest matching prefix wins.
+    pub prefix: String,
+    /// Only requests for this host (the Host header, without port).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Only these methods (others fall through to shorter prefixes).
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// `http://host:port[/base]`, one or several (round-robin).
+    pub upstream: OneOrMany,
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// Remove `prefix` from the path before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Pass the client's `Authorization` header (or token cookie) upstream.
+    #[serde(default)]
+    pub forward_authorization: bool,
+    /// Keep the client's Host header instead of the upstream's.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Let WebSocket (and other `Upgrade`) requests through.
+    #[serde(default)]
+    pub websocket: bool,
+    /// Policy plugins run in order; the first deny wins.
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Time from sending the request to the upstream's response headers.
+    #[serde(default = "default_response_timeout", deserialize_with = "duration")]
+    pub response_timeout: Duration,
+    /// Longest pause between two chunks of the upstream's response body.
+    #[serde(default = "default_idle_timeout", deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept; keep it below
+    /// the upstream's own keep-alive timeout.
+    #[serde(default = "default_pool_idle_timeout", deserialize_with = "duration")]
+    pub pool_idle_timeout: Duration,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_response_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_pool_idle_timeout() -> Duration {
+    Duration::from_secs(4)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,12 +352,23 @@ impl Default for LimitsConfig {
 pub struct LogConfig {
     /// A tracing filter, e.g. "info" or "gateway=debug,info".
     pub level: String,
+    /// "text" or "json" (one JSON object per line).
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
 }
@@ -249,6 +403,7 @@ impl Config {
         };
         config.apply_env(|k| std::env::var(k).ok())?;
         config.validate(&origin)?;
+        config.source = Some(path.to_path_buf());
         Ok(config)
     }
 
@@ -281,6 +436,13 @@ impl Config {
             self.server.listen = listen.parse().map_err(|e| ConfigError {
                 origin: ENV_LISTEN.into(),
                 key: "server.listen".into(),
+                reason: format!("invalid socket address {listen:?}: {e}"),
+            })?;
+        }
+        if let Some(listen) = get(ENV_ADMIN_LISTEN) {
+            self.admin.listen = listen.parse().map_err(|e| ConfigError {
+                origin: ENV_ADMIN_LISTEN.into(),
+                key: "admin.listen".into(),
                 reason: format!("invalid socket address {listen:?}: {e}"),
             })?;
         }
@@ -334,6 +496,92 @@ impl Config {
         }
         if self.server.max_body_bytes < 1024 {
             return Err(fail("server.max_body_bytes", "must be at least 1024"));
+        }
+        self.validate_routes(origin)
+    }
+
+    /// Route names unique, prefixes absolute, upstreams plain `http://` URLs
+    /// with a host, methods known. The route table itself is built in `proxy`.
+    fn validate_routes(&self, origin: &str) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let fail = |key: &str, reason: String| ConfigError {
+                origin: origin.into(),
+                key: format!("routes[{i}].{key}"),
+                reason: format!("route '{}': {reason}", r.name),
+            };
+            if r.name.is_empty() || !names.insert(r.name.as_str()) {
+                return Err(fail("name", "must be non-empty and unique".into()));
+            }
+            if !r.prefix.starts_with('/') {
+                return Err(fail("prefix", "must start with '/'".into()));
+            }
+            let upstreams = r.upstream.to_vec();
+            if upstreams.is_empty() {
+                return Err(fail("upstream", "needs at least one URL".into()));
+            }
+            for u in &upstreams {
+                let uri: axum::http::Uri = u
+                    .parse()
+                    .map_err(|e| fail("upstream", format!("{u:?} is not a URL: {e}")))?;
+                if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                    return Err(fail(
+                        "upstream",
+                        format!("{u:?}: only http://host[:port][/base] upstreams are supported"),
+                    ));
+                }
+                if uri.query().is_some() {
+                    return Err(fail("upstream", format!("{u:?}: no query string allowed")));
+                }
+            }
+            for m in r.methods.iter().flatten() {
+                if axum::http::Method::from_bytes(m.as_bytes()).is_err() || m.is_empty() {
+                    return Err(fail("methods", format!("{m:?} is not an HTTP method")));
+                }
+            }
+            if r.connect_timeout.is_zero()
+                || r.response_timeout.is_zero()
+                || r.idle_timeout.is_zero()
+            {
+                return Err(fail("response_timeout", "timeouts must be above 0".into()));
+            }
+        }
+        let mut plugin_names = std::collections::HashSet::new();
+        for (i, p) in self.plugins.iter().enumerate() {
+            let fail = |reason: String| ConfigError {
+                origin: origin.into(),
+                key: format!("plugins[{i}]"),
+                reason: format!("plugin '{}': {reason}", p.name),
+            };
+            p.validate(&self.plugin_host).map_err(fail)?;
+            if !plugin_names.insert(p.name.as_str()) {
+                return Err(fail("name: defined twice".into()));
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if let Some(missing) = r
+                .plugins
+                .iter()
+                .find(|p| !plugin_names.contains(p.as_str()))
+            {
+                return Err(ConfigError {
+                    origin: origin.into(),
+                    key: format!("routes[{i}].plugins"),
+                    reason: format!(
+                        "route '{}' names plugin '{missing}', which no [[plugins]] entry defines",
+                        r.name
+                    ),
+                });
+            }
+        }
+        if let Some(cookie) = &self.proxy.token_cookie
+            && (cookie.is_empty() || cookie.contains([';', '=', ' ', ',']))
+        {
+            return Err(ConfigError {
+                origin: origin.into(),
+                key: "proxy.token_cookie".into(),
+                reason: format!("{cookie:?} is not a cookie name"),
+            });
         }
         Ok(())
     }

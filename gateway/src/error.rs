@@ -52,6 +52,18 @@ pub enum Error {
     /// The database (or another dependency) cannot be reached right now.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// The proxy could not get a response from the upstream (refused, reset).
+    #[error("{0}")]
+    BadGateway(String),
+    /// The upstream did not answer (or connect) in time.
+    #[error("{0}")]
+    GatewayTimeout(String),
+    /// A policy plugin refused the request with its own status (400-599).
+    #[error("{reason}")]
+    Denied { status: u16, reason: String },
+    /// A policy plugin trapped, overran its deadline or its memory: fail closed.
+    #[error("{0}")]
+    PolicyFailed(String),
     /// A bug or an unexpected failure; the detail is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -72,8 +84,18 @@ impl Error {
 
 impl From<postgres::Error> for Error {
     fn from(e: postgres::Error) -> Self {
-        // A dropped connection is the database being unavailable (503), not a bug.
-        if e.is_closed() {
+        // The database going away is it being unavailable (503), not a bug:
+        // a dropped connection, an I/O error on it, or the server saying it
+        // is shutting down or cannot accept us (SQLSTATE classes 08 and 57:
+        // a stop in the middle of a transaction ends it with 57P01).
+        let going_away = e.is_closed()
+            || e.code().is_some_and(|c| {
+                let c = c.code();
+                c.starts_with("08") || c.starts_with("57")
+            })
+            || (e.as_db_error().is_none()
+                && std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()));
+        if going_away {
             return Self::Unavailable(format!("database: {e}"));
         }
         Self::Internal(format!("database: {e}"))

@@ -8,8 +8,11 @@
 //! - [`auth`]: Auth API use cases (signup, login, refresh, logout, ...).
 //! - [`admin`]: administrative actions with their audit rows (HTTP and CLI).
 //! - [`tokens`]: JWT keys, signing, verification, refresh-token hashing.
+//! - [`plugins`]: WebAssembly policy plugins (host, pools, chain, authoring tools).
 //! - [`passwords`]: argon2id hashing behind a bounded queue.
 //! - [`revocation`]: the in-memory revocation set and its LISTEN thread.
+//! - [`proxy`]: the edge proxy's pipeline, routes, upstream client, headers.
+//! - [`metrics`]: Prometheus metrics for the admin listener.
 //! - [`store`]: all SQL, migrations and the database access helper.
 //! - [`error`]: the one domain error type.
 #![forbid(unsafe_code)]
@@ -20,7 +23,10 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod passwords;
+pub mod plugins;
+pub mod proxy;
 pub mod revocation;
 pub mod server;
 pub mod store;

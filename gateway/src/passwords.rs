@@ -16,24 +16,29 @@ use tokio::sync::Semaphore;
 use crate::config::PasswordConfig;
 use crate::error::{Error, Result};
 
-/// Shortest accepted password, in bytes.
-pub const MIN_LEN: usize = 8;
-/// Longest accepted password, in bytes: the cap protects the hasher.
-pub const MAX_LEN: usize = 1024;
+/// Shortest accepted new password, in characters (Unicode scalar values:
+/// what JSON Schema's `minLength` counts, so the API document can say it).
+pub const MIN_CHARS: usize = 8;
+/// Longest accepted new password, in characters.
+pub const MAX_CHARS: usize = 1024;
+/// Longest password the hasher is ever given, in bytes: `MAX_CHARS` of the
+/// widest UTF-8. The cap protects the hasher at login.
+pub const MAX_LEN: usize = 4 * MAX_CHARS;
 
 /// Checks a new password's length and that it differs from the login.
 /// `field` names the request field in the error.
 pub fn validate_new(field: &str, password: &str, login: &str) -> Result<()> {
-    if password.len() < MIN_LEN {
+    let chars = password.chars().count();
+    if chars < MIN_CHARS {
         return Err(Error::invalid(
             field,
-            format!("must be at least {MIN_LEN} bytes"),
+            format!("must be at least {MIN_CHARS} characters"),
         ));
     }
-    if password.len() > MAX_LEN {
+    if chars > MAX_CHARS {
         return Err(Error::invalid(
             field,
-            format!("must be at most {MAX_LEN} bytes"),
+            format!("must be at most {MAX_CHARS} characters"),
         ));
     }
     if password.eq_ignore_ascii_case(login) {
@@ -118,6 +123,11 @@ impl Hasher {
         tokio::task::spawn_blocking(f)
             .await
             .map_err(Error::internal)
+    }
+
+    /// Hash requests running or waiting for a slot (a metrics gauge).
+    pub fn queue_depth(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     pub async fn hash(&self, password: String) -> Result<String> {

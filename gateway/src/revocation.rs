@@ -78,6 +78,17 @@ impl RevocationSet {
         }
     }
 
+    /// Revoked sessions plus revoked users held (a metrics gauge).
+    pub fn len(&self) -> usize {
+        self.entries
+            .read()
+            .map_or(0, |e| e.sessions.len() + e.users.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Whether the listener is connected and the set is current.
     pub fn is_synced(&self) -> bool {
         self.connected.load(Ordering::SeqCst)

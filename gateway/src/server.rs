@@ -14,11 +14,16 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use std::path::PathBuf;
+
 use crate::api::{self, AppState};
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::metrics::{Metrics, Snapshot};
 use crate::passwords::Hasher;
+use crate::plugins::PluginHost;
+use crate::proxy::{self, Proxy};
 use crate::revocation::{self, RevocationSet};
 use crate::store::{self, Db};
 use crate::tokens::{Keyring, Tokens};
@@ -27,20 +32,26 @@ use crate::tokens::{Keyring, Tokens};
 pub struct Gateway {
     state: AppState,
     stop: Arc<AtomicBool>,
+    reloader: Arc<Reloader>,
 }
 
 impl Gateway {
-    /// Loads keys, builds the pool (without requiring the database to be up)
-    /// and starts the revocation listener.
+    /// Loads keys and plugins, builds the routes and the pool (without
+    /// requiring the database to be up) and starts the revocation listener.
+    /// A plugin that fails to load or configure is an error naming it.
     pub fn build(config: Config) -> Result<Self> {
         let keyring = Keyring::load(&config.tokens.keys_dir)?;
-        let tokens = Tokens::new(keyring, &config.tokens);
+        let tokens = Tokens::with_cache(keyring, &config.tokens, config.proxy.token_cache_bytes);
         let db = Db::new(
             &config.database.url,
             config.database.pool_size,
             config.database.connect_timeout,
         )?;
         let hasher = Hasher::new(&config.passwords)?;
+        let plugin_host =
+            PluginHost::new(&config.plugin_host).map_err(|e| Error::Internal(e.to_string()))?;
+        let runtime = proxy::Runtime::build(&config, &plugin_host, &base_dir(&config))
+            .map_err(Error::Internal)?;
         let revocations = RevocationSet::new();
         let stop = Arc::new(AtomicBool::new(false));
         revocation::spawn_listener(
@@ -49,7 +60,7 @@ impl Gateway {
             revocations.clone(),
             stop.clone(),
         )
-        .map_err(crate::error::Error::internal)?;
+        .map_err(Error::internal)?;
         let auth = Arc::new(Auth {
             config: Arc::new(config),
             db,
@@ -57,14 +68,29 @@ impl Gateway {
             tokens,
             revocations,
         });
+        let metrics = Arc::new(Metrics::new());
+        let proxy = Arc::new(Proxy::new(auth.clone(), runtime, metrics.clone()));
+        let reloader = Arc::new(Reloader {
+            source: auth.config.source.clone(),
+            auth: auth.clone(),
+            proxy: proxy.clone(),
+            plugin_host,
+            one_at_a_time: std::sync::Mutex::new(()),
+        });
         Ok(Self {
-            state: AppState::new(auth),
+            state: AppState::new(auth, proxy, metrics),
             stop,
+            reloader,
         })
     }
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// Reloads routes, plugins and keys (see [`Reloader`]).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     /// Serves on `listener` until `shutdown` resolves, then stops accepting
@@ -74,7 +100,19 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let drain = self.state.auth.config.server.shutdown_timeout;
+        self.serve_with_admin(listener, None, shutdown).await
+    }
+
+    /// [`Gateway::serve`], plus the admin listener (`/metrics`, `POST
+    /// /reload`) on `admin` when given, and SIGHUP reloading.
+    pub async fn serve_with_admin(
+        self,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let config = self.state.auth.config.clone();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let app = api::router(self.state.clone())
             .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(
                 |req: &axum::http::Request<axum::body::Body>| {
@@ -83,65 +121,224 @@ impl Gateway {
                 },
             ))
             .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-                axum::response::IntoResponse::into_response(crate::error::Error::Internal(
+                axum::response::IntoResponse::into_response(Error::Internal(
                     "handler panicked".into(),
                 ))
             }));
-        let header_timeout = self.state.auth.config.server.header_read_timeout;
         let housekeeping = tokio::spawn(housekeeping(self.state.auth.db.clone()));
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // Slow clients may not hold a connection open without sending headers.
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout);
-        let graceful = GracefulShutdown::new();
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
+        let hangups = tokio::spawn(reload_on_sighup(self.reloader.clone()));
+        let admin_task = admin.map(|listener| {
+            let router = admin_router(self.state.clone(), self.reloader.clone());
+            let mut rx = stop_rx.clone();
+            tokio::spawn(serve_router(
+                listener,
+                router,
+                async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
                 },
-            };
-            let service = app
-                .clone()
-                .map_request(move |mut req: axum::http::Request<_>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    req
-                });
-            let connection = builder
-                .serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(service),
-                )
-                .into_owned();
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-            });
+                config.server.header_read_timeout,
+                Duration::from_secs(1),
+            ))
+        });
+        let result = serve_router(
+            listener,
+            app,
+            shutdown,
+            config.server.header_read_timeout,
+            config.server.shutdown_timeout,
+        )
+        .await;
+        let _ = stop_tx.send(true);
+        if let Some(task) = admin_task {
+            let _ = task.await;
         }
-        drop(listener);
-        tracing::info!("shutting down: draining in-flight requests");
-        let result = tokio::select! {
-            () = graceful.shutdown() => Ok(()),
-            () = tokio::time::sleep(drain) => {
-                tracing::warn!(?drain, "shutdown timeout reached; dropping remaining connections");
-                Ok(())
-            }
-        };
+        hangups.abort();
         housekeeping.abort();
         self.stop.store(true, Ordering::SeqCst);
         result
     }
+}
+
+/// The directory relative plugin paths start from: the config file's.
+fn base_dir(config: &Config) -> PathBuf {
+    config
+        .source
+        .as_deref()
+        .and_then(|p| p.parent())
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+
+/// Serves `router` on `listener` with our own accept loop (hyper-util, HTTP/1.1
+/// and HTTP/2, upgrades, a header read timeout) until `shutdown`, then drains
+/// in-flight requests for at most `drain`.
+async fn serve_router(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    header_timeout: Duration,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Slow clients may not hold a connection open without sending headers.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router
+            .clone()
+            .map_request(move |mut req: axum::http::Request<_>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => {},
+        () = tokio::time::sleep(drain) => {
+            tracing::warn!(?drain, "shutdown timeout reached; dropping remaining connections");
+        }
+    }
+    Ok(())
+}
+
+/// Reloads routes, plugins and keys from the config file, all or nothing:
+/// everything new is built first, and only then swapped in. Requests in
+/// flight finish with what they started with; an invalid config is refused
+/// with a log line and the old one keeps serving. Listen addresses, the
+/// database and password settings need a restart.
+pub struct Reloader {
+    source: Option<PathBuf>,
+    auth: Arc<Auth>,
+    proxy: Arc<Proxy>,
+    plugin_host: PluginHost,
+    one_at_a_time: std::sync::Mutex<()>,
+}
+
+impl Reloader {
+    /// Reads the config file again and applies it. Blocking (plugins are
+    /// compiled): call it off the async workers.
+    pub fn reload(&self) -> std::result::Result<String, String> {
+        let Some(path) = &self.source else {
+            return Err("no config file to reload: the gateway was started without one".into());
+        };
+        let config = Config::load(path, true).map_err(|e| e.to_string())?;
+        self.apply(&config)
+    }
+
+    /// Applies `config`'s routes, plugins and keys.
+    pub fn apply(&self, config: &Config) -> std::result::Result<String, String> {
+        let _guard = self.one_at_a_time.lock();
+        let runtime = proxy::Runtime::build(config, &self.plugin_host, &base_dir(config))?;
+        let keyring = Keyring::load(&config.tokens.keys_dir).map_err(|e| e.to_string())?;
+        let summary = format!(
+            "reloaded: {} routes, {} plugins, {} keys",
+            runtime.routes.len(),
+            config.plugins.len(),
+            keyring.keys().len()
+        );
+        self.proxy.replace(runtime);
+        self.auth.tokens.replace_keyring(keyring);
+        Ok(summary)
+    }
+
+    /// [`Reloader::reload`] on the blocking pool, logged either way.
+    pub async fn reload_logged(self: Arc<Self>) -> std::result::Result<String, String> {
+        let result = tokio::task::spawn_blocking(move || self.reload())
+            .await
+            .map_err(|e| format!("reload task failed: {e}"))
+            .and_then(|r| r);
+        match &result {
+            Ok(summary) => tracing::info!("{summary}"),
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the previous config keeps serving")
+            }
+        }
+        result
+    }
+}
+
+#[cfg(unix)]
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; use POST /reload on the admin listener");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let _ = reloader.clone().reload_logged().await;
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_sighup(_reloader: Arc<Reloader>) {}
+
+/// The admin listener's routes: Prometheus metrics and reload.
+fn admin_router(state: AppState, reloader: Arc<Reloader>) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::{get, post};
+    let metrics = move || {
+        let state = state.clone();
+        async move {
+            let auth = &state.auth;
+            let body = state.metrics.render(&Snapshot {
+                revocations: auth.revocations.len(),
+                pool_in_use: auth.db.in_use(),
+                hash_queue: auth.hasher.queue_depth(),
+                plugins: state.proxy.plugin_stats(),
+            });
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                body,
+            )
+        }
+    };
+    let reload = move || {
+        let reloader = reloader.clone();
+        async move {
+            match reloader.reload_logged().await {
+                Ok(summary) => (StatusCode::OK, format!("{summary}\n")).into_response(),
+                Err(e) => crate::api::problem::respond(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "reload_refused",
+                    e,
+                ),
+            }
+        }
+    };
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/reload", post(reload))
 }
 
 /// Deletes revocations past their expiry and refresh tokens a week past

@@ -7,7 +7,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use moka::Expiry;
+use moka::sync::Cache;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
@@ -238,17 +243,54 @@ fn load_key(path: &Path) -> Result<(String, SigningAlgorithm, EncodingKey, Jwk)>
 
 /// Issues and verifies access tokens.
 pub struct Tokens {
-    keyring: Keyring,
+    /// Swapped whole by a reload; requests in flight keep the ring they loaded.
+    keyring: ArcSwap<Keyring>,
+    /// Verified tokens until their `exp`: a token seen again costs a lookup.
+    cache: Cache<Arc<str>, Arc<Claims>>,
     issuer: String,
     audience: String,
     access_ttl: Duration,
     leeway: u64,
 }
 
+/// Cache entries leave at the token's `exp`.
+struct UntilExp;
+
+impl Expiry<Arc<str>, Arc<Claims>> for UntilExp {
+    fn expire_after_create(
+        &self,
+        _key: &Arc<str>,
+        claims: &Arc<Claims>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        let left = claims.exp.saturating_sub(chrono::Utc::now().timestamp());
+        Some(Duration::from_secs(u64::try_from(left).unwrap_or(0)))
+    }
+}
+
+/// Bytes a cache entry holds (token text, claims, bookkeeping), for the cache bound.
+fn entry_weight(token: &str, claims: &Claims) -> u32 {
+    let roles: usize = claims.roles.iter().map(|r| r.len() + 24).sum();
+    let bytes = token.len() + claims.login.len() + roles + 256;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
 impl Tokens {
+    /// Tokens with the default verified-token cache size (16 MiB).
     pub fn new(keyring: Keyring, config: &TokenConfig) -> Self {
+        Self::with_cache(keyring, config, 16 * 1024 * 1024)
+    }
+
+    /// `cache_bytes` bounds the verified-token cache (0 turns it off).
+    pub fn with_cache(keyring: Keyring, config: &TokenConfig, cache_bytes: u64) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(cache_bytes)
+            .weigher(|k: &Arc<str>, v: &Arc<Claims>| entry_weight(k, v))
+            .expire_after(UntilExp)
+            .build();
         Self {
-            keyring,
+            keyring: ArcSwap::from_pointee(keyring),
+            cache,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             access_ttl: config.access_ttl,
@@ -256,8 +298,30 @@ impl Tokens {
         }
     }
 
-    pub fn keyring(&self) -> &Keyring {
-        &self.keyring
+    /// The current keyring.
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.keyring.load_full()
+    }
+
+    /// Swaps in a reloaded keyring and forgets every verified token, so a key
+    /// removed from the directory stops verifying at once.
+    pub fn replace_keyring(&self, keyring: Keyring) {
+        self.keyring.store(Arc::new(keyring));
+        self.cache.invalidate_all();
+    }
+
+    /// [`Tokens::verify`] through the verified-token cache. A hit still has
+    /// its `exp` checked; revocation is the caller's second step, as always.
+    pub fn verify_cached(&self, token: &str) -> Result<Arc<Claims>> {
+        if let Some(claims) = self.cache.get(token) {
+            if claims.exp >= chrono::Utc::now().timestamp() {
+                return Ok(claims);
+            }
+            self.cache.invalidate(token);
+        }
+        let claims = Arc::new(self.verify(token)?);
+        self.cache.insert(token.into(), claims.clone());
+        Ok(claims)
     }
 
     pub fn access_ttl(&self) -> Duration {
@@ -287,7 +351,8 @@ impl Tokens {
             nbf: now,
             exp: now + self.access_ttl.as_secs() as i64,
         };
-        let (kid, alg, key) = &self.keyring.signing;
+        let keyring = self.keyring.load();
+        let (kid, alg, key) = &keyring.signing;
         let mut header = Header::new(*alg);
         header.kid = Some(kid.clone());
         header.typ = Some(ACCESS_TOKEN_TYP.into());
@@ -309,8 +374,8 @@ impl Tokens {
             .kid
             .as_deref()
             .ok_or_else(|| invalid("token has no kid"))?;
-        let key = self
-            .keyring
+        let keyring = self.keyring.load();
+        let key = keyring
             .verifying
             .get(kid)
             .ok_or_else(|| invalid("unknown signing key"))?;

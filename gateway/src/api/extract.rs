@@ -47,6 +47,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for FormOrJson<T> {
             .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
         if is_form {
             let bytes = read_body(req, state).await?;
+            refuse_nul_in_pairs(&bytes)?;
             let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(&bytes));
             return serde_path_to_error::deserialize(de)
                 .map(FormOrJson)
@@ -73,6 +74,17 @@ fn is_json(value: Option<&axum::http::HeaderValue>) -> bool {
 }
 
 async fn read_body(req: Request, state: &AppState) -> Result<Bytes, Error> {
+    // A declared length over the limit is refused at once: reading first
+    // would wait for a body the client may never send.
+    let limit = state.auth.config.server.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Error::PayloadTooLarge { limit });
+    }
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Error::PayloadTooLarge {
@@ -88,7 +100,69 @@ async fn read_body(req: Request, state: &AppState) -> Result<Bytes, Error> {
     })
 }
 
+/// PostgreSQL text cannot hold NUL, and refuses it with an error: a NUL in
+/// a request string is a 422 naming the field, before it gets that far.
+const NUL_DETAIL: &str = "must not contain NUL characters";
+
+/// Fields that never reach the database as text (passwords are hashed,
+/// tokens parsed or verified), so they may hold any character.
+const OPAQUE_FIELDS: &[&str] = &[
+    "password",
+    "old_password",
+    "new_password",
+    "refresh_token",
+    "token",
+    "token_type_hint",
+];
+
+/// The JSON path of the first string (key or value) holding a NUL.
+fn nul_in_json(value: &serde_json::Value, path: &str) -> Option<String> {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        // A bare string body is refused as "not an object" further on.
+        serde_json::Value::String(s) if s.contains('\0') && !path.is_empty() => Some(path.into()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_in_json(v, &join(&i.to_string()))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(join(k))
+            } else if path.is_empty() && OPAQUE_FIELDS.contains(&k.as_str()) {
+                None
+            } else {
+                nul_in_json(v, &join(k))
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// 422 when a form or query string carries a NUL in a name or a value.
+fn refuse_nul_in_pairs(raw: &[u8]) -> Result<(), Error> {
+    let nul = |(k, v): &(std::borrow::Cow<str>, std::borrow::Cow<str>)| {
+        k.contains('\0') || (v.contains('\0') && !OPAQUE_FIELDS.contains(&k.as_ref()))
+    };
+    match form_urlencoded::parse(raw).find(nul) {
+        Some((k, _)) => Err(Error::invalid(k.replace('\0', ""), NUL_DETAIL)),
+        None => Ok(()),
+    }
+}
+
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    // JSON can only spell NUL as the escape \u0000, so most bodies skip this.
+    if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && let Some(field) = nul_in_json(&value, "")
+    {
+        return Err(Error::invalid(field, NUL_DETAIL));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -160,6 +234,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
         let query = parts.uri.query().unwrap_or("");
+        refuse_nul_in_pairs(query.as_bytes())?;
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(Params)

@@ -18,6 +18,8 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::auth::Auth;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
 use crate::store::migrations;
 
 pub use ratelimit::RateLimiter;
@@ -29,12 +31,19 @@ pub const OPENAPI_YAML: &str = include_str!("../../../docs/auth-openapi.yaml");
 pub struct AppState {
     pub auth: Arc<Auth>,
     pub limiter: Arc<RateLimiter>,
+    pub proxy: Arc<Proxy>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
-    pub fn new(auth: Arc<Auth>) -> Self {
+    pub fn new(auth: Arc<Auth>, proxy: Arc<Proxy>, metrics: Arc<Metrics>) -> Self {
         let limiter = Arc::new(RateLimiter::new(&auth.config.limits));
-        Self { auth, limiter }
+        Self {
+            auth,
+            limiter,
+            proxy,
+            metrics,
+        }
     }
 }
 
@@ -60,7 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/auth/introspect", post(auth::introspect))
         .merge(auth::me_routes())
         .merge(admin::routes())
-        .fallback(not_found)
+        .fallback(proxy)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(
             state.auth.config.server.max_body_bytes,
@@ -78,8 +87,10 @@ fn page_of<T: serde::Serialize>(items: Vec<T>, next_cursor: Option<String>) -> R
     axum::Json(json!({ "items": items, "next_cursor": next_cursor })).into_response()
 }
 
-async fn not_found() -> Response {
-    problem::respond(StatusCode::NOT_FOUND, "not_found", "no such route".into())
+/// Every path the Auth API does not serve goes to the edge proxy (which
+/// answers 404 when no route matches either).
+async fn proxy(State(state): State<AppState>, req: axum::extract::Request) -> Response {
+    state.proxy.handle(req).await
 }
 
 async fn method_not_allowed() -> Response {

@@ -68,6 +68,14 @@ impl Db {
         })
     }
 
+    /// Connections checked out of the pool right now (a metrics gauge).
+    pub fn in_use(&self) -> u32 {
+        self.pool.0.as_ref().map_or(0, |p| {
+            let s = p.state();
+            s.connections - s.idle_connections
+        })
+    }
+
     /// Runs `f` with a pooled connection on the blocking thread pool, after
     /// waiting for a permit. This is the only way the server touches PostgreSQL.
     pub async fn run<T, F>(&self, f: F) -> Result<T>

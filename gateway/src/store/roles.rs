@@ -45,6 +45,13 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
+/// A name that is not a valid role name names no role: answer 404 without
+/// asking the database (which refuses some such text, NUL for one, with an
+/// error rather than an empty result).
+fn existing(name: &str) -> Result<()> {
+    validate_name(name).map_err(|_| not_found(name))
+}
+
 pub fn list(client: &mut impl GenericClient) -> Result<Vec<Role>> {
     let rows = client.query(
         "SELECT name, description, created_at FROM roles ORDER BY name",
@@ -54,6 +61,7 @@ pub fn list(client: &mut impl GenericClient) -> Result<Vec<Role>> {
 }
 
 pub fn get(client: &mut impl GenericClient, name: &str) -> Result<Role> {
+    existing(name)?;
     let row = client.query_opt(
         "SELECT name, description, created_at FROM roles WHERE name = $1",
         &[&name],
@@ -88,6 +96,7 @@ pub fn update_description(
     name: &str,
     description: &str,
 ) -> Result<Role> {
+    existing(name)?;
     let row = client.query_opt(
         "UPDATE roles SET description = $2 WHERE name = $1 RETURNING name, description, created_at",
         &[&name, &description],
@@ -99,6 +108,7 @@ pub fn update_description(
 
 /// Deletes the role; it is removed from every user (cascade). Returns how many users held it.
 pub fn delete(client: &mut impl GenericClient, name: &str) -> Result<i64> {
+    existing(name)?;
     let row = client.query_opt(
         "WITH r AS (SELECT id FROM roles WHERE name = $1),
               held AS (SELECT count(*) AS n FROM user_roles WHERE role_id IN (SELECT id FROM r)),
@@ -131,6 +141,7 @@ pub fn revoke(client: &mut impl GenericClient, user_id: Uuid, role: &str) -> Res
 }
 
 fn role_id(client: &mut impl GenericClient, name: &str) -> Result<i32> {
+    existing(name)?;
     client
         .query_opt("SELECT id FROM roles WHERE name = $1", &[&name])?
         .map(|r| r.get(0))

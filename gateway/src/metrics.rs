@@ -1,0 +1,181 @@
+//! Prometheus metrics, served as text on the admin listener's `/metrics`.
+//!
+//! Counters and histograms are updated where things happen (the proxy); the
+//! gauges that describe shared state (revocation set, pool, hashing queue)
+//! are read when scraped, so they cost nothing per request.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::plugins::PluginStats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteStatus {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
+}
+
+/// Every metric of the process.
+pub struct Metrics {
+    registry: Registry,
+    /// Proxied requests by route and final status.
+    pub requests: Family<RouteStatus, Counter>,
+    /// Time from sending to the upstream until its response headers, seconds.
+    pub upstream_latency: Family<RouteLabel, Histogram>,
+    /// Refused tokens on proxied requests by reason (missing, expired, revoked, invalid).
+    pub auth_failures: Family<Reason, Counter>,
+    revocations: Gauge,
+    pool_in_use: Gauge,
+    hash_queue: Gauge,
+    /// Serializes scrapes: gauges are set, then encoded.
+    scrape: Mutex<()>,
+}
+
+/// Shared state read at scrape time.
+pub struct Snapshot {
+    pub revocations: usize,
+    pub pool_in_use: u32,
+    pub hash_queue: usize,
+    /// Counters of the plugins loaded now (they restart at a reload, which
+    /// Prometheus reads as a counter reset).
+    pub plugins: Vec<(String, PluginStats)>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("authgw");
+        let requests = Family::<RouteStatus, Counter>::default();
+        registry.register(
+            "proxy_requests",
+            "Proxied requests by route and status",
+            requests.clone(),
+        );
+        let upstream_latency = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ])
+        });
+        registry.register(
+            "upstream_response_seconds",
+            "Time until the upstream's response headers",
+            upstream_latency.clone(),
+        );
+        let auth_failures = Family::<Reason, Counter>::default();
+        registry.register(
+            "proxy_auth_failures",
+            "Tokens refused on proxied requests, by reason",
+            auth_failures.clone(),
+        );
+        let revocations = Gauge::default();
+        registry.register(
+            "revocation_set_entries",
+            "Revoked sessions and users held in memory",
+            revocations.clone(),
+        );
+        let pool_in_use = Gauge::default();
+        registry.register(
+            "db_pool_in_use",
+            "Database connections checked out",
+            pool_in_use.clone(),
+        );
+        let hash_queue = Gauge::default();
+        registry.register(
+            "password_hash_queue",
+            "Password hashes running or waiting for a slot",
+            hash_queue.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            upstream_latency,
+            auth_failures,
+            revocations,
+            pool_in_use,
+            hash_queue,
+            scrape: Mutex::new(()),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric, gauges set from `now`.
+    pub fn render(&self, now: &Snapshot) -> String {
+        let _one_at_a_time = self.scrape.lock();
+        self.revocations
+            .set(i64::try_from(now.revocations).unwrap_or(i64::MAX));
+        self.pool_in_use.set(i64::from(now.pool_in_use));
+        self.hash_queue
+            .set(i64::try_from(now.hash_queue).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        // The plugin counters live with the plugins; append them before "# EOF".
+        let eof = out.rfind("# EOF").unwrap_or(out.len());
+        let tail = out.split_off(eof);
+        render_plugins(&mut out, &now.plugins);
+        out.push_str(&tail);
+        out
+    }
+}
+
+fn render_plugins(out: &mut String, plugins: &[(String, PluginStats)]) {
+    use std::fmt::Write;
+    let mut family =
+        |name: &str, help: &str, value: &dyn Fn(&PluginStats) -> Vec<(String, u64)>| {
+            let _ = writeln!(out, "# HELP authgw_{name} {help}.");
+            let _ = writeln!(out, "# TYPE authgw_{name} counter");
+            for (plugin, stats) in plugins {
+                for (extra, v) in value(stats) {
+                    let _ = writeln!(out, "authgw_{name}_total{{plugin=\"{plugin}\"{extra}}} {v}");
+                }
+            }
+        };
+    family("plugin_calls", "Policy plugin decide calls", &|s| {
+        vec![(String::new(), s.calls)]
+    });
+    family("plugin_denies", "Policy plugin denies", &|s| {
+        vec![(String::new(), s.denies)]
+    });
+    family(
+        "plugin_failures",
+        "Policy plugin failures by kind (the request got 503)",
+        &|s| {
+            s.failures
+                .iter()
+                .map(|(k, n)| (format!(",kind=\"{}\"", k.as_str()), *n))
+                .collect()
+        },
+    );
+    family(
+        "plugin_instances_recycled",
+        "Plugin instances thrown away after a failure",
+        &|s| vec![(String::new(), s.recycled)],
+    );
+    family(
+        "plugin_inline_instantiations",
+        "Plugin instances made on the request path",
+        &|s| vec![(String::new(), s.inline_instantiations)],
+    );
+}

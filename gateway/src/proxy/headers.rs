@@ -1,0 +1,228 @@
+//! Header rewriting for the proxy: hop-by-hop removal, identity headers,
+//! forwarding headers and the request id.
+
+use std::net::IpAddr;
+
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::tokens::Claims;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+pub const X_USER_LOGIN: HeaderName = HeaderName::from_static("x-user-login");
+pub const X_USER_ROLES: HeaderName = HeaderName::from_static("x-user-roles");
+pub const X_USER_ADMIN: HeaderName = HeaderName::from_static("x-user-admin");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including any that `Connection` names. With
+/// `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay (a WebSocket
+/// handshake being passed through).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        if keep_upgrade && (name == "connection" || name == "upgrade") {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Removes every `X-User-*` header: only authgw sets them.
+pub fn strip_identity(headers: &mut HeaderMap) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-user-"))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+}
+
+/// Sets the identity headers from verified claims.
+pub fn set_identity(headers: &mut HeaderMap, claims: &Claims) {
+    let mut set = |name: HeaderName, value: &str| {
+        // Logins and role names are validated ASCII, so this never skips in
+        // practice; a value that cannot be a header is left out, never mangled.
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    set(X_USER_ID, &claims.sub.to_string());
+    set(X_USER_LOGIN, &claims.login);
+    set(X_USER_ROLES, &claims.roles.join(","));
+    set(X_USER_ADMIN, if claims.adm { "true" } else { "false" });
+}
+
+/// `X-Forwarded-For` (the peer appended), `-Proto` and `-Host`. Client-sent
+/// `-Proto`/`-Host` are kept only when `trust_forwarded` (behind a balancer).
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    original_host: Option<&str>,
+    trust_forwarded: bool,
+) {
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if trust_forwarded && !prior.trim().is_empty() => format!("{prior}, {peer}"),
+        _ => peer.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    if !(trust_forwarded && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !(trust_forwarded && headers.contains_key(&X_FORWARDED_HOST)) {
+        match original_host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            Some(v) => {
+                headers.insert(X_FORWARDED_HOST, v);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+}
+
+/// The client's request id if it is a sane one (1-128 visible ASCII
+/// characters), else a fresh UUID.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(&X_REQUEST_ID)
+        .filter(|v| {
+            let b = v.as_bytes();
+            !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-"))
+        })
+}
+
+/// The bearer token: `Authorization: Bearer <t>`, else the named cookie.
+pub fn token<'a>(headers: &'a HeaderMap, cookie: Option<&str>) -> Option<&'a str> {
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .filter(|t| !t.is_empty());
+    from_header.or_else(|| {
+        let name = cookie?;
+        cookies(headers).find_map(|(k, v)| (k == name && !v.is_empty()).then_some(v))
+    })
+}
+
+fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+}
+
+/// Removes the credentials: `Authorization` and the token cookie (other
+/// cookies stay).
+pub fn strip_credentials(headers: &mut HeaderMap, cookie: Option<&str>) {
+    headers.remove(header::AUTHORIZATION);
+    let Some(name) = cookie else { return };
+    if !cookies(headers).any(|(k, _)| k == name) {
+        return;
+    }
+    let kept: Vec<String> = cookies(headers)
+        .filter(|(k, _)| *k != name)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    /// Hop-by-hop headers go, including those `Connection` lists; end-to-end stay.
+    #[test]
+    fn hop_by_hop_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("accept"));
+    }
+
+    /// The token cookie is found, and removed without touching other cookies.
+    #[test]
+    fn token_cookie() {
+        let mut h = map(&[("cookie", "a=1; at=tok; b=2")]);
+        assert_eq!(token(&h, Some("at")), Some("tok"));
+        assert_eq!(token(&h, None), None);
+        strip_credentials(&mut h, Some("at"));
+        assert_eq!(
+            h.get("cookie").and_then(|v| v.to_str().ok()),
+            Some("a=1; b=2")
+        );
+    }
+
+    /// A client's sane request id is kept; junk is replaced.
+    #[test]
+    fn request_ids() {
+        assert_eq!(request_id(&map(&[("x-request-id", "abc-1")])), "abc-1");
+        assert_ne!(request_id(&map(&[("x-request-id", "a b")])), "a b");
+    }
+}

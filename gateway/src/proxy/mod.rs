@@ -1,0 +1,362 @@
+//! The edge proxy: every request that is not the Auth API's goes through
+//! [`Proxy::handle`], whose pipeline reads in phases (as pingora's does):
+//!
+//! 1. **route**: the longest-prefix `[[routes]]` entry, else 404;
+//! 2. **request filter**: the bearer token verified as `/check` does
+//!    (signature or the verified-token cache, claims, revocation set; never
+//!    the database), per the route's `auth` mode;
+//! 3. **policy**: the route's plugins, in order (first deny wins);
+//! 4. **pick upstream**: round-robin;
+//! 5. **upstream request filter**: identity, forwarding and request-id
+//!    headers; spoofed `X-User-*` and hop-by-hop headers removed;
+//! 6. **send**: streamed both ways, with timeouts and one safe retry;
+//! 7. **response filter**: hop-by-hop headers removed, request id echoed;
+//! 8. **logging**: one access line and the metrics.
+
+mod headers;
+pub mod policy;
+mod routes;
+mod upstream;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use axum::response::IntoResponse;
+
+use crate::auth::Auth;
+use crate::config::{AuthMode, Config};
+use crate::error::{Error, Result};
+use crate::metrics::{Metrics, Reason, RouteLabel, RouteStatus};
+use crate::plugins::{Plugin, PluginHost, PluginSet, PluginStats};
+use crate::tokens::Claims;
+
+pub use headers::{X_REQUEST_ID, X_USER_ADMIN, X_USER_ID, X_USER_LOGIN, X_USER_ROLES};
+pub use routes::{Lookup, Route, RouteTable};
+pub use upstream::IdleTimeout;
+
+/// What a reload replaces at once: routes with their clients and plugins,
+/// and the token cookie name.
+pub struct Runtime {
+    pub routes: RouteTable,
+    pub plugins: PluginSet,
+    pub token_cookie: Option<String>,
+}
+
+impl Runtime {
+    /// Builds routes (and their plugin chains) from `config`. Fails, naming the
+    /// route or plugin, without touching what is serving now.
+    pub fn build(
+        config: &Config,
+        host: &PluginHost,
+        base_dir: &std::path::Path,
+    ) -> Result<Self, String> {
+        let loaded = host
+            .load(&config.plugins, base_dir)
+            .map_err(|e| e.to_string())?;
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, r) in config.routes.iter().enumerate() {
+            let mut chain: Vec<Arc<Plugin>> = Vec::with_capacity(r.plugins.len());
+            for name in &r.plugins {
+                let plugin = loaded.get(name).ok_or_else(|| {
+                    format!(
+                        "routes[{i}].plugins: route '{}' names plugin '{name}', which no [[plugins]] entry defines",
+                        r.name
+                    )
+                })?;
+                chain.push(plugin);
+            }
+            routes.push(Route::new(r.clone(), chain)?);
+        }
+        Ok(Self {
+            routes: RouteTable::new(routes),
+            plugins: loaded,
+            token_cookie: config.proxy.token_cookie.clone(),
+        })
+    }
+}
+
+/// The proxy: shared auth state, the swappable runtime and the metrics.
+pub struct Proxy {
+    auth: Arc<Auth>,
+    runtime: ArcSwap<Runtime>,
+    metrics: Arc<Metrics>,
+    trust_forwarded: bool,
+}
+
+/// What the access log line and the metrics need from the pipeline.
+struct Access {
+    route: Option<Arc<Route>>,
+    user: Option<uuid::Uuid>,
+}
+
+impl Proxy {
+    pub fn new(auth: Arc<Auth>, runtime: Runtime, metrics: Arc<Metrics>) -> Self {
+        let trust_forwarded = auth.config.server.trust_forwarded_for;
+        Self {
+            auth,
+            runtime: ArcSwap::from_pointee(runtime),
+            metrics,
+            trust_forwarded,
+        }
+    }
+
+    /// Swaps in a new runtime. Requests in flight finish with the one they
+    /// started with.
+    pub fn replace(&self, runtime: Runtime) {
+        self.runtime.store(Arc::new(runtime));
+    }
+
+    pub fn routes(&self) -> usize {
+        self.runtime.load().routes.len()
+    }
+
+    /// Counters of the plugins loaded now, for `/metrics`.
+    pub fn plugin_stats(&self) -> Vec<(String, PluginStats)> {
+        self.runtime
+            .load()
+            .plugins
+            .iter()
+            .map(|p| (p.name().to_string(), p.stats()))
+            .collect()
+    }
+
+    /// Proxies one request through every phase; never fails: errors become
+    /// problem responses.
+    pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        let started = Instant::now();
+        let runtime = self.runtime.load_full();
+        let request_id = headers::request_id(req.headers());
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let mut access = Access {
+            route: None,
+            user: None,
+        };
+        let response = match self
+            .pipeline(&runtime, req, request_id.clone(), &mut access)
+            .await
+        {
+            Ok(response) => response,
+            Err(e) => {
+                if let Error::InvalidToken(why) = &e {
+                    self.metrics
+                        .auth_failures
+                        .get_or_create(&Reason {
+                            reason: failure_reason(why),
+                        })
+                        .inc();
+                }
+                e.into_response()
+            }
+        };
+        let response = response_filter(response, request_id.clone());
+        self.log(
+            &access,
+            &request_id,
+            &method,
+            &path,
+            response.status(),
+            started,
+        );
+        response
+    }
+
+    async fn pipeline(
+        &self,
+        runtime: &Runtime,
+        mut req: Request<Body>,
+        request_id: HeaderValue,
+        access: &mut Access,
+    ) -> Result<Response<Body>> {
+        // 1. route
+        let host = request_host(&req);
+        let route = match runtime
+            .routes
+            .find(host.as_deref(), req.uri().path(), req.method())
+        {
+            Lookup::Found(route) => route.clone(),
+            Lookup::MethodNotAllowed => {
+                return Ok(crate::api::problem::respond(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "this route does not accept the method".into(),
+                ));
+            }
+            Lookup::NotFound => {
+                return Err(Error::NotFound {
+                    what: "route",
+                    name: req.uri().path().to_string(),
+                });
+            }
+        };
+        access.route = Some(route.clone());
+
+        // 2. request filter: who is calling
+        let cookie = runtime.token_cookie.as_deref();
+        let identity = self.request_filter(&route, req.headers(), cookie)?;
+        access.user = identity.as_ref().map(|c| c.sub);
+
+        // 3. policy
+        let changes = policy::decide(&route, &req, host.as_deref(), identity.as_deref())?;
+
+        // 4. pick upstream
+        let upstream = route.pick_upstream();
+
+        // 5. upstream request filter
+        let wants_upgrade = route.config.websocket && req.headers().contains_key(header::UPGRADE);
+        let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let (mut parts, body) = req.into_parts();
+        let path_and_query = match parts.uri.query() {
+            Some(q) => format!("{}?{q}", route.upstream_path(upstream, parts.uri.path())),
+            None => route.upstream_path(upstream, parts.uri.path()),
+        };
+        let uri: Uri = format!(
+            "{}://{}{path_and_query}",
+            upstream.scheme, upstream.authority
+        )
+        .parse()
+        .map_err(|e| Error::BadRequest {
+            code: "malformed_request",
+            field: None,
+            detail: format!("the request path cannot be forwarded: {e}"),
+        })?;
+        let h = &mut parts.headers;
+        headers::strip_hop_by_hop(h, wants_upgrade);
+        headers::strip_identity(h);
+        if !route.config.forward_authorization {
+            headers::strip_credentials(h, cookie);
+        }
+        if let Some(claims) = &identity {
+            headers::set_identity(h, claims);
+        }
+        headers::set_forwarded(h, peer, host.as_deref(), self.trust_forwarded);
+        h.insert(X_REQUEST_ID, request_id);
+        if !route.config.preserve_host {
+            h.remove(header::HOST);
+        }
+        changes.apply(h);
+        let mut out = Request::from_parts(parts, body);
+        *out.uri_mut() = uri;
+        *out.version_mut() = Version::HTTP_11;
+
+        // 6. send
+        let sent = Instant::now();
+        let mut response = upstream::send(&route, out).await?;
+        self.metrics
+            .upstream_latency
+            .get_or_create(&RouteLabel {
+                route: route.name().to_string(),
+            })
+            .observe(sent.elapsed().as_secs_f64());
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client) = client_upgrade
+        {
+            let upstream_side = hyper::upgrade::on(&mut response);
+            upstream::tunnel(client, upstream_side, route.name().to_string());
+            let (parts, _) = response.into_parts();
+            return Ok(Response::from_parts(parts, Body::empty()));
+        }
+        let idle = route.config.idle_timeout;
+        Ok(response.map(|b| Body::new(IdleTimeout::new(b, idle))))
+    }
+
+    /// Phase 2: verifies the token per the route's `auth` mode.
+    fn request_filter(
+        &self,
+        route: &Route,
+        headers: &axum::http::HeaderMap,
+        cookie: Option<&str>,
+    ) -> Result<Option<Arc<Claims>>> {
+        match route.auth() {
+            AuthMode::Public => Ok(None),
+            AuthMode::Optional => {
+                Ok(headers::token(headers, cookie)
+                    .and_then(|t| self.auth.authenticate_shared(t).ok()))
+            }
+            AuthMode::Required => {
+                let token = headers::token(headers, cookie)
+                    .ok_or_else(|| Error::InvalidToken("missing bearer token".into()))?;
+                self.auth.authenticate_shared(token).map(Some)
+            }
+        }
+    }
+
+    /// Phase 8: one structured line per request, and the request counter.
+    fn log(
+        &self,
+        access: &Access,
+        request_id: &HeaderValue,
+        method: &axum::http::Method,
+        path: &str,
+        status: StatusCode,
+        started: Instant,
+    ) {
+        let route = access.route.as_ref().map_or("-", |r| r.name());
+        self.metrics
+            .requests
+            .get_or_create(&RouteStatus {
+                route: route.to_string(),
+                status: status.as_u16(),
+            })
+            .inc();
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(
+            target: "authgw::access",
+            request_id = request_id.to_str().unwrap_or("-"),
+            route,
+            %method,
+            path,
+            status = status.as_u16(),
+            latency_ms = format_args!("{latency_ms:.3}"),
+            user = access.user.map(|u| u.to_string()).unwrap_or_default(),
+            "proxied"
+        );
+    }
+}
+
+/// Phase 7: hop-by-hop headers removed (kept on a 101 handshake), request id echoed.
+fn response_filter(mut response: Response<Body>, request_id: HeaderValue) -> Response<Body> {
+    let upgrading = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    headers::strip_hop_by_hop(response.headers_mut(), upgrading);
+    response.headers_mut().insert(X_REQUEST_ID, request_id);
+    response
+}
+
+/// The host the client asked for, without port: `Host`, else the URI's authority (HTTP/2).
+fn request_host(req: &Request<Body>) -> Option<String> {
+    let raw = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
+    // "[::1]:8080" -> "[::1]", "example.org:8080" -> "example.org".
+    let host = match raw.rsplit_once(':') {
+        Some((h, port))
+            if port.bytes().all(|b| b.is_ascii_digit())
+                && (!h.contains(':') || h.ends_with(']')) =>
+        {
+            h
+        }
+        _ => raw,
+    };
+    Some(host.to_ascii_lowercase())
+}
+
+/// A bounded label for a refused token.
+fn failure_reason(why: &str) -> &'static str {
+    match why {
+        "missing bearer token" => "missing",
+        "token expired" => "expired",
+        "token revoked" => "revoked",
+        _ => "invalid",
+    }
+}

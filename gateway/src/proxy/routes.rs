@@ -1,0 +1,305 @@
+//! The route table: which `[[routes]]` entry a request belongs to, and the
+//! upstreams (with their pooled clients) it goes to.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::body::Body;
+use axum::http::{Method, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{AuthMode, RouteConfig};
+use crate::plugins::Plugin;
+
+pub type UpstreamClient = Client<HttpConnector, Body>;
+
+/// A route ready to serve: its config, parsed upstreams and one pooled
+/// client (the connect timeout and pool idle timeout are per route).
+pub struct Route {
+    pub config: RouteConfig,
+    pub methods: Option<Vec<Method>>,
+    pub upstreams: Vec<Upstream>,
+    /// The policy chain, in order.
+    pub plugins: Vec<Arc<Plugin>>,
+    pub client: UpstreamClient,
+    next: AtomicUsize,
+}
+
+/// One upstream base: scheme and authority, plus a base path prepended to
+/// every forwarded path (no trailing slash; empty for `/`).
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub scheme: String,
+    pub authority: String,
+    pub base_path: String,
+}
+
+impl Route {
+    pub fn new(config: RouteConfig, plugins: Vec<Arc<Plugin>>) -> Result<Self, String> {
+        let mut upstreams = Vec::new();
+        for raw in config.upstream.to_vec() {
+            let uri: Uri = raw
+                .parse()
+                .map_err(|e| format!("route '{}': upstream {raw:?}: {e}", config.name))?;
+            let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+                return Err(format!(
+                    "route '{}': upstream {raw:?} needs http://host[:port]",
+                    config.name
+                ));
+            };
+            upstreams.push(Upstream {
+                scheme: scheme.to_string(),
+                authority: authority.to_string(),
+                base_path: uri.path().trim_end_matches('/').to_string(),
+            });
+        }
+        let methods = config.methods.as_ref().map(|ms| {
+            ms.iter()
+                .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
+                .collect()
+        });
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Ok(Self {
+            config,
+            methods,
+            upstreams,
+            plugins,
+            client,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn auth(&self) -> AuthMode {
+        self.config.auth
+    }
+
+    /// Round-robin over the route's upstreams.
+    pub fn pick_upstream(&self) -> &Upstream {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.upstreams.len().max(1);
+        &self.upstreams[i.min(self.upstreams.len() - 1)]
+    }
+
+    /// Whether `path` is under this route's prefix, on a segment boundary:
+    /// `/films` matches `/films` and `/films/1`, not `/filmsx`.
+    fn covers(&self, path: &str) -> bool {
+        let prefix = self.config.prefix.as_str();
+        match path.strip_prefix(prefix) {
+            Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+            None => false,
+        }
+    }
+
+    fn serves_host(&self, host: Option<&str>) -> bool {
+        match (&self.config.host, host) {
+            (None, _) => true,
+            (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+            (Some(_), None) => false,
+        }
+    }
+
+    fn allows(&self, method: &Method) -> bool {
+        self.methods.as_ref().is_none_or(|ms| ms.contains(method))
+    }
+
+    /// The path to send upstream: the prefix removed when `strip_prefix`, then
+    /// the upstream's base path in front.
+    pub fn upstream_path(&self, upstream: &Upstream, path: &str) -> String {
+        let rest = if self.config.strip_prefix {
+            path.strip_prefix(self.config.prefix.trim_end_matches('/'))
+                .unwrap_or(path)
+        } else {
+            path
+        };
+        let rest = if rest.starts_with('/') {
+            rest.to_string()
+        } else {
+            format!("/{rest}")
+        };
+        format!("{}{rest}", upstream.base_path)
+    }
+}
+
+/// What looking a request up in the table found.
+pub enum Lookup<'a> {
+    Found(&'a Arc<Route>),
+    /// A route covers the path, but not for this method.
+    MethodNotAllowed,
+    NotFound,
+}
+
+/// Routes, longest prefix first.
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        // Longest prefix first; among equals, host-specific routes first.
+        routes.sort_by(|a, b| {
+            b.config
+                .prefix
+                .len()
+                .cmp(&a.config.prefix.len())
+                .then(b.config.host.is_some().cmp(&a.config.host.is_some()))
+        });
+        Self {
+            routes: routes.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    pub fn empty() -> Self {
+        Self { routes: Vec::new() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The longest-prefix route for `host` (without port) and `path` that
+    /// accepts `method`.
+    pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> Lookup<'_> {
+        let mut path_matched = false;
+        for route in &self.routes {
+            if route.serves_host(host) && route.covers(path) {
+                if route.allows(method) {
+                    return Lookup::Found(route);
+                }
+                path_matched = true;
+            }
+        }
+        if path_matched {
+            Lookup::MethodNotAllowed
+        } else {
+            Lookup::NotFound
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn table(toml: &str) -> RouteTable {
+        let config = Config::parse(toml, "t.toml").expect("test config parses");
+        RouteTable::new(
+            config
+                .routes
+                .into_iter()
+                .map(|r| Route::new(r, Vec::new()).expect("route builds"))
+                .collect(),
+        )
+    }
+
+    fn found<'a>(t: &'a RouteTable, host: Option<&str>, path: &str, m: Method) -> Option<&'a str> {
+        match t.find(host, path, &m) {
+            Lookup::Found(r) => Some(r.name()),
+            _ => None,
+        }
+    }
+
+    /// The longest prefix wins, matching is on segment boundaries, host and
+    /// method restrictions apply, and a method mismatch is told apart from no route.
+    #[test]
+    fn longest_prefix_host_and_methods() {
+        let t = table(
+            r#"
+            [[routes]]
+            name = "root"
+            prefix = "/"
+            upstream = "http://127.0.0.1:1"
+            [[routes]]
+            name = "films"
+            prefix = "/films"
+            upstream = "http://127.0.0.1:1"
+            [[routes]]
+            name = "premium"
+            prefix = "/films/premium"
+            methods = ["GET"]
+            upstream = "http://127.0.0.1:1"
+            [[routes]]
+            name = "films-b"
+            prefix = "/films"
+            host = "b.example"
+            upstream = "http://127.0.0.1:1"
+            "#,
+        );
+        assert_eq!(
+            found(&t, None, "/films/premium/1", Method::GET),
+            Some("premium")
+        );
+        assert_eq!(
+            found(&t, None, "/films/premium/1", Method::POST),
+            Some("films")
+        );
+        assert_eq!(found(&t, None, "/filmsx", Method::GET), Some("root"));
+        assert_eq!(found(&t, None, "/films", Method::GET), Some("films"));
+        assert_eq!(
+            found(&t, Some("b.example"), "/films/1", Method::GET),
+            Some("films-b")
+        );
+        let only = table(
+            r#"
+            [[routes]]
+            name = "ro"
+            prefix = "/ro"
+            methods = ["GET"]
+            upstream = "http://127.0.0.1:1"
+            "#,
+        );
+        assert!(matches!(
+            only.find(None, "/ro/x", &Method::DELETE),
+            Lookup::MethodNotAllowed
+        ));
+        assert!(matches!(
+            only.find(None, "/other", &Method::GET),
+            Lookup::NotFound
+        ));
+    }
+
+    /// strip_prefix removes the prefix and the upstream's base path is prepended.
+    #[test]
+    fn upstream_paths() {
+        let t = table(
+            r#"
+            [[routes]]
+            name = "a"
+            prefix = "/api/films"
+            strip_prefix = true
+            upstream = "http://127.0.0.1:1/v2/"
+            [[routes]]
+            name = "b"
+            prefix = "/b"
+            upstream = "http://127.0.0.1:1"
+            "#,
+        );
+        let Lookup::Found(a) = t.find(None, "/api/films/7", &Method::GET) else {
+            panic!("route a expected");
+        };
+        let up = a.pick_upstream().clone();
+        assert_eq!(a.upstream_path(&up, "/api/films/7"), "/v2/7");
+        assert_eq!(a.upstream_path(&up, "/api/films"), "/v2/");
+        let Lookup::Found(b) = t.find(None, "/b/x", &Method::GET) else {
+            panic!("route b expected");
+        };
+        let up = b.pick_upstream().clone();
+        assert_eq!(b.upstream_path(&up, "/b/x"), "/b/x");
+    }
+}

@@ -1,0 +1,220 @@
+//! Talking to the upstream: the request with its timeouts, one retry of an
+//! idempotent request that met a stale pooled connection, an idle timeout on
+//! the streamed response body, and WebSocket/Upgrade tunnels.
+
+use std::error::Error as StdError;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use super::routes::Route;
+use crate::error::Error;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Idempotent methods (RFC 9110 9.2.2) may be sent twice.
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Sends `req` to the route's upstream, waiting at most the route's
+/// `response_timeout` for the response headers.
+///
+/// A request that failed after its connection was made (a pooled connection
+/// the upstream had closed) is sent once more on a fresh connection when it
+/// is idempotent and has no body; a non-idempotent request never is.
+pub async fn send(route: &Route, req: Request<Body>) -> Result<Response<Incoming>, Error> {
+    let replay =
+        (idempotent(req.method()) && http_body::Body::is_end_stream(req.body())).then(|| {
+            (
+                req.method().clone(),
+                req.uri().clone(),
+                req.headers().clone(),
+            )
+        });
+    match attempt(route, req).await {
+        Err(Attempt::AfterConnect(why)) => match replay {
+            Some((method, uri, headers)) => {
+                tracing::debug!(route = route.name(), %why, "retrying idempotent request once");
+                attempt(route, rebuild(method, uri, headers))
+                    .await
+                    .map_err(Attempt::into_error)
+            }
+            None => Err(Attempt::AfterConnect(why).into_error()),
+        },
+        other => other.map_err(Attempt::into_error),
+    }
+}
+
+fn rebuild(method: Method, uri: Uri, headers: HeaderMap) -> Request<Body> {
+    let mut req = Request::new(Body::empty());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    *req.version_mut() = Version::HTTP_11;
+    req
+}
+
+enum Attempt {
+    /// No connection could be made (refused, unreachable).
+    Connect(String),
+    /// Connecting or the response headers took too long.
+    Timeout(String),
+    /// The connection failed after it was made (reset, closed early).
+    AfterConnect(String),
+}
+
+impl Attempt {
+    fn into_error(self) -> Error {
+        match self {
+            Attempt::Connect(why) | Attempt::AfterConnect(why) => Error::BadGateway(why),
+            Attempt::Timeout(why) => Error::GatewayTimeout(why),
+        }
+    }
+}
+
+async fn attempt(route: &Route, req: Request<Body>) -> Result<Response<Incoming>, Attempt> {
+    let limit = route.config.response_timeout;
+    match tokio::time::timeout(limit, route.client.request(req)).await {
+        Err(_) => Err(Attempt::Timeout(format!(
+            "the upstream did not answer within {}",
+            humantime::format_duration(limit)
+        ))),
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) if e.is_connect() => {
+            if caused_by_timeout(&e) {
+                Err(Attempt::Timeout(format!(
+                    "connecting to the upstream took longer than {}",
+                    humantime::format_duration(route.config.connect_timeout)
+                )))
+            } else {
+                Err(Attempt::Connect(
+                    "the upstream refused the connection".into(),
+                ))
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(route = route.name(), error = %chain(&e), "upstream request failed");
+            Err(Attempt::AfterConnect(
+                "the upstream closed the connection without a response".into(),
+            ))
+        }
+    }
+}
+
+fn caused_by_timeout(e: &(dyn StdError + 'static)) -> bool {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn chain(e: &(dyn StdError + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        out.push_str(": ");
+        out.push_str(&err.to_string());
+        cur = err.source();
+    }
+    out
+}
+
+pin_project! {
+    /// A response body that fails when the upstream sends nothing for `idle`.
+    pub struct IdleTimeout<B> {
+        #[pin]
+        inner: B,
+        #[pin]
+        sleep: Sleep,
+        idle: Duration,
+    }
+}
+
+impl<B> IdleTimeout<B> {
+    pub fn new(inner: B, idle: Duration) -> Self {
+        Self {
+            inner,
+            sleep: tokio::time::sleep(idle),
+            idle,
+        }
+    }
+}
+
+impl<B> http_body::Body for IdleTimeout<B>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let idle = *this.idle;
+                this.sleep.as_mut().reset(Instant::now() + idle);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.sleep.poll(cx) {
+                Poll::Ready(()) => {
+                    Poll::Ready(Some(Err("upstream response body idle timeout".into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Joins the client's and the upstream's upgraded connections and copies
+/// bytes both ways until either side closes.
+pub fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    route: String,
+) {
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(%route, error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            Ok((up, down)) => tracing::debug!(%route, up, down, "tunnel closed"),
+            Err(e) => tracing::debug!(%route, error = %e, "tunnel ended with an error"),
+        }
+    });
+}
