@@ -3,7 +3,9 @@
 //! - the revocation-set lookup added to a verification (10 000 live entries);
 //! - `/api/v1/auth/check` over HTTP against `/healthz` on the same server
 //!   (what JWT checking adds to a request; no database is involved in either);
-//! - argon2id hashing with the OWASP parameters (what a login costs).
+//! - argon2id hashing with the OWASP parameters (what a login costs);
+//! - ES256 verification cold against the verified-token cache (hit, miss),
+//!   and the revocation lookup alone.
 //!
 //! Run with `scripts/bench.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -156,8 +158,64 @@ fn argon2(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the proxy pays per request for the token (ES256, as in the system
+/// benchmark of scripts/bench.sh): `Tokens::verify` (cold: signature and
+/// claims) against `Tokens::verify_cached` on a hit (a token seen before) and
+/// on a miss (a new token: verify, then insert); and the revocation lookup
+/// that follows either, alone, in an empty set and in one of 10 000 entries.
+fn token_cache_and_revocation(c: &mut Criterion) {
+    let (_dir, t) = tokens_for(SigningAlgorithm::Es256);
+    let (sub, sid) = (Uuid::new_v4(), Uuid::new_v4());
+    let token = t.issue(sub, "alice", &roles(), false, sid).unwrap();
+    let mut group = c.benchmark_group("token_verify (ES256)");
+    group.bench_function("cold (signature + claims)", |b| {
+        b.iter(|| t.verify(black_box(&token)).unwrap())
+    });
+    t.verify_cached(&token).unwrap();
+    group.bench_function("cached (hit)", |b| {
+        b.iter(|| t.verify_cached(black_box(&token)).unwrap())
+    });
+    group.bench_function("cached (miss: verify + insert)", |b| {
+        b.iter_batched(
+            || t.issue(sub, "alice", &roles(), false, sid).unwrap(),
+            |fresh| t.verify_cached(black_box(&fresh)).unwrap(),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+
+    let empty = RevocationSet::new();
+    let full = RevocationSet::new();
+    let until = chrono::Utc::now() + chrono::Duration::minutes(15);
+    let entries: Vec<Revocation> = (0..10_000)
+        .map(|i| Revocation {
+            kind: if i % 2 == 0 {
+                Kind::Session
+            } else {
+                Kind::User
+            },
+            subject: Uuid::new_v4(),
+            expires_at: until,
+        })
+        .collect();
+    full.insert(&entries);
+    let revoked_sid = entries[0].subject;
+    let mut group = c.benchmark_group("revocation lookup");
+    group.bench_function("empty set", |b| {
+        b.iter(|| assert!(!empty.is_revoked(black_box(sub), black_box(sid))))
+    });
+    group.bench_function("10k entries, not revoked", |b| {
+        b.iter(|| assert!(!full.is_revoked(black_box(sub), black_box(sid))))
+    });
+    group.bench_function("10k entries, revoked session", |b| {
+        b.iter(|| assert!(full.is_revoked(black_box(sub), black_box(revoked_sid))))
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    token_cache_and_revocation,
     verify_by_algorithm,
     revocation_overhead,
     http_check_vs_healthz,

@@ -471,6 +471,7 @@ fn serve_binary_exits_0_on_sigterm_and_logs_no_secrets() {
         .args(["serve"])
         .env("AUTHGW_DATABASE_URL", &db.url)
         .env("AUTHGW_LISTEN", "127.0.0.1:0")
+        .env("AUTHGW_ADMIN_LISTEN", "127.0.0.1:0")
         .env("AUTHGW_KEYS_DIR", keys.path())
         .env("AUTHGW_LOG", "debug")
         .env("NO_COLOR", "1")

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+pub mod upstream;
+
 use gateway::config::Config;
 use gateway::server::Gateway;
 use reqwest::StatusCode;
@@ -128,6 +130,9 @@ pub fn test_config(db_url: &str, keys: &std::path::Path) -> Config {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The admin listener (`/metrics`, `POST /reload`).
+    pub admin_addr: SocketAddr,
+    pub reloader: Arc<gateway::server::Reloader>,
     pub base: String,
     pub db: Arc<TestDb>,
     pub keys: Arc<tempfile::TempDir>,
@@ -154,14 +159,19 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 /// Starts a server for `config` over an existing database and keys.
 pub async fn start(db: Arc<TestDb>, keys: Arc<tempfile::TempDir>, config: Config) -> TestApp {
     let gateway = Gateway::build(config.clone()).expect("build gateway");
+    let reloader = gateway.reloader();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(gateway.serve(listener, async move {
+    let handle = tokio::spawn(gateway.serve_with_admin(listener, Some(admin), async move {
         let _ = rx.await;
     }));
     let app = TestApp {
         addr,
+        admin_addr,
+        reloader,
         base: format!("http://{addr}"),
         db,
         keys,

@@ -1,0 +1,103 @@
+//! What a policy plugin adds to a request, measured against a peer in the
+//! same run: `decide` of role-rules with a 20-rule config (the request
+//! matches the last rule, so every rule is tried) against `decide` of
+//! allow-all (the bare cost of a call into a warm instance).
+//! Budget: role-rules' `decide` at most 2 µs at the median.
+//!
+//! Needs plugins/dist/ (scripts/build-plugins.sh). Run with
+//! `cargo bench --bench plugins`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use gateway::plugins::{Header, HostConfig, Identity, Plugin, PluginHost, PluginSpec, run_chain};
+use serde_json::json;
+
+fn dist(name: &str) -> std::path::PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build-plugins.sh",
+        path.display()
+    );
+    path
+}
+
+/// 19 rules that do not match `/films/premium/42`, then the one that does.
+fn twenty_rules() -> serde_json::Value {
+    let mut rules: Vec<_> = (0..19)
+        .map(|i| match i % 3 {
+            0 => json!({"path": format!("/section-{i}"), "any_of": ["staff", "editor"]}),
+            1 => json!({"glob": format!("/api/v{i}/*/items"), "methods": ["POST", "PUT"], "all_of": ["writer"]}),
+            _ => json!({"path": format!("/films/collection-{i}"), "admin_only": true, "deny_status": 404}),
+        })
+        .collect();
+    rules.push(
+        json!({"path": "/films/premium", "any_of": ["trial", "subscriber"], "deny_status": 402}),
+    );
+    json!({ "rules": rules, "default": "deny" })
+}
+
+fn load(host: &PluginHost, name: &str, file: &str, config: serde_json::Value) -> Arc<Plugin> {
+    let mut spec = PluginSpec::new(name, dist(file));
+    spec.config = config;
+    spec.instances = 1;
+    // Speed is measured here, not the deadline; it is wall-clock time, and a
+    // descheduled thread must not fail a sample.
+    spec.deadline = std::time::Duration::from_secs(1);
+    host.load(&[spec], Path::new("/"))
+        .unwrap()
+        .get(name)
+        .unwrap()
+}
+
+fn decide(c: &mut Criterion) {
+    let host = PluginHost::new(&HostConfig::default()).unwrap();
+    let rules = load(&host, "role-rules", "role-rules", twenty_rules());
+    let allow_all = load(&host, "allow-all", "allow-all", json!({}));
+    let request = gateway::plugins::Request {
+        method: "GET".into(),
+        path: "/films/premium/42".into(),
+        query: Some("quality=hd".into()),
+        host: Some("cinema.example".into()),
+        headers: vec![
+            Header {
+                name: "accept".into(),
+                value: "application/json".into(),
+            },
+            Header {
+                name: "user-agent".into(),
+                value: "bench/1.0".into(),
+            },
+            Header {
+                name: "x-request-id".into(),
+                value: "0b6f1c9e-3d1f-4f7e-9a53-0e0f1a2b3c4d".into(),
+            },
+        ],
+        route: "films".into(),
+    };
+    let identity = Identity {
+        user_id: "5f0c7e9a-0000-4000-8000-000000000001".into(),
+        login: "alice".into(),
+        roles: vec!["subscriber".into(), "adult".into()],
+        is_admin: false,
+        session_id: "5f0c7e9a-0000-4000-8000-000000000002".into(),
+        expires_at: 4_102_444_800,
+    };
+    let mut group = c.benchmark_group("plugin_decide");
+    for (name, plugin) in [("allow-all", &allow_all), ("role-rules-20", &rules)] {
+        let chain = [plugin.clone()];
+        group.bench_function(name, |b| {
+            b.iter(|| run_chain(black_box(&chain), black_box(&request), Some(&identity)).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decide);
+criterion_main!(benches);

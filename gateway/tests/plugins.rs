@@ -1,0 +1,464 @@
+//! Policy plugins against real components from plugins/dist/ (built by
+//! scripts/build-plugins.sh): decisions, chains, fail-closed limits, load
+//! errors, and the `authgw plugin` commands. No database involved.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use gateway::plugins::{
+    Decision, FailureKind, Header, HostConfig, Identity, Plugin, PluginError, PluginHost,
+    PluginSet, PluginSpec, Request, run_chain,
+};
+use serde_json::json;
+
+fn dist(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build-plugins.sh first",
+        path.display()
+    );
+    path
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/role-rules/examples")
+        .join(name)
+}
+
+fn cinema_config() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(example("cinema.json")).unwrap()).unwrap()
+}
+
+/// One host for the whole test binary, as in the gateway (one per process).
+fn host() -> &'static PluginHost {
+    static HOST: OnceLock<PluginHost> = OnceLock::new();
+    HOST.get_or_init(|| PluginHost::new(&HostConfig::default()).expect("plugin host"))
+}
+
+fn spec(name: &str, file: &str, config: serde_json::Value) -> PluginSpec {
+    let mut spec = PluginSpec::new(name, dist(file));
+    spec.config = config;
+    spec.instances = 2;
+    // The deadline is wall-clock time: on a machine busy with parallel tests
+    // a thread may wait longer than 5 ms for a core. Only the deadline test
+    // uses a short one.
+    spec.deadline = Duration::from_millis(250);
+    spec
+}
+
+fn load(specs: &[PluginSpec]) -> PluginSet {
+    host().load(specs, Path::new("/")).expect("plugins load")
+}
+
+fn load_err(spec: PluginSpec) -> PluginError {
+    host()
+        .load(&[spec], Path::new("/"))
+        .expect_err("load must fail")
+}
+
+fn one(set: &PluginSet, name: &str) -> Arc<Plugin> {
+    set.get(name).expect("plugin in set")
+}
+
+fn request(path: &str) -> Request {
+    Request {
+        method: "GET".into(),
+        path: path.into(),
+        query: None,
+        host: Some("cinema.example".into()),
+        headers: vec![Header {
+            name: "x-request-id".into(),
+            value: "r-1".into(),
+        }],
+        route: "films".into(),
+    }
+}
+
+fn user(login: &str, roles: &[&str]) -> Identity {
+    Identity {
+        user_id: "5f0c7e9a-0000-4000-8000-000000000001".into(),
+        login: login.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        is_admin: false,
+        session_id: "5f0c7e9a-0000-4000-8000-000000000002".into(),
+        expires_at: 4_102_444_800,
+    }
+}
+
+fn deny(status: u16, reason: &str) -> Decision {
+    Decision::Deny {
+        status,
+        reason: reason.into(),
+    }
+}
+
+/// role-rules with the worked cinema config allows a subscriber, and denies a
+/// trial user with the rule's status and reason, and anonymous users with 401.
+#[test]
+fn role_rules_allows_and_denies_with_status_and_reason() {
+    let set = load(&[spec("roles", "role-rules", cinema_config())]);
+    let chain = [one(&set, "roles")];
+    let alice = user("alice", &["subscriber"]);
+    let bob = user("bob", &["trial"]);
+    let premium = request("/films/premium/42");
+    assert_eq!(
+        run_chain(&chain, &premium, Some(&alice)).unwrap(),
+        Decision::allow()
+    );
+    assert_eq!(
+        run_chain(&chain, &premium, Some(&bob)).unwrap(),
+        deny(402, "requires one of the roles: subscriber")
+    );
+    assert_eq!(
+        run_chain(&chain, &request("/films/trial/1"), None).unwrap(),
+        deny(401, "authentication required")
+    );
+    let stats = chain[0].stats();
+    assert_eq!((stats.calls, stats.denies), (3, 2));
+    assert_eq!(chain[0].interface_version(), "0.1.0");
+}
+
+/// Allows accumulate header changes in chain order (a later plugin's set or
+/// remove wins over an earlier one), and the first deny ends the chain: the
+/// plugin after it (one that would loop forever) never runs.
+#[test]
+fn chain_accumulates_allow_headers_and_first_deny_wins() {
+    let set = load(&[
+        spec(
+            "stamp-a",
+            "header-stamp",
+            json!({"set": {"x-login": "{login}", "x-debug": "on"}, "require": ["x-request-id"]}),
+        ),
+        spec(
+            "stamp-b",
+            "header-stamp",
+            json!({"set": {"x-route": "{method} {route}"}, "remove": ["x-debug"]}),
+        ),
+        spec("roles", "role-rules", cinema_config()),
+        spec("spin", "spin", json!({})),
+    ]);
+    let alice = user("alice", &["trial"]);
+    let stamps = [one(&set, "stamp-a"), one(&set, "stamp-b")];
+    assert_eq!(
+        run_chain(&stamps, &request("/films/1"), Some(&alice)).unwrap(),
+        Decision::Allow {
+            set_headers: vec![
+                ("x-login".into(), "alice".into()),
+                ("x-route".into(), "GET films".into()),
+            ],
+            remove_headers: vec!["x-debug".into()],
+        }
+    );
+    let denying = [one(&set, "stamp-a"), one(&set, "roles"), one(&set, "spin")];
+    let started = Instant::now();
+    assert_eq!(
+        run_chain(&denying, &request("/films/premium"), Some(&alice)).unwrap(),
+        deny(402, "requires one of the roles: subscriber")
+    );
+    assert_eq!(one(&set, "spin").stats().calls, 0);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // A missing required header is header-stamp's own deny (400).
+    let mut bare = request("/films/1");
+    bare.headers.clear();
+    assert_eq!(
+        run_chain(&stamps, &bare, Some(&alice)).unwrap(),
+        deny(400, "missing header x-request-id")
+    );
+}
+
+/// An endless loop in decide is stopped at the deadline (well under a
+/// second), reported as a deadline failure naming the plugin, counted, and
+/// the instance replaced: the next call on the same plugin succeeds.
+#[test]
+fn endless_loop_fails_closed_at_the_deadline_and_the_plugin_keeps_serving() {
+    let mut s = spec("spin", "spin", json!({}));
+    s.instances = 1;
+    s.deadline = Duration::from_millis(5);
+    let set = load(&[s]);
+    let chain = [one(&set, "spin")];
+    let started = Instant::now();
+    let failure = run_chain(&chain, &request("/loop"), None).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (&*failure.plugin, failure.kind),
+        ("spin", FailureKind::Deadline)
+    );
+    assert!(
+        failure
+            .to_string()
+            .starts_with("plugin 'spin' failed (deadline)")
+    );
+    assert_eq!(
+        run_chain(&chain, &request("/ok"), None).unwrap(),
+        Decision::allow()
+    );
+    let stats = chain[0].stats();
+    assert_eq!(stats.failures_of(FailureKind::Deadline), 1);
+    assert_eq!(stats.recycled, 1);
+}
+
+/// A plugin growing memory without bound is stopped at its memory limit and
+/// reported as a memory failure; the plugin then serves the next request.
+#[test]
+fn memory_bomb_is_stopped_at_the_memory_limit() {
+    let mut s = spec("bomb", "memory-bomb", json!({}));
+    s.instances = 1;
+    let set = load(&[s]);
+    let chain = [one(&set, "bomb")];
+    let failure = run_chain(&chain, &request("/boom"), None).unwrap_err();
+    assert_eq!(failure.kind, FailureKind::Memory, "{failure}");
+    assert_eq!(
+        run_chain(&chain, &request("/ok"), None).unwrap(),
+        Decision::allow()
+    );
+    assert_eq!(chain[0].stats().failures_of(FailureKind::Memory), 1);
+}
+
+/// A plugin that traps on every other call of an instance fails closed on
+/// those calls only, from tokio worker threads too (its panic message goes
+/// through WASI stderr into the log without blocking), and the pool is
+/// refilled in the background to its configured size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traps_fail_closed_and_the_pool_is_refilled() {
+    let mut s = spec("flaky", "flaky", json!({}));
+    s.instances = 2;
+    let set = load(&[s]);
+    let chain = [one(&set, "flaky")];
+    let (mut ok, mut traps) = (0, 0);
+    for _ in 0..20 {
+        match run_chain(&chain, &request("/x"), None) {
+            Ok(decision) => {
+                assert_eq!(decision, Decision::allow());
+                ok += 1;
+            }
+            Err(failure) => {
+                assert_eq!(failure.kind, FailureKind::Trap, "{failure}");
+                traps += 1;
+            }
+        }
+    }
+    assert!(ok >= 10 && traps >= 1, "ok {ok}, traps {traps}");
+    let stats = chain[0].stats();
+    assert_eq!(stats.failures_of(FailureKind::Trap), traps);
+    assert_eq!(stats.recycled, traps);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while chain[0].idle_instances() < 2 {
+        assert!(Instant::now() < deadline, "the pool was not refilled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// More concurrent callers than warm instances are all served: each call
+/// has an instance to itself, extra ones made inline and counted.
+#[test]
+fn concurrent_callers_beyond_the_pool_are_served() {
+    let mut s = spec("roles", "role-rules", cinema_config());
+    s.instances = 1;
+    let set = load(&[s]);
+    let plugin = one(&set, "roles");
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            let chain = [plugin.clone()];
+            scope.spawn(move || {
+                let alice = user("alice", &["subscriber"]);
+                for _ in 0..25 {
+                    let d = run_chain(&chain, &request("/films/premium"), Some(&alice));
+                    assert_eq!(d.unwrap(), Decision::allow());
+                }
+            });
+        }
+    });
+    let stats = plugin.stats();
+    assert_eq!(stats.calls, 100);
+    assert_eq!(plugin.idle_instances(), 1);
+    assert!(stats.inline_instantiations <= 100);
+}
+
+/// A file that is not wasm, a component of another world, and a missing
+/// file each fail the load with an error naming the plugin and the cause.
+#[test]
+fn bad_plugin_files_are_load_errors_naming_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"definitely not wasm").unwrap();
+    let e = load_err(PluginSpec::new("junk", &junk));
+    assert_eq!(e.plugin_name(), Some("junk"));
+    assert!(
+        e.to_string().contains("is not a WebAssembly component"),
+        "{e}"
+    );
+
+    let e = load_err(spec("other", "wrong-world", json!({})));
+    assert_eq!(e.plugin_name(), Some("other"));
+    assert!(
+        e.to_string()
+            .contains("does not export authgw:policy/policy"),
+        "{e}"
+    );
+
+    let e = load_err(PluginSpec::new("gone", dir.path().join("gone.wasm")));
+    assert!(
+        e.to_string().starts_with("plugin 'gone': cannot read"),
+        "{e}"
+    );
+
+    let mut twice = vec![spec("a", "allow-all", json!({}))];
+    twice.push(twice[0].clone());
+    let e = host().load(&twice, Path::new("/")).unwrap_err();
+    assert_eq!(e.to_string(), "plugin 'a': defined twice");
+}
+
+/// A config the plugin refuses is a load error with the plugin's name and
+/// the plugin's own message (which names the rule and key).
+#[test]
+fn refused_config_is_a_load_error_naming_the_plugin() {
+    let e = load_err(spec(
+        "roles",
+        "role-rules",
+        json!({"rules": [{"path": "/films", "any_of": ["x"]}, {"path": "films"}]}),
+    ));
+    assert_eq!(e.plugin_name(), Some("roles"));
+    let text = e.to_string();
+    assert!(text.contains("configure refused the config"), "{text}");
+    assert!(
+        text.contains("rules[1]: `path` \"films\" must start with '/'"),
+        "{text}"
+    );
+}
+
+/// The pooling allocator can be turned off; plugins work the same.
+#[test]
+fn plugins_run_without_the_pooling_allocator() {
+    let host = PluginHost::new(&HostConfig {
+        pooling_allocator: false,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let set = host
+        .load(
+            &[spec("roles", "role-rules", cinema_config())],
+            Path::new("/"),
+        )
+        .unwrap();
+    let d = run_chain(&[one(&set, "roles")], &request("/films"), None).unwrap();
+    assert_eq!(d, Decision::allow());
+}
+
+fn authgw(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_authgw"))
+        .args(args)
+        .env_remove("AUTHGW_CONFIG")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `plugin check` prints the exported interface version and exits 0; a
+/// component of another world is exit 1, a missing file exit 2, each with
+/// one `error:` line.
+#[test]
+fn plugin_check_reports_the_interface_version_and_exit_codes() {
+    let rules = dist("role-rules");
+    let out = authgw(&["plugin", "check", rules.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout
+            .trim_end()
+            .ends_with("exports authgw:policy/policy@0.1.0"),
+        "{stdout}"
+    );
+
+    let other = dist("wrong-world");
+    let out = authgw(&["plugin", "check", other.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("does not export authgw:policy/policy")
+    );
+
+    let out = authgw(&["plugin", "check", "no/such/plugin.wasm"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).starts_with("error: cannot read no/such/plugin.wasm"));
+}
+
+/// `plugin test` prints a pass line per case and exits 0 when all pass; a
+/// wrong expectation is a FAIL line and exit 1; an invalid cases file is
+/// exit 2 naming the file and the key.
+#[test]
+fn plugin_test_compares_decisions_with_the_cases() {
+    let rules = dist("role-rules");
+    let rules = rules.to_str().unwrap();
+    let config = example("cinema.json");
+    let cinema_test = |cases: &Path| {
+        let (config, cases) = (config.to_str().unwrap(), cases.to_str().unwrap());
+        authgw(&[
+            "plugin", "test", rules, "--config", config, "--cases", cases,
+        ])
+    };
+    let out = cinema_test(&example("cinema-cases.toml"));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.lines().filter(|l| l.starts_with("pass: ")).count() >= 7);
+    assert_eq!(stdout.lines().last(), Some("7 passed, 0 failed"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong.toml");
+    std::fs::write(
+        &wrong,
+        r#"
+[[case]]
+name = "premium is free (it is not)"
+path = "/films/premium"
+identity = { roles = ["trial"] }
+expect = { decision = "allow" }
+
+[[case]]
+name = "catalogue"
+path = "/films"
+expect = { decision = "allow" }
+"#,
+    )
+    .unwrap();
+    let out = cinema_test(&wrong);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(
+        "FAIL: premium is free (it is not): expected allow, got deny 402 (requires one of the roles: subscriber)"
+    ), "{stdout}");
+    assert!(stdout.contains("pass: catalogue"));
+    assert_eq!(text(&out.stderr).trim(), "error: 1 of 2 cases failed");
+
+    let invalid = dir.path().join("invalid.toml");
+    std::fs::write(
+        &invalid,
+        "[[case]]\nname = \"x\"\npath = \"/\"\nexpect = { decision = \"allow\", status = \"x\" }\n",
+    )
+    .unwrap();
+    let out = cinema_test(&invalid);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: {}: case[0].expect.status",
+            invalid.display()
+        )),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,219 @@
+//! The proxy as the real `authgw serve` binary: a 1 GiB upload streamed
+//! through with flat memory, JSON access-log lines without tokens, and
+//! `authgw reload` and SIGHUP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::upstream::Echo;
+use common::*;
+use serde_json::Value;
+
+/// Peak resident memory of process `pid`, in KiB (VmHWM).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A 1 GiB request body streams through the proxy to the upstream, which
+/// counts every byte, while the gateway's peak RSS stays far below the body
+/// size; every proxied request logs one JSON access line with request id,
+/// route, status, latency and user id, and no token; `authgw reload` and
+/// SIGHUP swap the routes of the running server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_upload_streams_with_flat_memory() {
+    let echo = Echo::start("big").await;
+    let db = TestDb::migrated();
+    let keys = keys_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    let (port, admin_port) = (free_port(), free_port());
+    let write_config = |prefix: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
+                 [log]\nformat = \"json\"\n[database]\nurl = \"{}\"\n[tokens]\nkeys_dir = \"{}\"\n\
+                 [[routes]]\nname = \"upload\"\nprefix = \"{prefix}\"\nupstream = \"{}\"\n",
+                db.url,
+                keys.path().display(),
+                echo.url()
+            ),
+        )
+        .unwrap();
+    };
+    write_config("/upload");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_authgw"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env_remove("AUTHGW_DATABASE_URL")
+        .env_remove("AUTHGW_LISTEN")
+        .env_remove("AUTHGW_KEYS_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            if line.contains("authgw listening") {
+                let _ = ready_tx.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("no 'authgw listening' line");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let signup = http
+        .post(format!("{base}/api/v1/auth/signup"))
+        .json(&serde_json::json!({"login": "uploader", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), 201);
+    let login: Value = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"login": "uploader", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = login["access_token"].as_str().unwrap().to_string();
+    let before = peak_rss_kib(child.id());
+
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: usize = 1024;
+    let chunks = futures::stream::iter(
+        (0..CHUNKS).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![7u8; CHUNK]))),
+    );
+    let started = Instant::now();
+    let r = http
+        .put(format!("{base}/upload/film.mkv"))
+        .bearer_auth(&access)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["body_bytes"], (CHUNK * CHUNKS) as u64);
+    let took = started.elapsed();
+    let after = peak_rss_kib(child.id());
+    eprintln!("1 GiB in {took:?}; gateway peak RSS {before} KiB before, {after} KiB after");
+    assert!(
+        after < before + 64 * 1024,
+        "the gateway's peak RSS grew by {} KiB for a 1 GiB body",
+        after - before
+    );
+
+    // `authgw reload`: the route moves to /files.
+    write_config("/files");
+    let out = Command::new(env!("CARGO_BIN_EXE_authgw"))
+        .args(["--config", config.to_str().unwrap(), "reload"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "reloaded: 1 routes, 0 plugins, 1 keys"
+    );
+    let moved = http
+        .get(format!("{base}/files/x"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    let gone = http.get(format!("{base}/upload/x")).send().await.unwrap();
+    assert_eq!(gone.status(), 404);
+
+    // SIGHUP does the same: the route moves to /movies.
+    write_config("/movies");
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http
+            .get(format!("{base}/movies/x"))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the routes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A broken file is refused by the CLI before it asks the server: exit 2.
+    std::fs::write(&config, "[[routes]]\nname = \"x\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_authgw"))
+        .args(["--config", config.to_str().unwrap(), "reload"])
+        .env("AUTHGW_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let lines = reader.join().unwrap();
+    let access_lines: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "proxied")
+        .collect();
+    assert!(access_lines.len() >= 4, "{lines:#?}");
+    let upload = &access_lines[0];
+    assert_eq!(upload["route"], "upload");
+    assert_eq!(upload["status"], 200);
+    assert_eq!(upload["method"], "PUT");
+    assert_eq!(upload["path"], "/upload/film.mkv");
+    assert_eq!(upload["request_id"].as_str().map(str::len), Some(32));
+    assert!(upload["latency_ms"].is_string() || upload["latency_ms"].is_number());
+    assert_eq!(upload["user"].as_str().map(str::len), Some(36), "{upload}");
+    assert_eq!(access_lines[2]["status"], 404);
+    assert_eq!(access_lines[2]["route"], "-");
+    for line in &lines {
+        assert!(!line.contains(&access), "a token reached the log: {line}");
+    }
+}

@@ -1,0 +1,279 @@
+//! Policy plugins end to end through the proxy: real components from
+//! plugins/dist/ (scripts/build-plugins.sh), a real gateway, an echo upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::upstream::{Echo, route};
+use common::*;
+use gateway::config::{AuthMode, Config, RouteConfig};
+use gateway::plugins::PluginSpec;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn dist(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins.sh",
+        path.display()
+    );
+    path
+}
+
+fn plugin(name: &str, file: &str, config: Value) -> PluginSpec {
+    let mut spec = PluginSpec::new(name, dist(file));
+    spec.config = config;
+    spec.instances = 2;
+    spec
+}
+
+/// A route to `upstream` guarded by `plugins`, in order.
+fn guarded(
+    name: &str,
+    prefix: &str,
+    upstream: &str,
+    auth: AuthMode,
+    plugins: &[&str],
+) -> RouteConfig {
+    RouteConfig {
+        plugins: plugins.iter().map(|p| p.to_string()).collect(),
+        ..route(name, prefix, upstream, auth)
+    }
+}
+
+fn cinema_rules() -> Value {
+    let raw = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../plugins/role-rules/examples/cinema.json"),
+    )
+    .unwrap();
+    serde_json::from_str(&raw).unwrap()
+}
+
+/// A user with `roles` (created and granted through the admin API); returns
+/// a fresh access token that carries them.
+async fn user_with_roles(app: &TestApp, admin: &str, login: &str, roles: &[&str]) -> String {
+    let (id, _, _) = app.user(login).await;
+    for role in roles {
+        let created = app
+            .post("/api/v1/roles", Some(admin), json!({"name": role}))
+            .await;
+        assert!(
+            created.status == 201 || created.status == 409,
+            "{}",
+            created.body
+        );
+        let granted = app
+            .send(
+                Method::PUT,
+                &format!("/api/v1/users/{id}/roles/{role}"),
+                Some(admin),
+                None,
+            )
+            .await;
+        assert!(granted.status.is_success(), "{}", granted.body);
+    }
+    app.tokens(login).await.0
+}
+
+/// role-rules decides through the proxy: a subscriber reaches premium films;
+/// a trial user gets the rule's 402 and reason as a problem and never reaches
+/// the upstream; anonymous callers of a protected path get 401; and the
+/// headers a later plugin in the chain sets (or removes) reach the upstream.
+#[tokio::test]
+async fn role_rules_allow_deny_and_chain_headers() {
+    let echo = Echo::start("films").await;
+    let app = spawn_app_with(|c: &mut Config| {
+        c.plugins = vec![
+            plugin("cinema", "role-rules", cinema_rules()),
+            plugin(
+                "stamp",
+                "header-stamp",
+                json!({"set": {"x-authgw-login": "{login}", "x-authgw-route": "{method} {route}"}, "remove": ["x-debug"]}),
+            ),
+        ];
+        c.routes = vec![guarded("films", "/films", &echo.url(), AuthMode::Optional, &["cinema", "stamp"])];
+    })
+    .await;
+    let admin = app.admin("root").await;
+    let subscriber = user_with_roles(&app, &admin, "sub", &["subscriber"]).await;
+    let trial = user_with_roles(&app, &admin, "tri", &["trial"]).await;
+
+    let ok = app
+        .http
+        .get(app.url("/films/premium/42"))
+        .bearer_auth(&subscriber)
+        .header("x-debug", "1")
+        .send()
+        .await
+        .unwrap();
+    let ok = reply(ok).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    let seen = ok.body["headers"].as_object().unwrap();
+    assert_eq!(seen["x-authgw-login"], json!(["sub"]));
+    assert_eq!(seen["x-authgw-route"], json!(["GET films"]));
+    assert_eq!(seen["x-user-roles"], json!(["subscriber"]));
+    assert!(!seen.contains_key("x-debug"), "{seen:?}");
+
+    let hits = echo.hits();
+    let denied = app.get("/films/premium/42", Some(&trial)).await;
+    denied.assert_problem(402, "policy_denied");
+    assert_eq!(
+        denied.body["detail"],
+        "requires one of the roles: subscriber"
+    );
+    let adult_only = app.get("/films/18plus/3", Some(&subscriber)).await;
+    adult_only.assert_problem(403, "policy_denied");
+    assert_eq!(adult_only.body["detail"], "requires the roles: adult");
+    let anonymous = app.get("/films/trial/7", None).await;
+    anonymous.assert_problem(401, "policy_denied");
+    assert_eq!(
+        echo.hits(),
+        hits,
+        "denied requests must not reach the upstream"
+    );
+
+    assert_eq!(
+        app.get("/films/trial/7", Some(&trial)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get("/films", None).await.status,
+        StatusCode::OK,
+        "an open rule"
+    );
+}
+
+/// A plugin that loops forever is stopped at its deadline: that request gets
+/// a 503 problem quickly, and the next request is served by a fresh instance.
+/// A plugin that grows its memory without bound is trapped the same way.
+#[tokio::test]
+async fn runaway_plugins_fail_closed_and_recover() {
+    let echo = Echo::start("e").await;
+    let app = spawn_app_with(|c: &mut Config| {
+        // The bomb gets a long deadline, so that the memory limit is what stops it.
+        let mut bomb = plugin("bomb", "memory-bomb", json!({}));
+        bomb.deadline = Duration::from_millis(900);
+        c.plugins = vec![plugin("spin", "spin", json!({})), bomb];
+        c.routes = vec![
+            guarded("spin", "/spin", &echo.url(), AuthMode::Public, &["spin"]),
+            guarded("bomb", "/bomb", &echo.url(), AuthMode::Public, &["bomb"]),
+        ];
+    })
+    .await;
+    for stuck in ["/spin/forever", "/bomb/grow"] {
+        for _ in 0..3 {
+            let started = Instant::now();
+            let r = app.get(stuck, None).await;
+            r.assert_problem(503, "policy_failed");
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{stuck} took {:?}",
+                started.elapsed()
+            );
+        }
+    }
+    assert_eq!(
+        echo.hits(),
+        0,
+        "failed policies must not reach the upstream"
+    );
+    let metrics = app
+        .http
+        .get(format!("http://{}/metrics", app.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("authgw_plugin_failures_total{plugin=\"spin\",kind=\"deadline\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("authgw_plugin_failures_total{plugin=\"bomb\",kind=\"memory\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("authgw_plugin_instances_recycled_total{plugin=\"spin\"} 3"),
+        "{metrics}"
+    );
+}
+
+/// After a runaway call, the same route serves the next allowed request.
+#[tokio::test]
+async fn next_request_after_a_deadline_is_served() {
+    let echo = Echo::start("e").await;
+    let app = spawn_app_with(|c: &mut Config| {
+        c.plugins = vec![plugin("spin", "spin", json!({}))];
+        c.routes = vec![guarded(
+            "all",
+            "/",
+            &echo.url(),
+            AuthMode::Public,
+            &["spin"],
+        )];
+    })
+    .await;
+    app.get("/loop", None)
+        .await
+        .assert_problem(503, "policy_failed");
+    for _ in 0..4 {
+        let r = app.get("/ok/film", None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    assert_eq!(echo.hits(), 4);
+}
+
+/// A bad plugin file and a bad plugin config stop start-up with an error that
+/// names the plugin; so does a route naming an undefined plugin.
+#[tokio::test]
+async fn bad_plugins_are_startup_errors() {
+    let db = std::sync::Arc::new(TestDb::migrated());
+    let keys = keys_dir();
+    let base = test_config(&db.url, keys.path());
+    let not_wasm = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(not_wasm.path(), b"not a component").unwrap();
+    let cases = [
+        (
+            PluginSpec::new("broken", not_wasm.path()),
+            "plugin 'broken'",
+        ),
+        (
+            plugin(
+                "strict",
+                "role-rules",
+                json!({"rules": [{"path": "no-slash"}]}),
+            ),
+            "plugin 'strict'",
+        ),
+        (plugin("other", "wrong-world", json!({})), "plugin 'other'"),
+    ];
+    for (spec, expected) in cases {
+        let mut config = base.clone();
+        config.plugins = vec![spec];
+        let err = gateway::server::Gateway::build(config)
+            .err()
+            .expect("build must fail");
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+    let raw = "[[routes]]\nname = \"r\"\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\nplugins = [\"ghost\"]\n";
+    // Config::load validates: write the file and load it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("g.toml");
+    std::fs::write(&file, raw).unwrap();
+    let err = Config::load(&file, true)
+        .expect_err("an undefined plugin is refused")
+        .to_string();
+    assert!(
+        err.contains("routes[0].plugins") && err.contains("'ghost'"),
+        "{err}"
+    );
+}
