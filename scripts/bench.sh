@@ -1,19 +1,79 @@
 #!/usr/bin/env bash
-# Benchmarks (criterion), each reported against a peer measured in the same run:
-#   verify/issue: EdDSA against ES256 and RS256;
-#   check_path:   the revocation-set lookup added to a verification;
-#   http:         GET /api/v1/auth/check against GET /healthz on one server;
-#   argon2id:     hash and verify with the OWASP parameters.
-# No database is needed. Extra arguments go to criterion (e.g. a filter: verify).
+# shellcheck source-path=SCRIPTDIR
+# Benchmarks of authgw (docs/benchmarks.md has the figures and how to read them).
 #
-#   scripts/bench.sh [filter]
+#   scripts/bench.sh [system]          the system benchmark (default), below
+#   scripts/bench.sh criterion [ARGS]  the criterion micro-benchmarks
+#                                      (gateway/benches/hot_path.rs and plugins.rs);
+#                                      ARGS go to criterion, e.g. a filter: verify
+#
+# The system benchmark: one run on this machine, each system in turn (A B A B),
+# the same upstream and the same load generator (wrk):
+#   a. an upstream nginx answering 200 "ok", hit directly (the limit);
+#   b. nginx as a plain reverse proxy in front of it (no auth);
+#   c. HAProxy checking an ES256 JWT (jwt_verify, iss, aud, exp) and a role
+#      claim before proxying;
+#   d. authgw proxying with an ES256 token, the role-rules plugin (the cinema
+#      rules) and the revocation check.
+# Then: /api/v1/auth/check req/s; login/s against cores ÷ argon2id verify
+# time; refresh/s against pgbench running the same SQL transaction; the proxy
+# p99 during a login flood against its baseline; authgw's RSS with 10 000 idle
+# keep-alive connections. Prints a summary (also OUT/summary.md) with the
+# ratios and the issue 7 targets; raw outputs stay in OUT.
+#
+# Needs: a release build (built here), plugins/dist/role-rules.wasm (built
+# here when missing), PostgreSQL at BENCH_PG_URL (a database BENCH_DB is
+# dropped and created), nginx, haproxy, wrk, pgbench, psql, openssl, curl, jq,
+# python3, taskset (nginx, haproxy and wrk are installed with apt-get when
+# missing and running as root). nginx and HAProxy run as our own processes
+# with our own config files on free ports, never as the system services.
+#
+# Environment (defaults in brackets):
+#   BENCH_QUICK=1          short runs: 3 s, 2 rounds, 2 000 idle connections
+#   BENCH_DURATION [10s]   each wrk / pgbench run
+#   BENCH_ROUNDS [3]       rounds of the alternated proxy runs (at least 2)
+#   BENCH_CONNS [64]       wrk connections for the proxy and check runs
+#   BENCH_THREADS [1]      wrk threads
+#   BENCH_SUT_CPUS [0]     CPUs of the system under test (taskset -c list)
+#   BENCH_LOAD_CPUS [1]    CPUs of wrk, pgbench and the upstream nginx
+#   BENCH_IDLE_CONNS [10000]
+#   BENCH_PG_URL [postgresql://postgres@127.0.0.1:5432/postgres]  admin connection
+#   BENCH_DB [authgw_bench]
+#   BENCH_ARGON2_MS        argon2id verify time for the login/s bound; else
+#                          taken from target/criterion (scripts/bench.sh
+#                          criterion argon2), else the documented 14.0 ms
+#   BENCH_OUT [target/bench/<date>]   raw outputs and the summary
+#   BENCH_BUILD [1]        0: use target/release/authgw as it is
+#   BENCH_KEEP_DB [0]      1: keep the database afterwards
+#   BENCH_PERF [0]         1: perf record authgw during its last proxy run
+#                          (OUT/perf.data, top symbols in OUT/perf.txt)
+#   BENCH_ONLY             comma-separated parts to run, of: proxy check login
+#                          refresh flood rss (default: all)
 set -euo pipefail
+
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
-cargo bench --bench hot_path -- --noplot "$@" 2>&1 | tee target/bench.txt
-echo
-echo "==> summary (median times; see target/criterion for the full reports)"
-python3 - <<'PY'
+BENCH=$ROOT/scripts/bench
+
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+step() { printf '==> %s\n' "$*" >&2; }
+warn() { printf 'warning: %s\n' "$*" >&2; }
+
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+
+# --- criterion ---------------------------------------------------------------
+criterion() {
+    mkdir -p target
+    [[ -f plugins/dist/role-rules.wasm && -f plugins/dist/allow-all.wasm ]] \
+        || bash scripts/build-plugins.sh || die "scripts/build-plugins.sh failed"
+    cargo bench -p gateway --bench hot_path --bench plugins -- --noplot "$@" 2>&1 | tee target/bench.txt \
+        || die "cargo bench failed (see the output above)"
+    echo
+    echo "==> summary (median times; see target/criterion for the full reports)"
+    python3 - <<'PY'
 import json, glob, os
 rows = {}
 for path in glob.glob("target/criterion/**/new/estimates.json", recursive=True):
@@ -29,10 +89,674 @@ groups = {}
 for bench, ns in sorted(rows.items()):
     group, _, name = bench.partition("/")
     groups.setdefault(group, []).append((name, ns))
+peers = ("GET _healthz", "EdDSA", "verify only", "verify", "cold (signature + claims)",
+         "allow-all", "empty set")
 for group, items in groups.items():
-    peers = ("GET _healthz", "EdDSA", "verify only", "verify")
     base_name, base = next((i for p in peers for i in items if i[0] == p), items[0])
     print(f"{group}:")
     for name, ns in items:
         print(f"  {name:45s} {fmt(ns):>10s}   x{ns/base:.2f} vs {base_name}")
 PY
+}
+
+case ${1:-system} in
+criterion)
+    shift
+    criterion "$@"
+    exit 0
+    ;;
+system) ;;
+-h | --help | help)
+    usage
+    exit 0
+    ;;
+*) die "unknown command '$1' (try: scripts/bench.sh [system] | scripts/bench.sh criterion [filter])" ;;
+esac
+
+# --- settings ----------------------------------------------------------------
+if [[ ${BENCH_QUICK:-0} == 1 ]]; then
+    DURATION=${BENCH_DURATION:-3s}
+    ROUNDS=${BENCH_ROUNDS:-2}
+    IDLE_CONNS=${BENCH_IDLE_CONNS:-2000}
+else
+    DURATION=${BENCH_DURATION:-10s}
+    ROUNDS=${BENCH_ROUNDS:-3}
+    IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+fi
+CONNS=${BENCH_CONNS:-64}
+THREADS=${BENCH_THREADS:-1}
+SUT_CPUS=${BENCH_SUT_CPUS:-0}
+LOAD_CPUS=${BENCH_LOAD_CPUS:-1}
+PG_ADMIN_URL=${BENCH_PG_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
+DB=${BENCH_DB:-authgw_bench}
+OUT=${BENCH_OUT:-$ROOT/target/bench/$(date +%Y%m%d-%H%M%S)}
+POOL_SIZE=16
+LOGIN_CONNS=8
+REFRESH_CONNS=32
+FLOOD_CONNS=16
+BIN=$ROOT/target/release/authgw
+ONLY=${BENCH_ONLY:-proxy,check,login,refresh,flood,rss}
+want() { [[ ,$ONLY, == *,$1,* ]]; }
+WASM=$ROOT/plugins/dist/role-rules.wasm
+USER_LOGIN=viewer
+USER_PASSWORD=bench-viewer-password-1
+ADMIN_LOGIN=benchadmin
+ADMIN_PASSWORD=bench-admin-password-1
+
+[[ $DURATION =~ ^[0-9]+s$ ]] || die "BENCH_DURATION must be whole seconds like 10s (got '$DURATION')"
+DURATION_S=${DURATION%s}
+if ! [[ $ROUNDS =~ ^[0-9]+$ ]] || ((ROUNDS < 2)); then
+    die "BENCH_ROUNDS must be a number ≥ 2 (got '$ROUNDS')"
+fi
+[[ $CONNS =~ ^[0-9]+$ && $THREADS =~ ^[0-9]+$ && $IDLE_CONNS =~ ^[0-9]+$ ]] \
+    || die "BENCH_CONNS, BENCH_THREADS and BENCH_IDLE_CONNS must be numbers"
+
+# --- prerequisites -----------------------------------------------------------
+missing=()
+for tool in nginx haproxy wrk; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        step "installing ${missing[*]} with apt-get"
+        DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends "${missing[@]}" >&2 \
+            || die "apt-get install ${missing[*]} failed"
+    else
+        die "${missing[*]} not found; install them (Debian/Ubuntu: sudo apt-get install ${missing[*]})"
+    fi
+fi
+for tool in pgbench psql openssl curl jq python3 taskset; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool not found (pgbench/psql: postgresql-client; taskset: util-linux)"
+done
+SUT_CORES=$(taskset -c "$SUT_CPUS" nproc) || die "BENCH_SUT_CPUS='$SUT_CPUS' is not a usable CPU list"
+taskset -c "$LOAD_CPUS" true || die "BENCH_LOAD_CPUS='$LOAD_CPUS' is not a usable CPU list"
+psql -X -w -q -At -d "$PG_ADMIN_URL" -c 'select 1' >/dev/null 2>&1 \
+    || die "no PostgreSQL answers at $PG_ADMIN_URL (set BENCH_PG_URL)"
+
+# Every process here (and authgw, nginx, HAProxy started below) may hold
+# 10 000+ sockets.
+hard=$(ulimit -Hn)
+if [[ $hard != unlimited ]] && ((hard < IDLE_CONNS + 256)); then
+    die "ulimit -Hn is $hard, too low for $IDLE_CONNS idle connections (raise it, or set BENCH_IDLE_CONNS)"
+fi
+ulimit -n "$hard" 2>/dev/null || ulimit -n $((IDLE_CONNS + 256)) || die "cannot raise ulimit -n"
+NOFILE=$(ulimit -n)
+[[ $NOFILE == unlimited ]] && NOFILE=1048576
+
+if [[ ${BENCH_BUILD:-1} == 1 ]]; then
+    step "cargo build --release -p gateway"
+    cargo build --release -p gateway >&2 || die "cargo build --release -p gateway failed"
+fi
+[[ -x $BIN ]] || die "$BIN missing (build it: cargo build --release -p gateway)"
+if [[ ! -f $WASM ]]; then
+    step "building the plugins (scripts/build-plugins.sh)"
+    bash scripts/build-plugins.sh >&2 || die "scripts/build-plugins.sh failed"
+fi
+[[ -f $WASM ]] || die "$WASM missing after scripts/build-plugins.sh"
+
+mkdir -p "$OUT"/{conf,raw,keys,nginx-up,nginx-proxy} || die "cannot create $OUT"
+chmod 700 "$OUT/keys"
+: >"$OUT/results.jsonl"
+step "results in $OUT"
+
+# --- process bookkeeping -----------------------------------------------------
+PIDS=()
+declare -A PID_OF=()
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ ${BENCH_KEEP_DB:-0} != 1 && -n ${DB_CREATED:-} ]]; then
+        psql -X -w -q -d "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null 2>&1 || true
+    fi
+    if ((rc != 0)); then
+        printf 'error: the benchmark failed (exit %s); logs and raw outputs in %s\n' "$rc" "$OUT" >&2
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'printf "error: bench.sh failed at line %s: %s\n" "$LINENO" "$BASH_COMMAND" >&2' ERR
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME CPUS COMMAND...: run in the background, pinned, logging to OUT/NAME.log.
+start() {
+    local name=$1 cpus=$2
+    shift 2
+    taskset -c "$cpus" "$@" >"$OUT/$name.log" 2>&1 &
+    PIDS+=("$!")
+    PID_OF[$name]=$!
+}
+
+# stop NAME: TERM the process started as NAME and wait for it.
+stop() {
+    local pid=${PID_OF[$1]:-}
+    [[ -n $pid ]] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    unset "PID_OF[$1]"
+    forget "$pid"
+}
+
+# forget PID: no longer ours to clean up (it has exited).
+forget() {
+    local kept=() p
+    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || kept+=("$p"); done
+    PIDS=("${kept[@]}")
+}
+
+# wait_http NAME URL: until URL answers (any status) or NAME exits.
+wait_http() {
+    local name=$1 url=$2 i
+    for ((i = 0; i < 150; i++)); do
+        curl -s -o /dev/null --max-time 1 "$url" && return 0
+        kill -0 "${PID_OF[$name]}" 2>/dev/null || {
+            tail -n 20 "$OUT/$name.log" >&2
+            die "$name exited during start-up (log: $OUT/$name.log)"
+        }
+        sleep 0.2
+    done
+    tail -n 20 "$OUT/$name.log" >&2
+    die "$name does not answer at $url (log: $OUT/$name.log)"
+}
+
+free_ports() {
+    python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+read -r P_UP P_NGX P_HAP P_AUTH P_ADMIN < <(free_ports 5)
+UPSTREAM=http://127.0.0.1:$P_UP
+declare -A URL=(
+    [direct]=http://127.0.0.1:$P_UP/films/premium/1
+    [nginx]=http://127.0.0.1:$P_NGX/films/premium/1
+    [haproxy]=http://127.0.0.1:$P_HAP/films/premium/1
+    [authgw]=http://127.0.0.1:$P_AUTH/films/premium/1
+)
+API=http://127.0.0.1:$P_AUTH
+WRK_ARGS="wrk -t$THREADS -c$CONNS -d$DURATION --latency (taskset -c $LOAD_CPUS)"
+
+# --- record ------------------------------------------------------------------
+# record JSON_FRAGMENT RAW_FILE: the BENCH_JSON line of a wrk output, with the
+# labels, appended to results.jsonl.
+record() {
+    local labels=$1 raw=$2 line
+    line=$(grep -m1 '^BENCH_JSON ' "$raw") || {
+        tail -n 20 "$raw" >&2
+        die "no figures in $raw (wrk failed?)"
+    }
+    line=${line#BENCH_JSON }
+    printf '%s\n' "$line" | jq -c --argjson l "$labels" '$l + .' >>"$OUT/results.jsonl"
+    printf '%s\n' "$line" | jq -r --arg l "$labels" \
+        '"    \($l): \(.rps|floor) req/s, p50 \(.p50_us/1000) ms, p99 \(.p99_us/1000) ms" +
+         (if (.non2xx + .connect_errors + .read_errors + .write_errors + .timeouts) > 0
+          then ", non-2xx \(.non2xx), errors \(.connect_errors + .read_errors + .write_errors + .timeouts)" else "" end)' >&2
+}
+
+# wrk_run NAME LABELS SCRIPT URL [wrk args...]: one measured wrk run.
+wrk_run() {
+    local name=$1 labels=$2 script=$3 url=$4
+    shift 4
+    BENCH_LUA_DIR=$BENCH taskset -c "$LOAD_CPUS" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency \
+        -s "$BENCH/$script" "$@" "$url" >"$OUT/raw/$name.txt" 2>&1 \
+        || { tail -n 20 "$OUT/raw/$name.txt" >&2; die "wrk failed on $url (see $OUT/raw/$name.txt)"; }
+    record "$labels" "$OUT/raw/$name.txt"
+}
+
+# --- machine -----------------------------------------------------------------
+LOAD_BEFORE=$(cut -d ' ' -f 1-3 /proc/loadavg)
+STARTED=$(date -u +%Y-%m-%dT%H:%MZ)
+step "load average: $LOAD_BEFORE"
+cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)
+MACHINE="$(nproc) CPU ${cpu:-?}, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if ! git diff --quiet HEAD -- gateway/src 2>/dev/null; then COMMIT="$COMMIT+dirty(gateway/src)"; fi
+
+# --- database, keys, administrator -------------------------------------------
+DB_URL=$(python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))' "$PG_ADMIN_URL" "$DB")
+step "database $DB (dropped and created)"
+PGOPTIONS='-c client_min_messages=warning' psql -X -w -q -v ON_ERROR_STOP=1 -d "$PG_ADMIN_URL" \
+    -c "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" -c "CREATE DATABASE \"$DB\"" >/dev/null \
+    || die "cannot create database $DB"
+DB_CREATED=1
+
+# The cinema rules as an inline TOML table.
+CINEMA_TOML=$(python3 - "$ROOT/plugins/role-rules/examples/cinema.json" <<'PY'
+import json, re, sys
+def t(v):
+    if isinstance(v, bool): return "true" if v else "false"
+    if isinstance(v, (int, float)): return json.dumps(v)
+    if isinstance(v, str): return json.dumps(v)
+    if isinstance(v, list): return "[" + ", ".join(t(x) for x in v) + "]"
+    if isinstance(v, dict):
+        key = lambda k: k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+        return "{ " + ", ".join(f"{key(k)} = {t(x)}" for k, x in v.items()) + " }"
+    raise SystemExit(f"cannot write {v!r} as TOML")
+print(t(json.load(open(sys.argv[1]))))
+PY
+) || die "cannot convert plugins/role-rules/examples/cinema.json to TOML"
+
+CONFIG=$OUT/conf/gateway.toml
+cat >"$CONFIG" <<EOF
+# Written by scripts/bench.sh.
+[server]
+listen = "127.0.0.1:$P_AUTH"
+# The default (10s) also closes keep-alive connections idle for 10 s, which
+# would empty the 10 000 idle connections of the RSS measurement while they
+# are being opened. No other measurement leaves a connection idle.
+header_read_timeout = "120s"
+
+[database]
+url = "$DB_URL"
+pool_size = $POOL_SIZE
+
+[tokens]
+algorithm = "ES256"
+keys_dir = "$OUT/keys"
+access_ttl = "4h"
+
+[limits]
+# Every request of the benchmark comes from 127.0.0.1.
+auth_per_minute = 100000000
+auth_burst = 100000000
+
+[log]
+level = "warn"
+
+[admin]
+enabled = true
+listen = "127.0.0.1:$P_ADMIN"
+
+[[routes]]
+name = "films"
+prefix = "/films"
+upstream = "$UPSTREAM"
+auth = "required"
+plugins = ["cinema"]
+
+[[plugins]]
+name = "cinema"
+file = "$WASM"
+config = $CINEMA_TOML
+EOF
+
+export AUTHGW_CONFIG=$CONFIG AUTHGW_DATABASE_URL=$DB_URL AUTHGW_KEYS_DIR=$OUT/keys AUTHGW_LOG=warn
+unset AUTHGW_LISTEN AUTHGW_ADMIN_LISTEN
+step "authgw db upgrade; keys generate --alg ES256; admin create"
+"$BIN" db upgrade >"$OUT/setup.log" 2>&1 || { cat "$OUT/setup.log" >&2; die "authgw db upgrade failed"; }
+"$BIN" keys generate --alg ES256 >>"$OUT/setup.log" 2>&1 || { cat "$OUT/setup.log" >&2; die "authgw keys generate failed"; }
+printf '%s\n' "$ADMIN_PASSWORD" | "$BIN" admin create --login "$ADMIN_LOGIN" --password-stdin >>"$OUT/setup.log" 2>&1 \
+    || { cat "$OUT/setup.log" >&2; die "authgw admin create failed"; }
+KEY_FILE=$(find "$OUT/keys" -maxdepth 1 -type f | head -n 1)
+[[ -n $KEY_FILE ]] || die "no key file in $OUT/keys after authgw keys generate"
+PUB=$OUT/conf/es256-public.pem
+openssl pkey -in "$KEY_FILE" -pubout -out "$PUB" 2>>"$OUT/setup.log" || die "openssl pkey -pubout failed on $KEY_FILE"
+
+# --- configs of nginx and HAProxy --------------------------------------------
+nginx_common() {
+    local dir=$1
+    cat <<EOF
+worker_processes 1;
+worker_rlimit_nofile $NOFILE;
+pid $dir/nginx.pid;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+EOF
+}
+{
+    nginx_common "$OUT/nginx-up"
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$P_UP;
+        location / { default_type text/plain; return 200 "ok"; }
+    }
+}
+EOF
+} >"$OUT/conf/nginx-upstream.conf"
+{
+    nginx_common "$OUT/nginx-proxy"
+    cat <<EOF
+    upstream up {
+        server 127.0.0.1:$P_UP;
+        keepalive 256;
+        keepalive_requests 10000000;
+    }
+    server {
+        listen 127.0.0.1:$P_NGX;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+} >"$OUT/conf/nginx-proxy.conf"
+
+# HAProxy: what authgw checks, as far as HAProxy can: the signature with the
+# algorithm pinned to ES256, iss, aud, exp, and for /films/premium the role
+# "subscriber" in the roles claim. HAProxy 2.6's json_query cannot return an
+# array ('$.roles' yields nothing, only '$.roles[0]' works), so the role is
+# matched in the decoded payload text. 403 for a missing role: HAProxy has no
+# default error page for authgw's 402.
+cat >"$OUT/conf/haproxy.cfg" <<EOF
+global
+    nbthread $SUT_CORES
+    maxconn $(((NOFILE - 64) / 2))
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+
+frontend fe
+    bind 127.0.0.1:$P_HAP
+    http-request set-var(txn.bearer) http_auth_bearer
+    http-request deny deny_status 401 unless { var(txn.bearer) -m found }
+    http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg')
+    http-request deny deny_status 401 unless { var(txn.alg) -m str ES256 }
+    http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"$PUB") -m int 1 }
+    http-request deny deny_status 401 unless { var(txn.bearer),jwt_payload_query('\$.iss') -m str authgw }
+    http-request deny deny_status 401 unless { var(txn.bearer),jwt_payload_query('\$.aud') -m str cinema }
+    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
+    http-request set-var(txn.now) date
+    http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
+    http-request deny deny_status 403 if { path_beg /films/premium } !{ var(txn.bearer),word(2,.),ub64dec -m reg '"roles":\[[^]]*"subscriber"' }
+    default_backend upstream
+
+backend upstream
+    server up 127.0.0.1:$P_UP
+EOF
+
+# --- start everything --------------------------------------------------------
+step "starting the upstream nginx (:$P_UP), nginx proxy (:$P_NGX), HAProxy (:$P_HAP), authgw (:$P_AUTH)"
+haproxy -c -f "$OUT/conf/haproxy.cfg" >"$OUT/haproxy-check.log" 2>&1 \
+    || { cat "$OUT/haproxy-check.log" >&2; die "HAProxy refuses $OUT/conf/haproxy.cfg"; }
+start nginx-upstream "$LOAD_CPUS" nginx -p "$OUT/nginx-up" -c "$OUT/conf/nginx-upstream.conf" \
+    -e "$OUT/nginx-upstream.error.log" -g 'daemon off;'
+start nginx-proxy "$SUT_CPUS" nginx -p "$OUT/nginx-proxy" -c "$OUT/conf/nginx-proxy.conf" \
+    -e "$OUT/nginx-proxy.error.log" -g 'daemon off;'
+start haproxy "$SUT_CPUS" haproxy -db -f "$OUT/conf/haproxy.cfg"
+start authgw "$SUT_CPUS" "$BIN" serve
+wait_http nginx-upstream "$UPSTREAM/"
+wait_http nginx-proxy "http://127.0.0.1:$P_NGX/"
+wait_http haproxy "http://127.0.0.1:$P_HAP/"
+wait_http authgw "$API/healthz"
+
+# --- users and tokens --------------------------------------------------------
+# post PATH JSON [TOKEN]: the body of a successful POST, else die.
+api() {
+    local method=$1 path=$2 body=${3:-} token=${4:-} out code
+    local args=(-s -X "$method" -w '\n%{http_code}' "$API$path")
+    [[ -n $body ]] && args+=(-H 'Content-Type: application/json' -d "$body")
+    [[ -n $token ]] && args+=(-H "Authorization: Bearer $token")
+    out=$(curl "${args[@]}") || die "$method $path: curl failed"
+    code=${out##*$'\n'}
+    [[ $code == 2* ]] || die "$method $path answered $code: ${out%$'\n'*}"
+    printf '%s\n' "${out%$'\n'*}"
+}
+login() { api POST /api/v1/auth/login "{\"login\":\"$1\",\"password\":\"$2\"}"; }
+
+step "user '$USER_LOGIN' with role subscriber (signup, admin grants the role, login)"
+api POST /api/v1/auth/signup "{\"login\":\"$USER_LOGIN\",\"password\":\"$USER_PASSWORD\",\"email\":\"viewer@example.org\"}" >/dev/null
+ADMIN_TOKEN=$(login "$ADMIN_LOGIN" "$ADMIN_PASSWORD" | jq -r .access_token)
+api POST /api/v1/roles '{"name":"subscriber","description":"paid plan"}' "$ADMIN_TOKEN" >/dev/null
+first=$(login "$USER_LOGIN" "$USER_PASSWORD" | jq -r .access_token)
+USER_ID=$(api GET /api/v1/users/me "" "$first" | jq -r .id)
+api PUT "/api/v1/users/$USER_ID/roles/subscriber" "" "$ADMIN_TOKEN" >/dev/null
+TOKEN=$(login "$USER_LOGIN" "$USER_PASSWORD" | jq -r .access_token)
+[[ -n $TOKEN && $TOKEN != null ]] || die "no access token for $USER_LOGIN"
+payload=$(cut -d . -f 2 <<<"$TOKEN" | tr '_-' '/+')
+while ((${#payload} % 4)); do payload+='='; done
+base64 -d <<<"$payload" | jq -e '.roles | index("subscriber")' >/dev/null \
+    || die "the access token of $USER_LOGIN carries no 'subscriber' role"
+LOGIN_BODY="{\"login\":\"$USER_LOGIN\",\"password\":\"$USER_PASSWORD\"}"
+
+# --- sanity: every system answers 200 "ok", and the two checking ones refuse --
+# a missing token, a forged signature and a token without the role.
+status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+sig=${TOKEN##*.}
+if [[ ${sig:5:1} == A ]]; then flip=B; else flip=A; fi
+FORGED=${TOKEN%.*}.${sig:0:5}$flip${sig:6}
+for sys_ in direct nginx haproxy authgw; do
+    body=$(curl -s -H "Authorization: Bearer $TOKEN" "${URL[$sys_]}") || die "$sys_: no answer at ${URL[$sys_]}"
+    [[ $body == ok ]] || die "$sys_ answered '$body' instead of 'ok' at ${URL[$sys_]}"
+done
+for sys_ in haproxy authgw; do
+    s=$(status "${URL[$sys_]}")
+    [[ $s == 401 ]] || die "$sys_ let a request without a token through ($s)"
+    s=$(status -H "Authorization: Bearer $FORGED" "${URL[$sys_]}")
+    [[ $s == 401 ]] || die "$sys_ let a forged signature through ($s)"
+    s=$(status -H "Authorization: Bearer $ADMIN_TOKEN" "${URL[$sys_]}")
+    [[ $s == 40[23] ]] || die "$sys_ let a token without the subscriber role through ($s)"
+done
+step "sanity checks passed: 200 with the token; 401 without one or forged; 402/403 without the role"
+
+# --- argon2id verify time ----------------------------------------------------
+ARGON2_MS=${BENCH_ARGON2_MS:-}
+ARGON2_SOURCE="BENCH_ARGON2_MS"
+if [[ -z $ARGON2_MS ]]; then
+    est=$(find target/criterion -path '*argon2id*/verify/new/estimates.json' 2>/dev/null | head -n 1) || est=
+    if [[ -n $est ]]; then
+        ARGON2_MS=$(jq '.median.point_estimate / 1e6' "$est")
+        ARGON2_SOURCE="criterion ($est)"
+    else
+        ARGON2_MS=14.0
+        ARGON2_SOURCE="docs/benchmarks.md (no criterion estimate in target/criterion)"
+    fi
+fi
+
+if want proxy; then
+# --- a-d: the proxies, alternated --------------------------------------------
+step "warm-up: 2 s of wrk on each system"
+for sys_ in direct nginx haproxy authgw; do
+    BENCH_LUA_DIR=$BENCH taskset -c "$LOAD_CPUS" wrk -t"$THREADS" -c"$CONNS" -d2s -s "$BENCH/get.lua" \
+        -H "Authorization: Bearer $TOKEN" "${URL[$sys_]}" >"$OUT/raw/warmup-$sys_.txt" 2>&1 \
+        || die "wrk warm-up failed on $sys_ (see $OUT/raw/warmup-$sys_.txt)"
+done
+for ((r = 1; r <= ROUNDS; r++)); do
+    step "proxy round $r/$ROUNDS: direct, nginx, haproxy, authgw ($DURATION each)"
+    for sys_ in direct nginx haproxy authgw; do
+        perf_pid=
+        if [[ ${BENCH_PERF:-0} == 1 && $sys_ == authgw && $r == "$ROUNDS" ]]; then
+            perf record -F 499 -g -o "$OUT/perf.data" -p "${PID_OF[authgw]}" -- sleep "$DURATION_S" \
+                >"$OUT/raw/perf-record.txt" 2>&1 &
+            perf_pid=$!
+            PIDS+=("$perf_pid")
+        fi
+        wrk_run "proxy-$sys_-$r" "{\"test\":\"proxy\",\"system\":\"$sys_\",\"round\":$r}" get.lua \
+            "${URL[$sys_]}" -H "Authorization: Bearer $TOKEN"
+        if [[ -n $perf_pid ]]; then
+            wait "$perf_pid" || warn "perf record failed (see $OUT/raw/perf-record.txt)"
+            forget "$perf_pid"
+            perf report -i "$OUT/perf.data" --no-children --sort dso,symbol --percent-limit 0.7 --stdio \
+                >"$OUT/perf.txt" 2>/dev/null || warn "perf report failed"
+            step "perf profile of authgw: $OUT/perf.txt"
+        fi
+    done
+done
+
+fi
+
+# --- the auth API ------------------------------------------------------------
+if want check; then
+for ((r = 1; r <= ROUNDS; r++)); do
+    step "GET /api/v1/auth/check round $r/$ROUNDS"
+    wrk_run "check-$r" "{\"test\":\"check\",\"round\":$r}" get.lua "$API/api/v1/auth/check" \
+        -H "Authorization: Bearer $TOKEN"
+done
+
+fi
+
+if want login; then
+step "one login at a time (1 connection, $DURATION)"
+BENCH_LUA_DIR=$BENCH BENCH_LOGIN_BODY=$LOGIN_BODY taskset -c "$LOAD_CPUS" wrk -t1 -c1 -d"$DURATION" --latency \
+    -s "$BENCH/login.lua" "$API" >"$OUT/raw/login1.txt" 2>&1 || die "wrk failed (see $OUT/raw/login1.txt)"
+record '{"test":"login1"}' "$OUT/raw/login1.txt"
+for ((r = 1; r <= ROUNDS; r++)); do
+    step "login/s round $r/$ROUNDS ($LOGIN_CONNS connections)"
+    BENCH_LUA_DIR=$BENCH BENCH_LOGIN_BODY=$LOGIN_BODY taskset -c "$LOAD_CPUS" wrk -t1 -c"$LOGIN_CONNS" \
+        -d"$DURATION" --latency -s "$BENCH/login.lua" "$API" >"$OUT/raw/login-$r.txt" 2>&1 \
+        || die "wrk failed (see $OUT/raw/login-$r.txt)"
+    record "{\"test\":\"login\",\"round\":$r}" "$OUT/raw/login-$r.txt"
+done
+
+fi
+
+if want refresh; then
+# Refresh: authgw (wrk chaining refresh tokens) against pgbench running the
+# same transaction with as many clients as authgw has pooled connections.
+psql -X -w -q -v ON_ERROR_STOP=1 -d "$DB_URL" -c 'SELECT 1' >/dev/null || die "cannot connect to $DB"
+for ((r = 1; r <= ROUNDS; r++)); do
+    step "refresh/s round $r/$ROUNDS: authgw ($REFRESH_CONNS connections), then pgbench ($POOL_SIZE clients)"
+    tokens_file=$OUT/raw/refresh-tokens-$r.txt
+    : >"$tokens_file"
+    # One token per connection, plus one per thread: wrk calls request() once
+    # on the first thread to check the script, which takes a token.
+    for ((i = 0; i < REFRESH_CONNS + THREADS; i++)); do
+        login "$USER_LOGIN" "$USER_PASSWORD" | jq -r .refresh_token >>"$tokens_file"
+    done
+    BENCH_LUA_DIR=$BENCH BENCH_REFRESH_TOKENS=$tokens_file BENCH_WRK_THREADS=$THREADS \
+        taskset -c "$LOAD_CPUS" wrk -t"$THREADS" -c"$REFRESH_CONNS" -d"$DURATION" --latency \
+        -s "$BENCH/refresh.lua" "$API" >"$OUT/raw/refresh-$r.txt" 2>&1 \
+        || die "wrk failed (see $OUT/raw/refresh-$r.txt)"
+    record "{\"test\":\"refresh\",\"tool\":\"authgw\",\"round\":$r}" "$OUT/raw/refresh-$r.txt"
+
+    # One chain per pgbench client, in sessions of the benchmark user.
+    psql -X -w -q -v ON_ERROR_STOP=1 -d "$DB_URL" -v tag="$r" -v uid="$USER_ID" -v n="$POOL_SIZE" >/dev/null <<'SQL' \
+        || die "cannot seed the pgbench refresh chains"
+INSERT INTO refresh_tokens (user_id, session_id, token_hash, expires_at, user_agent, ip)
+SELECT :'uid'::uuid, gen_random_uuid(), sha256(convert_to(format('%s-%s-%s', :tag, c, 0), 'UTF8')),
+       now() + interval '30 days', 'pgbench', '127.0.0.1'
+  FROM generate_series(0, :n - 1) AS c;
+SQL
+    taskset -c "$LOAD_CPUS" pgbench -n -M extended -c "$POOL_SIZE" -j 1 -T "$DURATION_S" \
+        -D tag="$r" -D n=0 -f "$BENCH/refresh.pgbench" "$DB_URL" >"$OUT/raw/pgbench-$r.txt" 2>&1 \
+        || { tail -n 20 "$OUT/raw/pgbench-$r.txt" >&2; die "pgbench failed (see $OUT/raw/pgbench-$r.txt)"; }
+    tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$OUT/raw/pgbench-$r.txt")
+    lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$OUT/raw/pgbench-$r.txt")
+    failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$OUT/raw/pgbench-$r.txt")
+    [[ -n $tps ]] || die "no tps in $OUT/raw/pgbench-$r.txt"
+    # Every transaction must have consumed a token (the chain never broke).
+    used=$(psql -X -w -At -d "$DB_URL" -c "SELECT count(*) FROM refresh_tokens WHERE user_agent = 'pgbench' AND used_at IS NOT NULL AND token_hash IN (SELECT sha256(convert_to(format('%s-%s-%s', $r, c, 0), 'UTF8')) FROM generate_series(0, $POOL_SIZE - 1) c)")
+    [[ $used == "$POOL_SIZE" ]] || die "pgbench round $r: only $used of $POOL_SIZE chains started (see $OUT/raw/pgbench-$r.txt)"
+    jq -cn --argjson r "$r" --argjson tps "$tps" --argjson lat "${lat:-null}" --argjson f "${failed:-0}" \
+        '{test: "refresh", tool: "pgbench", round: $r, rps: $tps, latency_avg_ms: $lat, non2xx: $f}' \
+        >>"$OUT/results.jsonl"
+    printf '    pgbench: %s tps, latency average %s ms, failed %s\n' "$tps" "${lat:-?}" "${failed:-0}" >&2
+done
+
+fi
+
+if want flood; then
+# --- proxy p99 during a login flood ------------------------------------------
+for ((r = 1; r <= ROUNDS; r++)); do
+    step "login flood round $r/$ROUNDS: proxy baseline, then the proxy during $FLOOD_CONNS connections of logins"
+    wrk_run "flood-baseline-$r" "{\"test\":\"flood\",\"phase\":\"baseline\",\"round\":$r}" get.lua \
+        "${URL[authgw]}" -H "Authorization: Bearer $TOKEN"
+    BENCH_LUA_DIR=$BENCH BENCH_LOGIN_BODY=$LOGIN_BODY taskset -c "$LOAD_CPUS" wrk -t1 -c"$FLOOD_CONNS" \
+        -d$((DURATION_S + 2))s --latency -s "$BENCH/login.lua" "$API" >"$OUT/raw/flood-logins-$r.txt" 2>&1 &
+    flood=$!
+    PIDS+=("$flood")
+    sleep 1
+    wrk_run "flood-proxy-$r" "{\"test\":\"flood\",\"phase\":\"flood\",\"round\":$r}" get.lua \
+        "${URL[authgw]}" -H "Authorization: Bearer $TOKEN"
+    wait "$flood" || die "the login flood's wrk failed (see $OUT/raw/flood-logins-$r.txt)"
+    forget "$flood"
+    record "{\"test\":\"flood_login\",\"round\":$r}" "$OUT/raw/flood-logins-$r.txt"
+done
+
+fi
+
+if want rss; then
+# --- RSS with idle keep-alive connections ------------------------------------
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+step "RSS: a fresh authgw, a 2 s warm-up, then $IDLE_CONNS idle keep-alive connections"
+stop authgw
+start authgw "$SUT_CPUS" "$BIN" serve
+wait_http authgw "$API/healthz"
+apid=${PID_OF[authgw]}
+sleep 1
+rss_start=$(rss_kib "$apid")
+BENCH_LUA_DIR=$BENCH taskset -c "$LOAD_CPUS" wrk -t"$THREADS" -c"$CONNS" -d2s -s "$BENCH/get.lua" \
+    -H "Authorization: Bearer $TOKEN" "${URL[authgw]}" >"$OUT/raw/rss-warmup.txt" 2>&1 || die "wrk warm-up failed"
+sleep 1
+rss_warm=$(rss_kib "$apid")
+coproc IDLE { exec taskset -c "$LOAD_CPUS" python3 "$BENCH/idle_conns.py" 127.0.0.1 "$P_AUTH" "$IDLE_CONNS" /films/premium/1 "$TOKEN" 2>"$OUT/raw/idle-conns.err"; }
+PIDS+=("$IDLE_PID")
+idle_pid=$IDLE_PID
+read -r -t 600 word open served <&"${IDLE[0]}" || die "the idle-connection client failed (see $OUT/raw/idle-conns.err)"
+[[ $word == ready ]] || die "the idle-connection client said '$word $open $served' (see $OUT/raw/idle-conns.err)"
+sleep 2
+rss_conns=$(rss_kib "$apid")
+fds=$(find "/proc/$apid/fd" -mindepth 1 -maxdepth 1 | wc -l)
+# The client prints "open N" every second: the connections the server has not closed.
+open_now=$open
+while read -r -t 5 line <&"${IDLE[0]}"; do
+    if [[ $line == open* ]]; then
+        open_now=${line#open }
+        break
+    fi
+done
+later=15
+sleep "$later"
+open_later=
+while read -r -t 0.5 line <&"${IDLE[0]}"; do
+    if [[ $line == open* ]]; then open_later=${line#open }; fi
+done
+rss_later=$(rss_kib "$apid")
+eval "exec ${IDLE[1]}>&-"
+wait "$idle_pid" 2>/dev/null || true
+forget "$idle_pid"
+jq -cn --argjson s "$rss_start" --argjson w "$rss_warm" --argjson c "$rss_conns" --argjson o "$open_now" \
+    --argjson sv "$served" --argjson fds "$fds" --argjson ol "${open_later:-null}" --argjson rl "$rss_later" \
+    --argjson later "$later" --argjson n "$IDLE_CONNS" \
+    '{test: "rss", conns: $n, rss_kib_start: $s, rss_kib_warm: $w, rss_kib_conns: $c, open: $o, served: $sv,
+      fds: $fds, open_later: $ol, rss_kib_later: $rl, later_s: $later}' >>"$OUT/results.jsonl"
+printf '    RSS %s KiB at start, %s KiB warm, %s KiB with %s open connections (%s served, %s fds)\n' \
+    "$rss_start" "$rss_warm" "$rss_conns" "$open_now" "$served" "$fds" >&2
+printf '    %s KiB and %s connections still open %s s later\n' "$rss_later" "${open_later:-?}" "$later" >&2
+
+fi
+
+# --- summary -----------------------------------------------------------------
+LOAD_AFTER=$(cut -d ' ' -f 1-3 /proc/loadavg)
+jq -n --arg started "$STARTED" --arg machine "$MACHINE" --arg lb "$LOAD_BEFORE" \
+    --arg la "$LOAD_AFTER" --arg wrk_args "$WRK_ARGS" --argjson rounds "$ROUNDS" --arg sut "$SUT_CPUS" \
+    --arg load "$LOAD_CPUS" --argjson cores "$SUT_CORES" --argjson argon "$ARGON2_MS" --arg argon_src "$ARGON2_SOURCE" \
+    --argjson lc "$LOGIN_CONNS" --argjson rc "$REFRESH_CONNS" --argjson fc "$FLOOD_CONNS" --argjson pool "$POOL_SIZE" \
+    --arg commit "$COMMIT" --arg nginx "$(nginx -v 2>&1 | sed 's/.*: //')" \
+    --arg haproxy "$(haproxy -v | head -n 1 | cut -d ' ' -f 3)" --arg wrk "$(wrk -v 2>&1 | head -n 1 | cut -d ' ' -f 2)" \
+    --arg pg "$(psql -X -w -At -d "$DB_URL" -c 'show server_version')" --arg rustc "$(rustc --version 2>/dev/null || echo '?')" \
+    '{started: $started, machine: $machine, load_before: $lb, load_after: $la, wrk_args: $wrk_args,
+      rounds: $rounds, sut_cpus: $sut, load_cpus: $load, sut_cores: $cores, argon2_verify_ms: $argon,
+      argon2_source: $argon_src, login_conns: $lc, refresh_conns: $rc, flood_conns: $fc, pool_size: $pool,
+      versions: {authgw: $commit, nginx: $nginx, haproxy: $haproxy, wrk: $wrk, postgresql: $pg, rustc: $rustc}}' \
+    >"$OUT/meta.json"
+step "load average: $LOAD_AFTER"
+echo
+jq -r '"versions: " + (.versions | to_entries | map("\(.key) \(.value)") | join(", ")) + "\nargon2id verify time from " + .argon2_source' "$OUT/meta.json"
+echo
+python3 "$BENCH/summary.py" "$OUT"

@@ -9,8 +9,16 @@
 # .data/ (unix socket only, nothing listens on TCP) and uses database
 # `authgw` there. Running it again reuses the cluster, the keys and the admin.
 #
+# The demo: without AUTHGW_CONFIG it serves .data/demo.toml, gateway.toml's
+# defaults plus one route, /films, to a demo upstream (python3 -m http.server
+# on 127.0.0.1:${AUTHGW_DEMO_UPSTREAM_PORT:-8081} serving .data/demo-site/),
+# protected by the role-rules plugin with the cinema rules
+# (plugins/role-rules/examples/cinema.json): /films/premium needs
+# `subscriber`, /films/18plus needs `adult`, trial users reach /films/trial.
+#
 # Environment: AUTHGW_DATABASE_URL, AUTHGW_KEYS_DIR (default .data/keys),
-# AUTHGW_LISTEN, AUTHGW_CONFIG (default gateway.toml).
+# AUTHGW_LISTEN, AUTHGW_CONFIG (default: the demo config),
+# AUTHGW_DEMO_UPSTREAM_PORT (default 8081).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -25,19 +33,63 @@ die() {
 step() { printf '==> %s\n' "$*" >&2; }
 trap 'printf "error: quickstart failed at line %s: %s\n" "$LINENO" "$BASH_COMMAND" >&2' ERR
 
-CONFIG=${AUTHGW_CONFIG:-gateway.toml}
 BIN=$ROOT/target/release/authgw
 DATA=$ROOT/.data
+DEMO=
+if [[ -n ${AUTHGW_CONFIG:-} ]]; then
+    CONFIG=$AUTHGW_CONFIG
+else
+    CONFIG=$DATA/demo.toml
+    DEMO=1
+fi
+DEMO_PORT=${AUTHGW_DEMO_UPSTREAM_PORT:-8081}
 
 authgw() { "$BIN" --config "$CONFIG" "$@"; }
 
-[[ -f $CONFIG ]] || die "config file '$CONFIG' not found (run from a complete checkout, or set AUTHGW_CONFIG)"
+[[ -f gateway.toml ]] || die "gateway.toml not found (run from a complete checkout)"
+[[ -n $DEMO || -f $CONFIG ]] || die "config file '$CONFIG' (AUTHGW_CONFIG) not found"
 command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust (https://rustup.rs) and retry"
 
 # --- build -------------------------------------------------------------------
 step "cargo build --release --bin authgw"
 cargo build --release --bin authgw || die "cargo build failed (see the compiler output above)"
 [[ -x $BIN ]] || die "build succeeded but $BIN is missing"
+step "scripts/build-plugins.sh"
+bash "$ROOT/scripts/build-plugins.sh" || die "scripts/build-plugins.sh failed"
+
+# --- demo config and upstream ------------------------------------------------
+if [[ -n $DEMO ]]; then
+    mkdir -p "$DATA/demo-site" || die "cannot create $DATA/demo-site"
+    for page in films films/premium films/18plus films/trial; do
+        mkdir -p "$DATA/demo-site/$page"
+        printf '<h1>%s</h1>\n' "$page" >"$DATA/demo-site/$page/index.html"
+    done
+    # gateway.toml's defaults, then the demo route and plugin.
+    {
+        cat gateway.toml
+        cat <<EOF
+
+# --- added by scripts/quickstart.sh: the demo ---------------------------------
+[[plugins]]
+name = "cinema"
+file = "$ROOT/plugins/dist/role-rules.wasm"
+config = { default = "deny", rules = [
+  { path = "/films/trial", any_of = ["trial", "subscriber"] },
+  { path = "/films/premium", any_of = ["subscriber"], deny_status = 402 },
+  { path = "/films/18plus", all_of = ["adult"] },
+  { path = "/films", methods = ["GET", "HEAD"] },
+] }
+
+[[routes]]
+name = "films"
+prefix = "/films"
+upstream = "http://127.0.0.1:$DEMO_PORT"
+auth = "optional"
+plugins = ["cinema"]
+EOF
+    } >"$CONFIG.tmp" && mv "$CONFIG.tmp" "$CONFIG" || die "cannot write $CONFIG"
+    step "demo config: $CONFIG (route /films -> 127.0.0.1:$DEMO_PORT, role-rules)"
+fi
 
 # --- database ----------------------------------------------------------------
 if [[ -n ${AUTHGW_DATABASE_URL:-} ]]; then
@@ -107,4 +159,14 @@ if [[ -n ${PG_URL:-} ]]; then
     step "the private PostgreSQL cluster keeps running after the server stops; stop it with:"
     printf '        bash -c '"'"'source scripts/lib/pg.sh && authgw_private_cluster_stop .data'"'"'\n' >&2
 fi
-exec "$BIN" --config "$CONFIG" serve
+if [[ -n $DEMO ]]; then
+    command -v python3 >/dev/null 2>&1 || die "python3 not found: the demo upstream needs it (or set AUTHGW_CONFIG)"
+    python3 -m http.server "$DEMO_PORT" --bind 127.0.0.1 --directory "$DATA/demo-site" \
+        >"$DATA/demo-upstream.log" 2>&1 &
+    demo_pid=$!
+    trap 'kill "$demo_pid" 2>/dev/null || true' EXIT
+    step "demo upstream: http://127.0.0.1:$DEMO_PORT (pid $demo_pid, log .data/demo-upstream.log)"
+    "$BIN" --config "$CONFIG" serve
+else
+    exec "$BIN" --config "$CONFIG" serve
+fi

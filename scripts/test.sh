@@ -40,6 +40,12 @@ if [[ -f scripts/build-plugins.sh && -r scripts/build-plugins.sh ]]; then
     step "scripts/build-plugins.sh"
     bash scripts/build-plugins.sh || die "scripts/build-plugins.sh failed"
 fi
+if [[ -f plugins/Cargo.toml ]]; then
+    step "plugins workspace: fmt, clippy (host and wasm32-wasip2), native tests"
+    (cd plugins && cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings \
+        && cargo clippy --workspace --target wasm32-wasip2 -- -D warnings && cargo test --workspace) \
+        || die "plugins workspace checks failed (run them in plugins/)"
+fi
 
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings || die "clippy reported problems"
@@ -63,5 +69,9 @@ export AUTHGW_TEST_DATABASE_URL
 
 step "cargo test --workspace --all-targets --no-fail-fast $*"
 cargo test --workspace --all-targets --no-fail-fast "$@" || die "tests failed"
+
+# --- Schemathesis: docs/auth-openapi.yaml against the real binary ------------
+step "scripts/schemathesis.sh"
+bash scripts/schemathesis.sh || die "scripts/schemathesis.sh failed"
 
 step "all checks passed"

@@ -4,7 +4,8 @@
 # Source this file; it defines functions only and changes no shell options.
 # Every function is `set -euo pipefail` friendly: it reports failure through
 # its return status and writes its messages to stderr. Only
-# authgw_private_cluster and authgw_pg_url_for_db write to stdout (a URL).
+# authgw_private_cluster, authgw_pg_url_for_db and authgw_test_admin_url
+# write to stdout (a URL).
 #
 #   authgw_find_pg_bin             locate (or, as root with apt-get, install)
 #                                  initdb, pg_ctl, pg_isready, psql, createdb
@@ -16,6 +17,9 @@
 #   authgw_pg_answers URL [SECS]   does a server answer at URL?
 #   authgw_pg_url_for_db URL DB    URL with its database replaced by DB
 #   authgw_pg_redact URL           URL with any password masked (for display)
+#   authgw_test_admin_url ROOT     print the admin URL tests use: AUTHGW_TEST_DATABASE_URL,
+#                                  else 127.0.0.1:5432 if it answers, else a
+#                                  private cluster under ROOT/.data
 #
 # Tunables (environment): AUTHGW_PG_PORT (default 5439; with a unix-socket-only
 # cluster it only names the socket file), AUTHGW_PG_USER (the unprivileged
@@ -400,5 +404,21 @@ authgw_ensure_database() {
         [[ $exists == 1 ]] && return 0
         _authgw_pg_log "error: could not create database '$db' at $(authgw_pg_redact "$url")"
         return 1
+    fi
+}
+
+# authgw_test_admin_url ROOT: the server tests create their databases on
+# (an admin connection): AUTHGW_TEST_DATABASE_URL if set, else
+# postgresql://postgres@127.0.0.1:5432/postgres if it answers, else a private
+# cluster under ROOT/.data (started, and left running). Prints the URL.
+authgw_test_admin_url() {
+    local root=${1:?usage: authgw_test_admin_url ROOT} default=postgresql://postgres@127.0.0.1:5432/postgres
+    if [[ -n ${AUTHGW_TEST_DATABASE_URL:-} ]]; then
+        printf '%s\n' "$AUTHGW_TEST_DATABASE_URL"
+    elif authgw_pg_answers "$default" 3; then
+        printf '%s\n' "$default"
+    else
+        _authgw_pg_log "no server answers at $default; using a private cluster under $root/.data"
+        authgw_private_cluster "$root/.data"
     fi
 }
