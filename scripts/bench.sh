@@ -159,6 +159,8 @@ done
 if ((${#missing[@]})); then
     if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         step "installing ${missing[*]} with apt-get"
+        # A fresh machine may have no package lists yet.
+        apt-get -q update >&2 || die "apt-get update failed"
         DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends "${missing[@]}" >&2 \
             || die "apt-get install ${missing[*]} failed"
     else

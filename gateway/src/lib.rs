@@ -23,6 +23,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod listener;
 pub mod metrics;
 pub mod passwords;
 pub mod plugins;

@@ -43,6 +43,8 @@ pub struct Metrics {
     revocations: Gauge,
     pool_in_use: Gauge,
     hash_queue: Gauge,
+    connections_open: Gauge,
+    connections_parked: Gauge,
     /// Serializes scrapes: gauges are set, then encoded.
     scrape: Mutex<()>,
 }
@@ -55,6 +57,10 @@ pub struct Snapshot {
     /// Counters of the plugins loaded now (they restart at a reload, which
     /// Prometheus reads as a counter reset).
     pub plugins: Vec<(String, PluginStats)>,
+    /// Client connections open on the main listener, and of those the idle
+    /// keep-alive connections parked (holding no HTTP buffers).
+    pub connections_open: usize,
+    pub connections_parked: usize,
 }
 
 impl Default for Metrics {
@@ -107,6 +113,18 @@ impl Metrics {
             "Password hashes running or waiting for a slot",
             hash_queue.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open on the main listener",
+            connections_open.clone(),
+        );
+        let connections_parked = Gauge::default();
+        registry.register(
+            "connections_parked",
+            "Idle keep-alive connections parked: no HTTP buffers held",
+            connections_parked.clone(),
+        );
         Self {
             registry,
             requests,
@@ -115,6 +133,8 @@ impl Metrics {
             revocations,
             pool_in_use,
             hash_queue,
+            connections_open,
+            connections_parked,
             scrape: Mutex::new(()),
         }
     }
@@ -127,6 +147,10 @@ impl Metrics {
         self.pool_in_use.set(i64::from(now.pool_in_use));
         self.hash_queue
             .set(i64::try_from(now.hash_queue).unwrap_or(i64::MAX));
+        self.connections_open
+            .set(i64::try_from(now.connections_open).unwrap_or(i64::MAX));
+        self.connections_parked
+            .set(i64::try_from(now.connections_parked).unwrap_or(i64::MAX));
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "metrics encoding failed");

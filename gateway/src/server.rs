@@ -6,13 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower::ServiceExt;
 
 use std::path::PathBuf;
 
@@ -20,6 +14,7 @@ use crate::api::{self, AppState};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::listener::{self, PARK_AFTER, Settings};
 use crate::metrics::{Metrics, Snapshot};
 use crate::passwords::Hasher;
 use crate::plugins::PluginHost;
@@ -31,6 +26,8 @@ use crate::tokens::{Keyring, Tokens};
 /// A gateway ready to serve: state built, revocation listener running.
 pub struct Gateway {
     state: AppState,
+    /// The main listener's connections (open, parked), for `/metrics`.
+    connections: Arc<listener::Stats>,
     stop: Arc<AtomicBool>,
     reloader: Arc<Reloader>,
 }
@@ -79,6 +76,7 @@ impl Gateway {
         });
         Ok(Self {
             state: AppState::new(auth, proxy, metrics),
+            connections: Arc::default(),
             stop,
             reloader,
         })
@@ -128,24 +126,36 @@ impl Gateway {
         let housekeeping = tokio::spawn(housekeeping(self.state.auth.db.clone()));
         let hangups = tokio::spawn(reload_on_sighup(self.reloader.clone()));
         let admin_task = admin.map(|listener| {
-            let router = admin_router(self.state.clone(), self.reloader.clone());
+            let router = admin_router(
+                self.state.clone(),
+                self.reloader.clone(),
+                self.connections.clone(),
+            );
             let mut rx = stop_rx.clone();
-            tokio::spawn(serve_router(
+            tokio::spawn(listener::serve(
                 listener,
                 router,
                 async move {
                     let _ = rx.wait_for(|stop| *stop).await;
                 },
-                config.server.header_read_timeout,
-                Duration::from_secs(1),
+                Settings {
+                    header_timeout: config.server.header_read_timeout,
+                    drain: Duration::from_secs(1),
+                    park_after: PARK_AFTER,
+                    stats: Arc::default(),
+                },
             ))
         });
-        let result = serve_router(
+        let result = listener::serve(
             listener,
             app,
             shutdown,
-            config.server.header_read_timeout,
-            config.server.shutdown_timeout,
+            Settings {
+                header_timeout: config.server.header_read_timeout,
+                drain: config.server.shutdown_timeout,
+                park_after: PARK_AFTER,
+                stats: self.connections.clone(),
+            },
         )
         .await;
         let _ = stop_tx.send(true);
@@ -167,65 +177,6 @@ fn base_dir(config: &Config) -> PathBuf {
         .and_then(|p| p.parent())
         .filter(|p| !p.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), PathBuf::from)
-}
-
-/// Serves `router` on `listener` with our own accept loop (hyper-util, HTTP/1.1
-/// and HTTP/2, upgrades, a header read timeout) until `shutdown`, then drains
-/// in-flight requests for at most `drain`.
-async fn serve_router(
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    header_timeout: Duration,
-    drain: Duration,
-) -> std::io::Result<()> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Slow clients may not hold a connection open without sending headers.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let service = router
-            .clone()
-            .map_request(move |mut req: axum::http::Request<_>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tracing::info!("shutting down: draining in-flight requests");
-    tokio::select! {
-        () = graceful.shutdown() => {},
-        () = tokio::time::sleep(drain) => {
-            tracing::warn!(?drain, "shutdown timeout reached; dropping remaining connections");
-        }
-    }
-    Ok(())
 }
 
 /// Reloads routes, plugins and keys from the config file, all or nothing:
@@ -300,7 +251,11 @@ async fn reload_on_sighup(reloader: Arc<Reloader>) {
 async fn reload_on_sighup(_reloader: Arc<Reloader>) {}
 
 /// The admin listener's routes: Prometheus metrics and reload.
-fn admin_router(state: AppState, reloader: Arc<Reloader>) -> axum::Router {
+fn admin_router(
+    state: AppState,
+    reloader: Arc<Reloader>,
+    connections: Arc<listener::Stats>,
+) -> axum::Router {
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
     use axum::routing::{get, post};
@@ -313,6 +268,8 @@ fn admin_router(state: AppState, reloader: Arc<Reloader>) -> axum::Router {
                 pool_in_use: auth.db.in_use(),
                 hash_queue: auth.hasher.queue_depth(),
                 plugins: state.proxy.plugin_stats(),
+                connections_open: connections.open(),
+                connections_parked: connections.parked(),
             });
             (
                 [(

@@ -208,6 +208,32 @@ fn endless_loop_fails_closed_at_the_deadline_and_the_plugin_keeps_serving() {
     assert_eq!(stats.recycled, 1);
 }
 
+/// The epoch ticker parks when no call has been made for a while; the
+/// first call after that wakes it, so an endless loop is still stopped at
+/// its deadline (a ticker left asleep would let it spin forever).
+#[test]
+fn deadline_holds_after_the_ticker_has_parked() {
+    let host = PluginHost::new(&HostConfig::default()).unwrap();
+    let mut s = spec("spin", "spin", json!({}));
+    s.instances = 1;
+    s.deadline = Duration::from_millis(5);
+    let set = host.load(&[s], Path::new("/")).unwrap();
+    let chain = [one(&set, "spin")];
+    // Idle well past the ticker's 100 idle ticks.
+    std::thread::sleep(Duration::from_millis(400));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let failure = run_chain(&chain, &request("/loop"), None).unwrap_err();
+        let _ = tx.send((failure.kind, started.elapsed()));
+    });
+    let (kind, took) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the endless loop was not stopped: the ticker did not wake");
+    assert_eq!(kind, FailureKind::Deadline);
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
 /// A plugin growing memory without bound is stopped at its memory limit and
 /// reported as a memory failure; the plugin then serves the next request.
 #[test]

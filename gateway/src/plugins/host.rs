@@ -4,22 +4,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::{self, INTERFACE_VERSION, POLICY_EXPORT};
+use super::epoch::{EPOCH_TICK, Ticker};
 use super::error::PluginError;
 use super::instance::{Blueprint, one_line};
 use super::pool::Plugin;
 use super::sandbox::State;
 use super::spec::{HostConfig, PluginSpec};
-
-/// One epoch tick. A `decide` is stopped between its deadline and one tick
-/// after it.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Core instances, memories and tables one plugin component may have.
 const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
@@ -31,6 +28,14 @@ pub(crate) struct HostShared {
     pub(crate) engine: Engine,
     linker: Linker<State>,
     config: HostConfig,
+    pub(crate) ticker: Arc<Ticker>,
+}
+
+impl Drop for HostShared {
+    /// A parked ticker learns that its engine is gone.
+    fn drop(&mut self) {
+        self.ticker.wake();
+    }
 }
 
 /// The plugin host. Cheap to clone; the epoch ticker thread stops once the
@@ -60,8 +65,12 @@ impl PluginHost {
             engine,
             linker,
             config: cfg.clone(),
+            ticker: Arc::default(),
         });
-        start_ticker(Arc::downgrade(&shared))?;
+        shared
+            .ticker
+            .start(Arc::downgrade(&shared), |s: &HostShared| &s.engine)
+            .map_err(|e| PluginError::Host(format!("cannot start the epoch ticker: {e}")))?;
         Ok(PluginHost { shared })
     }
 
@@ -146,6 +155,7 @@ impl PluginHost {
             memory_limit: spec.memory_limit.as_usize(),
             config_json: spec.config_json(),
             deadline_ticks: deadline_ticks(spec.deadline),
+            ticker: self.shared.ticker.clone(),
         };
         Plugin::start(self.shared.clone(), blueprint, version, spec.instances)
             .map_err(|e| e.to_string())
@@ -225,23 +235,6 @@ fn host_linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
         |s| s,
     )?;
     Ok(linker)
-}
-
-/// Increments the engine's epoch every [`EPOCH_TICK`] until the host is gone.
-fn start_ticker(host: Weak<HostShared>) -> Result<(), PluginError> {
-    std::thread::Builder::new()
-        .name("authgw-plugin-epoch".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(EPOCH_TICK);
-                match host.upgrade() {
-                    Some(shared) => shared.engine.increment_epoch(),
-                    None => return,
-                }
-            }
-        })
-        .map(drop)
-        .map_err(|e| PluginError::Host(format!("cannot start the epoch ticker: {e}")))
 }
 
 /// The plugins of one configuration, by name.

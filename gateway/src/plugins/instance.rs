@@ -7,6 +7,7 @@ use std::sync::Arc;
 use wasmtime::Store;
 
 use super::bindings::{self, Identity, Request, WitDecision};
+use super::epoch::Ticker;
 use super::error::FailureKind;
 use super::sandbox::State;
 
@@ -22,11 +23,14 @@ pub(crate) struct Blueprint {
     pub(crate) config_json: String,
     /// Epoch ticks one `decide` may take.
     pub(crate) deadline_ticks: u64,
+    /// Keeps the epoch advancing while a call runs.
+    pub(crate) ticker: Arc<Ticker>,
 }
 
 pub(crate) struct Instance {
     store: Store<State>,
     plugin: bindings::Plugin,
+    ticker: Arc<Ticker>,
 }
 
 /// Why an instance could not be made: the plugin refused its config, or a
@@ -56,16 +60,20 @@ impl Instance {
         store.limiter(|s| s);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(CONFIGURE_TICKS);
-        let plugin = guarded(&mut store, |store| bp.pre.instantiate(store))
+        let plugin = guarded(&bp.ticker, &mut store, |store| bp.pre.instantiate(store))
             .map_err(|(kind, detail)| CreateError::Failed(kind, detail))?;
         store.set_epoch_deadline(CONFIGURE_TICKS);
         let policy = plugin.authgw_policy_policy();
-        guarded(&mut store, |store| {
+        guarded(&bp.ticker, &mut store, |store| {
             policy.call_configure(store, &bp.config_json)
         })
         .map_err(|(kind, detail)| CreateError::Failed(kind, detail))?
         .map_err(CreateError::Refused)?;
-        Ok(Instance { store, plugin })
+        Ok(Instance {
+            store,
+            plugin,
+            ticker: bp.ticker.clone(),
+        })
     }
 
     /// Runs `decide` within the deadline. An error means this instance must
@@ -78,18 +86,20 @@ impl Instance {
     ) -> Result<WitDecision, (FailureKind, String)> {
         self.store.set_epoch_deadline(deadline_ticks);
         let policy = self.plugin.authgw_policy_policy();
-        guarded(&mut self.store, |store| {
+        guarded(&self.ticker, &mut self.store, |store| {
             policy.call_decide(store, request, identity)
         })
     }
 }
 
-/// Runs a call into the plugin, turning a trap, a host panic or an error
-/// into a classified failure.
+/// Runs a call into the plugin with the epoch ticking, turning a trap, a
+/// host panic or an error into a classified failure.
 fn guarded<T>(
+    ticker: &Ticker,
     store: &mut Store<State>,
     call: impl FnOnce(&mut Store<State>) -> wasmtime::Result<T>,
 ) -> Result<T, (FailureKind, String)> {
+    let _ticking = ticker.busy();
     match catch_unwind(AssertUnwindSafe(|| call(&mut *store))) {
         Ok(Ok(out)) => Ok(out),
         Ok(Err(e)) => Err(classify(store.data().memory_exhausted, &e)),

@@ -2,8 +2,9 @@
 //! `authgw:policy/plugin` world (plugins/wit/policy.wit), run by wasmtime.
 //!
 //! - [`spec`]: gateway.toml's `[plugins]` settings and plugin entries.
-//! - [`host`]: the one `Engine` (pooling allocator, epoch ticker), the
-//!   `Linker`, loading plugins into a [`PluginSet`].
+//! - [`host`]: the one `Engine` (pooling allocator), the `Linker`, loading
+//!   plugins into a [`PluginSet`].
+//! - [`epoch`]: the epoch ticker that enforces deadlines, parked while idle.
 //! - [`pool`]: a loaded [`Plugin`]: warm instances, fail-closed `decide`,
 //!   background replacement of failed instances.
 //! - [`instance`]: one instance with its memory limit and deadline.
@@ -18,6 +19,7 @@
 pub mod authoring;
 mod bindings;
 pub mod chain;
+mod epoch;
 mod error;
 pub mod host;
 mod instance;
@@ -29,8 +31,9 @@ pub mod stats;
 
 pub use bindings::{Header, INTERFACE_VERSION, Identity, Request, WitDecision};
 pub use chain::{Decision, run_chain};
+pub use epoch::EPOCH_TICK;
 pub use error::{FailureKind, PluginError, PluginFailure};
-pub use host::{EPOCH_TICK, PluginHost, PluginSet};
+pub use host::{PluginHost, PluginSet};
 pub use pool::Plugin;
 pub use spec::{ByteSize, HostConfig, PluginSpec};
 pub use stats::PluginStats;

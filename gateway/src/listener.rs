@@ -1,0 +1,814 @@
+//! The accept loop and the life of one client connection.
+//!
+//! hyper's HTTP/1 server keeps an 8 KiB read buffer and an 8 KiB write
+//! buffer (plus its dispatcher state) for as long as a connection lives, so
+//! 10,000 idle keep-alive connections held ~20 KiB each. Here a connection
+//! that has been idle for [`PARK_AFTER`] between two requests is *parked*:
+//! hyper is ended without closing the socket, its buffers are freed, and the
+//! task waits for the next request's first byte with nothing but the socket.
+//! When it comes, a fresh hyper connection takes over. To the client this is
+//! one ordinary keep-alive connection.
+//!
+//! The trick is in [`ParkingIo`]: once the last response has been written in
+//! full, the request body was read to its end, and no byte has come for
+//! [`PARK_AFTER`], a read answers end-of-file, which hyper takes as the client
+//! closing between requests; the `shutdown` that follows is not passed to
+//! the socket. A connection that upgrades (WebSocket), speaks HTTP/2, or is
+//! in the middle of anything is never parked.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, Response};
+use bytes::{Buf, Bytes};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio::time::{Instant, Sleep};
+use tower::Service;
+
+/// How long a keep-alive connection may sit idle between requests before
+/// its HTTP state is freed. Well above a client's think time inside one
+/// burst of requests (so a busy connection keeps its buffers), well below
+/// the idle bound (`server.header_read_timeout`).
+pub const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// The HTTP/2 connection preface (RFC 9113 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Connections of one listener, for `/metrics` and for shutdown to wait on.
+#[derive(Debug, Default)]
+pub struct Stats {
+    open: AtomicUsize,
+    parked: AtomicUsize,
+    closed: Notify,
+}
+
+impl Stats {
+    /// Client connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Of those, the idle keep-alive connections parked now.
+    pub fn parked(&self) -> usize {
+        self.parked.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once no connection is open.
+    async fn all_closed(&self) {
+        loop {
+            let closed = self.closed.notified();
+            if self.open() == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+/// Counts a connection (or a parked one) for as long as it lives.
+struct Counted {
+    stats: Arc<Stats>,
+    parked: bool,
+}
+
+impl Counted {
+    fn open(stats: &Arc<Stats>) -> Self {
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        Self {
+            stats: stats.clone(),
+            parked: false,
+        }
+    }
+
+    fn parked(stats: &Arc<Stats>) -> Self {
+        stats.parked.fetch_add(1, Ordering::Relaxed);
+        Self {
+            stats: stats.clone(),
+            parked: true,
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.parked {
+            self.stats.parked.fetch_sub(1, Ordering::Relaxed);
+        } else if self.stats.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.stats.closed.notify_waiters();
+        }
+    }
+}
+
+/// How connections on one listener are served.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Time to the first byte of a request on an idle connection (new or
+    /// parked), and hyper's bound for a whole request head.
+    pub header_timeout: Duration,
+    /// How long in-flight requests may finish after shutdown begins.
+    pub drain: Duration,
+    /// Idle time between requests after which a connection is parked.
+    pub park_after: Duration,
+    /// Where the listener counts its connections.
+    pub stats: Arc<Stats>,
+}
+
+/// Serves `router` on `listener` until `shutdown`, then stops accepting,
+/// lets in-flight requests finish for at most `settings.drain`, and closes
+/// idle connections at once.
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    settings: Settings,
+) -> io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stats = settings.stats.clone();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(connection(
+            Counted::open(&stats),
+            stream,
+            peer,
+            router.clone(),
+            settings.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(settings.drain, stats.all_closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(drain = ?settings.drain, "shutdown timeout reached; dropping remaining connections");
+    }
+    Ok(())
+}
+
+/// One client connection, from accept to close.
+async fn connection(
+    _open: Counted,
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: axum::Router,
+    settings: Settings,
+    mut stop: watch::Receiver<bool>,
+) {
+    let flags = Arc::new(Flags::default());
+    let mut io = ParkingIo::new(stream, flags.clone(), settings.park_after);
+    let service = ConnService {
+        router,
+        peer,
+        flags,
+    };
+    loop {
+        // Idle: only the socket is held until the next request's first byte.
+        if io.prefix.is_empty() {
+            let _parked = io.parked.then(|| Counted::parked(&settings.stats));
+            // A parked connection has been idle for `park_after` already.
+            let limit = if io.parked {
+                settings.header_timeout.saturating_sub(settings.park_after)
+            } else {
+                settings.header_timeout
+            };
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => return,
+                ready = tokio::time::timeout(limit, io.stream.readable()) => {
+                    if !matches!(ready, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+            }
+        }
+        match protocol(&io, settings.header_timeout).await {
+            Protocol::Closed => return,
+            Protocol::Http2 => {
+                let mut builder = http2::Builder::new(TokioExecutor::new());
+                builder.timer(TokioTimer::new());
+                let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
+                let _ = drive(conn.as_mut(), &mut stop).await;
+                return;
+            }
+            Protocol::Http1 => {}
+        }
+        io.unpark();
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_timeout);
+        // Boxed: a parked connection's task must not carry hyper's state inline.
+        let mut conn = Box::pin(
+            builder
+                .serve_connection(TokioIo::new(io), service.clone())
+                .with_upgrades(),
+        );
+        if drive(conn.as_mut(), &mut stop).await.is_err() {
+            return;
+        }
+        let Some(parts) = Pin::into_inner(conn).into_parts() else {
+            return; // upgraded: the tunnel owns the socket now
+        };
+        let mut next = parts.io.into_inner();
+        if !next.parked {
+            return; // the client closed, or keep-alive ended
+        }
+        next.prefix = parts.read_buf;
+        io = next;
+    }
+}
+
+/// A served connection that can be asked to finish gracefully.
+trait Graceful: Future<Output = hyper::Result<()>> {
+    /// In-flight requests complete, then the connection ends.
+    fn begin_shutdown(self: Pin<&mut Self>);
+}
+
+impl Graceful for http1::UpgradeableConnection<TokioIo<ParkingIo>, ConnService> {
+    fn begin_shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl Graceful for http2::Connection<TokioIo<ParkingIo>, ConnService, TokioExecutor> {
+    fn begin_shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Polls a connection to its end; once shutdown begins, asks it to finish
+/// gracefully and keeps polling.
+async fn drive<C: Graceful + ?Sized>(
+    mut conn: Pin<&mut C>,
+    stop: &mut watch::Receiver<bool>,
+) -> hyper::Result<()> {
+    let mut stopping = false;
+    loop {
+        if !stopping && *stop.borrow() {
+            stopping = true;
+            conn.as_mut().begin_shutdown();
+        }
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = &result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return result;
+            }
+            _ = stop.wait_for(|stop| *stop), if !stopping => {}
+        }
+    }
+}
+
+/// What the next bytes on an idle connection are.
+enum Protocol {
+    Http1,
+    Http2,
+    Closed,
+}
+
+/// Tells HTTP/2 (its preface) from HTTP/1 by peeking, without consuming.
+async fn protocol(io: &ParkingIo, limit: Duration) -> Protocol {
+    if !io.prefix.is_empty() {
+        return Protocol::Http1; // pipelined bytes after an HTTP/1 request
+    }
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, io.stream.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return Protocol::Closed,
+        };
+        if !H2_PREFACE.starts_with(&buf[..n]) {
+            return Protocol::Http1;
+        }
+        if n == H2_PREFACE.len() {
+            return Protocol::Http2;
+        }
+        // Part of the preface: the rest is on its way.
+        if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(1)))
+            .await
+            .is_err()
+        {
+            return Protocol::Closed;
+        }
+    }
+}
+
+/// Where one connection stands between requests, shared by its socket
+/// wrapper and the bodies of its current exchange.
+#[derive(Default)]
+struct Flags {
+    /// The current response's body has been handed to hyper to its end.
+    response_done: AtomicBool,
+    /// The current request's body has been read to its end (or it had none).
+    request_done: AtomicBool,
+}
+
+impl Flags {
+    fn begin(&self, request_has_body: bool) {
+        self.response_done.store(false, Ordering::Relaxed);
+        self.request_done
+            .store(!request_has_body, Ordering::Relaxed);
+    }
+
+    fn between_requests(&self) -> bool {
+        self.response_done.load(Ordering::Relaxed) && self.request_done.load(Ordering::Relaxed)
+    }
+}
+
+/// The socket as hyper sees it; see the module docs.
+struct ParkingIo {
+    stream: TcpStream,
+    /// Bytes hyper had read past its last request, served before the socket.
+    prefix: Bytes,
+    flags: Arc<Flags>,
+    park_after: Duration,
+    /// When to look again whether the connection has been idle for
+    /// `park_after`; armed at hyper's first read that finds nothing.
+    tick: Option<Pin<Box<Sleep>>>,
+    /// When bytes last came from the client.
+    last_read: Instant,
+    /// The last write could not go out at once: hyper still holds output.
+    write_blocked: bool,
+    /// End-of-file was answered to end hyper between requests.
+    parked: bool,
+}
+
+impl ParkingIo {
+    fn new(stream: TcpStream, flags: Arc<Flags>, park_after: Duration) -> Self {
+        Self {
+            stream,
+            prefix: Bytes::new(),
+            flags,
+            park_after,
+            tick: None,
+            last_read: Instant::now(),
+            write_blocked: false,
+            parked: false,
+        }
+    }
+
+    /// Ready for a fresh hyper connection.
+    fn unpark(&mut self) {
+        self.parked = false;
+        self.last_read = Instant::now();
+        self.write_blocked = false;
+        self.flags.begin(true);
+    }
+
+    /// On a read that found nothing: whether to end hyper now.
+    fn should_park(&mut self, cx: &mut Context<'_>) -> bool {
+        let due = self.last_read + self.park_after;
+        let tick = self
+            .tick
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if tick.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        // Idle for `park_after`, nothing owed either way: park.
+        let now = Instant::now();
+        if now >= due && !self.write_blocked && self.flags.between_requests() {
+            self.tick = None;
+            return true;
+        }
+        // Busy since, or in the middle of an exchange: look again later
+        // (this also registers the waker for the new deadline).
+        tick.as_mut().reset(due.max(now + self.park_after / 4));
+        let _ = tick.as_mut().poll(cx);
+        false
+    }
+}
+
+impl AsyncRead for ParkingIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.parked {
+            return Poll::Ready(Ok(()));
+        }
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            this.last_read = Instant::now();
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Pending => {
+                if this.should_park(cx) {
+                    this.parked = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    this.last_read = Instant::now();
+                }
+                Poll::Ready(result)
+            }
+        }
+    }
+}
+
+impl AsyncWrite for ParkingIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.write_blocked = result.is_pending();
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.write_blocked = result.is_pending();
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    /// Parked, hyper's shutdown must not reach the socket: the client keeps it.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.parked {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_shutdown(cx)
+    }
+}
+
+/// The router as one connection's hyper service: adds the peer address,
+/// and tracks where the exchange stands in the connection's [`Flags`].
+#[derive(Clone)]
+struct ConnService {
+    router: axum::Router,
+    peer: SocketAddr,
+    flags: Arc<Flags>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnService {
+    type Response = Response<Tracked<Body>>;
+    type Error = std::convert::Infallible;
+    type Future = Exchange;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.flags.begin(!req.body().is_end_stream());
+        let flags = self.flags.clone();
+        let mut req = req.map(|body| {
+            Body::new(Tracked {
+                inner: body,
+                flags: flags.clone(),
+                done: Side::Request,
+            })
+        });
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        Exchange {
+            inner: self.router.clone().call(req),
+            flags: Some(flags),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The router's response, its body tracked.
+    struct Exchange {
+        #[pin]
+        inner: axum::routing::future::RouteFuture<std::convert::Infallible>,
+        flags: Option<Arc<Flags>>,
+    }
+}
+
+impl Future for Exchange {
+    type Output = Result<Response<Tracked<Body>>, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx));
+        let flags = this.flags.take().unwrap_or_default();
+        Poll::Ready(response.map(|r| {
+            r.map(|inner| Tracked {
+                inner,
+                flags,
+                done: Side::Response,
+            })
+        }))
+    }
+}
+
+/// Which flag a [`Tracked`] body sets at its end.
+#[derive(Clone, Copy)]
+enum Side {
+    Request,
+    Response,
+}
+
+pin_project_lite::pin_project! {
+    /// A body that marks its end in the connection's [`Flags`].
+    struct Tracked<B> {
+        #[pin]
+        inner: B,
+        flags: Arc<Flags>,
+        done: Side,
+    }
+}
+
+impl<B> Tracked<B> {
+    fn mark_done(flags: &Flags, side: Side) {
+        let flag = match side {
+            Side::Request => &flags.request_done,
+            Side::Response => &flags.response_done,
+        };
+        flag.store(true, Ordering::Relaxed);
+    }
+}
+
+impl<B: HttpBody> HttpBody for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if frame.is_none() {
+            Self::mark_done(this.flags, *this.done);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.is_end_stream();
+        if end {
+            Self::mark_done(&self.flags, self.done);
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use axum::routing::{get, post};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const BIG: usize = 4 << 20;
+
+    struct Server {
+        addr: SocketAddr,
+        stats: Arc<Stats>,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<io::Result<()>>,
+    }
+
+    /// A server on port 0 with a few routes, parking after 100 ms.
+    async fn server(header_timeout: Duration) -> Server {
+        let router = axum::Router::new()
+            .route("/hello", get(|| async { "hello" }))
+            .route("/big", get(|| async { vec![b'x'; BIG] }))
+            .route("/echo", post(|body: Bytes| async move { body }))
+            .route(
+                "/ignore",
+                post(|| async { (axum::http::StatusCode::UNAUTHORIZED, "no") }),
+            );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let settings = Settings {
+            header_timeout,
+            drain: Duration::from_secs(5),
+            park_after: Duration::from_millis(100),
+            stats: stats.clone(),
+        };
+        let task = tokio::spawn(serve(
+            listener,
+            router,
+            async move {
+                let _ = rx.await;
+            },
+            settings,
+        ));
+        Server {
+            addr,
+            stats,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Reads one HTTP/1.1 response with a Content-Length: (status, body).
+    async fn response(stream: &mut TcpStream) -> (u16, Vec<u8>) {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "closed in head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let status = head[9..12].parse().unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().unwrap())
+            })
+            .expect("content-length");
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).await.unwrap();
+        (status, body)
+    }
+
+    async fn get_on(stream: &mut TcpStream, path: &str) -> (u16, Vec<u8>) {
+        let req = format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        response(stream).await
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// An idle keep-alive connection is parked (hyper's state freed), and
+    /// the next request on the same socket is served as if nothing happened.
+    #[tokio::test]
+    async fn idle_keep_alive_connection_is_parked_then_served_again() {
+        let s = server(Duration::from_secs(10)).await;
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        assert_eq!(get_on(&mut c, "/hello").await, (200, b"hello".to_vec()));
+        until("the connection to park", || s.stats.parked() == 1).await;
+        assert_eq!(s.stats.open(), 1);
+        for _ in 0..3 {
+            assert_eq!(get_on(&mut c, "/hello").await, (200, b"hello".to_vec()));
+        }
+        assert_eq!(s.stats.parked(), 0, "a request unparks it");
+        // Parks again after the next idle period; still the same connection.
+        until("the connection to park again", || s.stats.parked() == 1).await;
+        c.write_all(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\n\r\nping")
+            .await
+            .unwrap();
+        assert_eq!(response(&mut c).await, (200, b"ping".to_vec()));
+        assert_eq!(s.stats.open(), 1);
+    }
+
+    /// Requests pipelined in one write are all answered, in order.
+    #[tokio::test]
+    async fn pipelined_requests_are_all_answered() {
+        let s = server(Duration::from_secs(10)).await;
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(
+            b"GET /hello HTTP/1.1\r\nhost: t\r\n\r\nPOST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 3\r\n\r\nabcGET /hello HTTP/1.1\r\nhost: t\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        assert_eq!(response(&mut c).await, (200, b"hello".to_vec()));
+        assert_eq!(response(&mut c).await, (200, b"abc".to_vec()));
+        assert_eq!(response(&mut c).await, (200, b"hello".to_vec()));
+    }
+
+    /// A client that reads a large response slowly gets every byte: a
+    /// response still being written is never cut by parking.
+    #[tokio::test]
+    async fn slow_reader_of_a_large_response_gets_every_byte() {
+        let s = server(Duration::from_secs(10)).await;
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(b"GET /big HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .unwrap();
+        // Several park periods with the socket buffers full.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(s.stats.parked(), 0);
+        let (status, body) = response(&mut c).await;
+        assert_eq!((status, body.len()), (200, BIG));
+        assert!(body.iter().all(|b| *b == b'x'));
+        assert_eq!(get_on(&mut c, "/hello").await, (200, b"hello".to_vec()));
+    }
+
+    /// A request whose body the handler never read keeps its connection in
+    /// hyper (which drains or closes it): parking it would read the rest
+    /// of the body as a new request.
+    #[tokio::test]
+    async fn unread_request_body_is_never_parked() {
+        let s = server(Duration::from_secs(10)).await;
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(b"POST /ignore HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\nhalf")
+            .await
+            .unwrap();
+        assert_eq!(response(&mut c).await, (401, b"no".to_vec()));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(s.stats.parked(), 0);
+    }
+
+    /// A parked connection is closed once idle for the header timeout, and
+    /// a connection that never sends a byte too.
+    #[tokio::test]
+    async fn idle_connections_close_after_the_header_timeout() {
+        let s = server(Duration::from_millis(600)).await;
+        let mut used = TcpStream::connect(s.addr).await.unwrap();
+        let mut silent = TcpStream::connect(s.addr).await.unwrap();
+        assert_eq!(get_on(&mut used, "/hello").await, (200, b"hello".to_vec()));
+        let mut buf = [0u8; 1];
+        for c in [&mut used, &mut silent] {
+            let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf))
+                .await
+                .expect("closed by the server")
+                .unwrap_or(0);
+            assert_eq!(n, 0);
+        }
+        until("both to be counted closed", || s.stats.open() == 0).await;
+    }
+
+    /// Shutdown closes parked connections at once and returns without
+    /// waiting for the drain bound.
+    #[tokio::test]
+    async fn shutdown_closes_parked_connections_at_once() {
+        let mut s = server(Duration::from_secs(30)).await;
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        assert_eq!(get_on(&mut c, "/hello").await, (200, b"hello".to_vec()));
+        until("the connection to park", || s.stats.parked() == 1).await;
+        let started = Instant::now();
+        s.stop.take().unwrap().send(()).unwrap();
+        (&mut s.task).await.unwrap().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let mut buf = [0u8; 1];
+        assert_eq!(c.read(&mut buf).await.unwrap_or(0), 0);
+        assert_eq!(s.stats.open(), 0);
+    }
+
+    /// HTTP/2 with prior knowledge is told from HTTP/1 and served.
+    #[tokio::test]
+    async fn http2_prior_knowledge_is_served() {
+        let s = server(Duration::from_secs(10)).await;
+        let client = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        let r = client
+            .get(format!("http://{}/hello", s.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.text().await.unwrap(), "hello");
+    }
+}
