@@ -13,8 +13,9 @@
 //! full, the request body was read to its end, and no byte has come for
 //! [`PARK_AFTER`], a read answers end-of-file, which hyper takes as the client
 //! closing between requests; the `shutdown` that follows is not passed to
-//! the socket. A connection that upgrades (WebSocket), speaks HTTP/2, or is
-//! in the middle of anything is never parked.
+//! the socket. A connection that upgraded (WebSocket: the socket belongs to
+//! the tunnel), speaks HTTP/2, or is in the middle of an exchange is never
+//! parked.
 
 use std::future::Future;
 use std::io;
@@ -213,6 +214,7 @@ async fn connection(
         match protocol(&io, settings.header_timeout).await {
             Protocol::Closed => return,
             Protocol::Http2 => {
+                service.flags.never.store(true, Ordering::Relaxed);
                 let mut builder = http2::Builder::new(TokioExecutor::new());
                 builder.timer(TokioTimer::new());
                 let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
@@ -332,6 +334,9 @@ struct Flags {
     response_done: AtomicBool,
     /// The current request's body has been read to its end (or it had none).
     request_done: AtomicBool,
+    /// Never park: HTTP/2 (streams come and go on their own), or the
+    /// connection was upgraded and belongs to a tunnel now.
+    never: AtomicBool,
 }
 
 impl Flags {
@@ -342,7 +347,9 @@ impl Flags {
     }
 
     fn between_requests(&self) -> bool {
-        self.response_done.load(Ordering::Relaxed) && self.request_done.load(Ordering::Relaxed)
+        !self.never.load(Ordering::Relaxed)
+            && self.response_done.load(Ordering::Relaxed)
+            && self.request_done.load(Ordering::Relaxed)
     }
 }
 
@@ -534,6 +541,11 @@ impl Future for Exchange {
         let this = self.project();
         let response = ready!(this.inner.poll(cx));
         let flags = this.flags.take().unwrap_or_default();
+        if let Ok(r) = &response
+            && r.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS
+        {
+            flags.never.store(true, Ordering::Relaxed);
+        }
         Poll::Ready(response.map(|r| {
             r.map(|inner| Tracked {
                 inner,
@@ -622,6 +634,7 @@ mod tests {
             .route("/hello", get(|| async { "hello" }))
             .route("/big", get(|| async { vec![b'x'; BIG] }))
             .route("/echo", post(|body: Bytes| async move { body }))
+            .route("/upgrade", get(upgrade_echo))
             .route(
                 "/ignore",
                 post(|| async { (axum::http::StatusCode::UNAUTHORIZED, "no") }),
@@ -650,6 +663,32 @@ mod tests {
             stop: Some(tx),
             task,
         }
+    }
+
+    /// Answers 101 and echoes what comes through the upgraded connection.
+    async fn upgrade_echo(mut req: Request<Body>) -> Response<Body> {
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let Ok(upgraded) = upgrade.await else { return };
+            let mut io = TokioIo::new(upgraded);
+            let mut buf = [0u8; 64];
+            loop {
+                match io.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if io.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Response::builder()
+            .status(axum::http::StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "echo")
+            .body(Body::empty())
+            .unwrap()
     }
 
     /// Reads one HTTP/1.1 response with a Content-Length: (status, body).
@@ -793,6 +832,55 @@ mod tests {
         let mut buf = [0u8; 1];
         assert_eq!(c.read(&mut buf).await.unwrap_or(0), 0);
         assert_eq!(s.stats.open(), 0);
+    }
+
+    /// An upgraded connection (a WebSocket tunnel) idle longer than the
+    /// park delay keeps its tunnel: bytes still flow both ways.
+    #[tokio::test]
+    async fn upgraded_connection_is_never_parked() {
+        let s = server(Duration::from_secs(10)).await;
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(
+            b"GET /upgrade HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            assert_eq!(c.read(&mut byte).await.unwrap(), 1, "closed in head");
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            c.write_all(b"ping").await.unwrap();
+            let mut echo = [0u8; 4];
+            tokio::time::timeout(Duration::from_secs(2), c.read_exact(&mut echo))
+                .await
+                .expect("echo in time")
+                .expect("the tunnel is still open");
+            assert_eq!(&echo, b"ping");
+        }
+        assert_eq!(s.stats.parked(), 0);
+    }
+
+    /// An HTTP/2 connection idle longer than the park delay stays open
+    /// (HTTP/2 is never parked) and serves the next request.
+    #[tokio::test]
+    async fn idle_http2_connection_stays_open() {
+        let s = server(Duration::from_secs(10)).await;
+        let client = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        let url = format!("http://{}/hello", s.addr);
+        for _ in 0..2 {
+            let r = client.get(&url).send().await.unwrap();
+            assert_eq!(r.text().await.unwrap(), "hello");
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            assert_eq!((s.stats.open(), s.stats.parked()), (1, 0));
+        }
     }
 
     /// HTTP/2 with prior knowledge is told from HTTP/1 and served.
