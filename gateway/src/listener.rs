@@ -519,6 +519,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         });
         req.extensions_mut().insert(ConnectInfo(self.peer));
         Exchange {
+            http1: req.version() < axum::http::Version::HTTP_2,
             inner: self.router.clone().call(req),
             flags: Some(flags),
         }
@@ -531,6 +532,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: axum::routing::future::RouteFuture<std::convert::Infallible>,
         flags: Option<Arc<Flags>>,
+        http1: bool,
     }
 }
 
@@ -541,10 +543,20 @@ impl Future for Exchange {
         let this = self.project();
         let response = ready!(this.inner.poll(cx));
         let flags = this.flags.take().unwrap_or_default();
-        if let Ok(r) = &response
-            && r.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS
-        {
-            flags.never.store(true, Ordering::Relaxed);
+        let mut response = response;
+        if let Ok(r) = &mut response {
+            if r.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
+                flags.never.store(true, Ordering::Relaxed);
+            } else if *this.http1 && !flags.request_done.load(Ordering::Relaxed) {
+                // An answer before the request body was read (an early 401,
+                // 404, 413, 502...): hyper will close the connection rather
+                // than wait for the rest of the body, so say so, or the
+                // client's next request on it would fail.
+                r.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
         }
         Poll::Ready(response.map(|r| {
             r.map(|inner| Tracked {
@@ -693,6 +705,12 @@ mod tests {
 
     /// Reads one HTTP/1.1 response with a Content-Length: (status, body).
     async fn response(stream: &mut TcpStream) -> (u16, Vec<u8>) {
+        let (_, status, body) = response_with_head(stream).await;
+        (status, body)
+    }
+
+    /// [`response`], with the head.
+    async fn response_with_head(stream: &mut TcpStream) -> (String, u16, Vec<u8>) {
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
             let mut byte = [0u8; 1];
@@ -711,7 +729,7 @@ mod tests {
             .expect("content-length");
         let mut body = vec![0u8; length];
         stream.read_exact(&mut body).await.unwrap();
-        (status, body)
+        (head, status, body)
     }
 
     async fn get_on(stream: &mut TcpStream, path: &str) -> (u16, Vec<u8>) {
@@ -783,19 +801,40 @@ mod tests {
         assert_eq!(get_on(&mut c, "/hello").await, (200, b"hello".to_vec()));
     }
 
-    /// A request whose body the handler never read keeps its connection in
-    /// hyper (which drains or closes it): parking it would read the rest
-    /// of the body as a new request.
+    /// An answer given before the request body was read says
+    /// `Connection: close` and the connection ends after it: it is never
+    /// parked (the rest of the body would be read as a new request), and
+    /// the client is told not to send another request on it.
     #[tokio::test]
-    async fn unread_request_body_is_never_parked() {
+    async fn early_answer_to_an_unread_body_closes_the_connection() {
         let s = server(Duration::from_secs(10)).await;
         let mut c = TcpStream::connect(s.addr).await.unwrap();
         c.write_all(b"POST /ignore HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\nhalf")
             .await
             .unwrap();
-        assert_eq!(response(&mut c).await, (401, b"no".to_vec()));
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        let (head, status, body) = response_with_head(&mut c).await;
+        assert_eq!((status, body), (401, b"no".to_vec()));
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
+            "{head}"
+        );
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf))
+            .await
+            .expect("closed by the server")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
         assert_eq!(s.stats.parked(), 0);
+        // A body read to its end keeps the connection alive, and says nothing.
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\n\r\nping")
+            .await
+            .unwrap();
+        let (head, status, _) = response_with_head(&mut c).await;
+        assert_eq!(status, 200);
+        assert!(!head.to_ascii_lowercase().contains("connection:"), "{head}");
+        assert_eq!(get_on(&mut c, "/hello").await, (200, b"hello".to_vec()));
     }
 
     /// A parked connection is closed once idle for the header timeout, and
