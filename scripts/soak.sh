@@ -2,7 +2,7 @@
 # shellcheck source-path=SCRIPTDIR
 # The long robustness checks (issue 7) that do not belong in every CI run:
 #
-#   scripts/soak.sh [STEP...]      default: fuzz dbfault abuse
+#   scripts/soak.sh [STEP...]      default: fuzz dbfault abuse upstream trapstorm
 #
 #   fuzz     every cargo-fuzz target in fuzz/ for SOAK_FUZZ_SECS each
 #            (default 600); a crash fails the step and leaves its input in
@@ -10,16 +10,34 @@
 #   dbfault  PostgreSQL (a private cluster this script starts, never the
 #            system one) stopped in the middle of a mixed load, then started:
 #            503s and no 500, no hang, recovery within 2 s, no refresh
-#            rotation lost or applied twice (checked against the table)
+#            rotation lost or applied twice (checked against the table);
+#            and the edge proxy half: meanwhile, proxied requests with tokens
+#            taken before the outage (to an echo upstream, auth = "required")
+#            are all 200: the proxy never touches the database
 #   abuse    slow and abusive clients: slowloris, SOAK_CONNS (default 10000)
 #            concurrent connections, oversized headers and bodies (431, 413),
 #            a login brute force from one IP (429, lockout)
+#   upstream the proxy's upstream (its own process) killed with SIGKILL
+#            under a concurrent load, then started again on the same port:
+#            502 problem+json meanwhile, never 500 nor a hang past the route
+#            timeouts; 200 again within 2 s; authgw's open fds back to the
+#            baseline and authgw_connections_open to 0 once the load stops;
+#            a keep-alive connection authgw closes after a 502 must carry
+#            Connection: close (SOAK_TOLERATE_SILENT_CLOSE=1: report only)
+#   trapstorm a route behind the `flaky` plugin fixture (traps on every
+#            other call of an instance) under a concurrent load for
+#            SOAK_STORM_SECS: about half 503 problem+json, the rest 200 from
+#            the upstream; VmRSS flat; the plugin metrics (failures,
+#            recycled instances) match the 503s
 #
 # Each step prints its figures; a summary of all of them closes the run.
 # Steps are functions named soak_<step>: add one by writing the function and
 # naming it in ALL_STEPS.
 #
 # Environment: SOAK_FUZZ_SECS, SOAK_CONNS, SOAK_FUZZ_TARGETS (default: all),
+# SOAK_THREADS (client threads of upstream and trapstorm, default 8),
+# SOAK_STORM_SECS (default 25), SOAK_TOLERATE_SILENT_CLOSE (upstream: 1 to
+# report, not fail on, connections closed without Connection: close),
 # CARGO_TARGET_DIR (respected), AUTHGW_QA_VENV (unused here).
 set -euo pipefail
 
@@ -30,9 +48,13 @@ source "$ROOT/scripts/lib/pg.sh"
 # shellcheck source=lib/serve.sh
 source "$ROOT/scripts/lib/serve.sh"
 
-ALL_STEPS=(fuzz dbfault abuse)
+ALL_STEPS=(fuzz dbfault abuse upstream trapstorm)
 FUZZ_SECS=${SOAK_FUZZ_SECS:-600}
 CONNS=${SOAK_CONNS:-10000}
+THREADS=${SOAK_THREADS:-8}
+STORM_SECS=${SOAK_STORM_SECS:-25}
+PASSWORD='correct horse battery staple'
+
 SOAK_PG_DIR=$ROOT/.data/soak
 SOAK_PG_PORT=5440
 
@@ -60,6 +82,23 @@ trap cleanup EXIT
 
 # figure LINE...: print and keep for the summary.
 figure() { printf '%s\n' "$*" | tee -a "$FIGURES"; }
+
+# no_panics STEP: fails (with a figure) when the server log of the running
+# authgw shows a panic.
+no_panics() {
+    local n
+    n=$(grep -cE "thread '[^']*' panicked" "$AUTHGW_QA_LOG") || true
+    if ((n > 0)); then
+        figure "$1: authgw panicked $n times; first: $(grep -m 1 -E "thread '[^']*' panicked" "$AUTHGW_QA_LOG")"
+        return 1
+    fi
+}
+
+# edge_token LOGIN: sign up LOGIN and print its access token.
+edge_token() {
+    authgw_qa_signup "$1" "$PASSWORD" >/dev/null || return 1
+    authgw_qa_token "$1" "$PASSWORD"
+}
 
 # --- fuzz ----------------------------------------------------------------------
 soak_fuzz() {
@@ -100,32 +139,40 @@ soak_fuzz() {
 
 # --- dbfault -------------------------------------------------------------------
 soak_dbfault() {
-    local pg_url stop_cmd start_cmd status=0
+    local pg_url stop_cmd start_cmd status=0 echo_port
     step "private PostgreSQL cluster under $SOAK_PG_DIR (never the system one)"
     authgw_find_pg_bin || return 1
     pg_url=$(AUTHGW_PG_PORT=$SOAK_PG_PORT authgw_private_cluster "$SOAK_PG_DIR") \
         || die "could not start the private PostgreSQL cluster under $SOAK_PG_DIR"
     [[ $pg_url == *"host="* ]] || die "the soak cluster must be on a unix socket, got $pg_url"
     # Limits raised: a dozen sessions from one IP. Default database settings
-    # (pool 16, connect_timeout 5s): those are the ones under test.
-    authgw_qa_start "$WORK/dbfault" "$pg_url" '
+    # (pool 16, connect_timeout 5s): those are the ones under test. The
+    # route goes to the echo upstream dbfault.py runs in-process.
+    echo_port=$(authgw_qa_free_port)
+    authgw_qa_start "$WORK/dbfault" "$pg_url" "
 [limits]
 auth_per_minute = 1000000
 auth_burst = 1000000
 [passwords]
 memory_kib = 1024
 iterations = 1
-' || die "could not start authgw for the database fault"
+
+[[routes]]
+name = \"echo\"
+prefix = \"/echo\"
+upstream = \"http://127.0.0.1:$echo_port\"
+auth = \"required\"
+" || die "could not start authgw for the database fault"
     stop_cmd="source '$ROOT/scripts/lib/pg.sh' && authgw_private_cluster_stop '$SOAK_PG_DIR'"
     start_cmd="source '$ROOT/scripts/lib/pg.sh' && AUTHGW_PG_PORT=$SOAK_PG_PORT authgw_private_cluster '$SOAK_PG_DIR'"
-    step "database fault: stop PostgreSQL under a mixed load, start it again"
+    step "database fault: stop PostgreSQL under a mixed load and proxied requests, start it again"
     PSQL=$AUTHGW_PSQL python3 "$ROOT/scripts/qa/dbfault.py" "$AUTHGW_QA_BASE" "$AUTHGW_QA_DB_URL" \
         --stop-cmd "$stop_cmd" --start-cmd "$start_cmd" --timeout 5 \
+        --proxy-prefix /echo --upstream-port "$echo_port" \
         | tee "$WORK/dbfault.txt" || status=1
-    grep -E '^(outage|500s|slowest|recovery|refresh rotations|db fault)' "$WORK/dbfault.txt" \
+    grep -E '^(outage|500s|slowest|recovery|refresh rotations|proxy|db fault)' "$WORK/dbfault.txt" \
         | sed 's/^/dbfault /' >>"$FIGURES" || true
-    # More steps against the same fault go here (the edge proxy keeps
-    # serving valid tokens while the database is down: issue 7, proxy half).
+    no_panics dbfault || status=1
     authgw_qa_stop
     authgw_qa_drop_db
     authgw_private_cluster_stop "$SOAK_PG_DIR" || true
@@ -158,6 +205,74 @@ lockout_max = "4s"
             | tee "$WORK/abuse-$check.txt" || status=1
         sed 's/^/abuse /' "$WORK/abuse-$check.txt" >>"$FIGURES"
     done
+    authgw_qa_stop
+    authgw_qa_drop_db
+    return "$status"
+}
+
+# --- upstream ------------------------------------------------------------------
+soak_upstream() {
+    local status=0 admin_url up_port token tolerate=()
+    [[ ${SOAK_TOLERATE_SILENT_CLOSE:-0} == 0 ]] || tolerate=(--tolerate-silent-close)
+    admin_url=$(authgw_test_admin_url "$ROOT") || die "no PostgreSQL for the test database"
+    # The driver starts the upstream on this port (its own process, so it
+    # can be killed), and starts it again on the same port.
+    up_port=$(authgw_qa_free_port)
+    authgw_qa_start "$WORK/upstream" "$admin_url" "
+[[routes]]
+name = \"up\"
+prefix = \"/up\"
+upstream = \"http://127.0.0.1:$up_port\"
+auth = \"required\"
+connect_timeout = \"2s\"
+response_timeout = \"5s\"
+" || die "could not start authgw for the upstream fault"
+    token=$(edge_token soak-upstream) || die "could not get a token for the upstream fault"
+    step "upstream fault: SIGKILL the upstream under $THREADS client threads, start it again"
+    # --limit: connect_timeout + response_timeout + 1 s.
+    SOAK_TOKEN=$token python3 "$ROOT/scripts/qa/upstream.py" "$AUTHGW_QA_BASE" \
+        --admin "$AUTHGW_QA_ADMIN_BASE" --pid "$AUTHGW_QA_PID" --port "$up_port" \
+        --prefix /up --route up --threads "$THREADS" --limit 8 --recovery-limit 2 "${tolerate[@]}" \
+        | tee "$WORK/upstream.txt" || status=1
+    grep -E '^(load|before the kill|outage|in flight|500s|keep-alive|other cut|recovery|after recovery|fds|threads|connections_open|metrics|upstream fault)' \
+        "$WORK/upstream.txt" | sed 's/^/upstream /' >>"$FIGURES" || true
+    no_panics upstream || status=1
+    authgw_qa_stop
+    authgw_qa_drop_db
+    return "$status"
+}
+
+# --- trapstorm -----------------------------------------------------------------
+soak_trapstorm() {
+    local status=0 admin_url up_port token wasm=$ROOT/plugins/dist/flaky.wasm
+    if [[ ! -f $wasm ]]; then
+        step "scripts/build-plugins.sh (no $wasm)"
+        "$ROOT/scripts/build-plugins.sh" || die "scripts/build-plugins.sh failed"
+    fi
+    admin_url=$(authgw_test_admin_url "$ROOT") || die "no PostgreSQL for the test database"
+    up_port=$(authgw_qa_free_port)
+    # Default plugin limits (4 instances, 5 ms, 16 MiB): those are under test.
+    authgw_qa_start "$WORK/trapstorm" "$admin_url" "
+[[plugins]]
+name = \"flaky\"
+file = \"$wasm\"
+
+[[routes]]
+name = \"storm\"
+prefix = \"/storm\"
+upstream = \"http://127.0.0.1:$up_port\"
+auth = \"required\"
+plugins = [\"flaky\"]
+" || die "could not start authgw for the trap storm"
+    token=$(edge_token soak-storm) || die "could not get a token for the trap storm"
+    step "trap storm: the flaky plugin under $THREADS client threads for ${STORM_SECS}s"
+    SOAK_TOKEN=$token python3 "$ROOT/scripts/qa/trapstorm.py" "$AUTHGW_QA_BASE" \
+        --admin "$AUTHGW_QA_ADMIN_BASE" --pid "$AUTHGW_QA_PID" --port "$up_port" \
+        --prefix /storm --plugin flaky --threads "$THREADS" --secs "$STORM_SECS" \
+        | tee "$WORK/trapstorm.txt" || status=1
+    grep -E '^(trap storm|rss:|plugin|recycling|after the storm|fds)' "$WORK/trapstorm.txt" \
+        | sed 's/^/trapstorm /' >>"$FIGURES" || true
+    no_panics trapstorm || status=1
     authgw_qa_stop
     authgw_qa_drop_db
     return "$status"

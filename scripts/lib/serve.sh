@@ -11,9 +11,13 @@
 #                                  fresh database on ADMIN_URL's server, a key,
 #                                  an admin, then `authgw serve` in the
 #                                  background on a free port (extra config
-#                                  TOML appended to DIR/gateway.toml); sets
+#                                  TOML appended to DIR/gateway.toml), its
+#                                  admin listener (/metrics, /reload) on
+#                                  another free port unless
+#                                  AUTHGW_QA_ADMIN_LISTEN is set; sets
 #                                  AUTHGW_QA_{BASE,PID,DB,DB_URL,ADMIN_URL,
-#                                  ADMIN_LOGIN,ADMIN_PASSWORD,CONFIG,LOG}
+#                                  ADMIN_LOGIN,ADMIN_PASSWORD,CONFIG,LOG,
+#                                  ADMIN_LISTEN,ADMIN_BASE}
 #   authgw_qa_restart              start the server again (same DIR, port, db)
 #   authgw_qa_stop                 SIGTERM the server (if running), wait
 #   authgw_qa_drop_db              drop the database authgw_qa_start made
@@ -22,6 +26,7 @@
 #   authgw_qa_json FIELD           read a JSON object on stdin, print FIELD
 #   authgw_qa_token LOGIN PASSWORD print an access token (logs in)
 #   authgw_qa_signup LOGIN PASSWORD print the new user (JSON)
+#   authgw_qa_metrics              print the admin listener's /metrics text
 
 AUTHGW_QA_BIN=${AUTHGW_QA_BIN:-}
 AUTHGW_QA_PID=
@@ -35,6 +40,11 @@ AUTHGW_QA_CONFIG=
 AUTHGW_QA_LOG=
 AUTHGW_QA_DIR=
 AUTHGW_QA_LISTEN=
+# The admin listener: set AUTHGW_QA_ADMIN_LISTEN before authgw_qa_start to
+# choose it; AUTHGW_QA_ADMIN_BASE is its http:// URL.
+AUTHGW_QA_ADMIN_LISTEN=${AUTHGW_QA_ADMIN_LISTEN:-}
+AUTHGW_QA_ADMIN_BASE=
+_AUTHGW_QA_ADMIN_PICKED=
 
 _authgw_qa_log() { printf '%s\n' "$*" >&2; }
 
@@ -152,6 +162,17 @@ authgw_qa_start() {
     port=$(authgw_qa_free_port) || return 1
     AUTHGW_QA_LISTEN=127.0.0.1:$port
     AUTHGW_QA_BASE=http://$AUTHGW_QA_LISTEN
+    # A port picked here is picked again at the next start; one the caller
+    # set is kept.
+    if [[ -z $AUTHGW_QA_ADMIN_LISTEN || -n $_AUTHGW_QA_ADMIN_PICKED ]]; then
+        local admin_port=$port
+        while [[ $admin_port == "$port" ]]; do
+            admin_port=$(authgw_qa_free_port) || return 1
+        done
+        AUTHGW_QA_ADMIN_LISTEN=127.0.0.1:$admin_port
+        _AUTHGW_QA_ADMIN_PICKED=1
+    fi
+    AUTHGW_QA_ADMIN_BASE=http://$AUTHGW_QA_ADMIN_LISTEN
 
     AUTHGW_QA_DB=authgw_qa_$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
     authgw_ensure_database "$admin_url" "$AUTHGW_QA_DB" || return 1
@@ -172,6 +193,15 @@ authgw_qa_start() {
     }
     : >"$AUTHGW_QA_LOG"
     authgw_qa_restart
+}
+
+# authgw_qa_metrics: the Prometheus text of the admin listener's /metrics.
+authgw_qa_metrics() {
+    [[ -n $AUTHGW_QA_ADMIN_BASE ]] || {
+        _authgw_qa_log "error: authgw_qa_start first (no admin listener)"
+        return 1
+    }
+    curl -fsS --max-time 10 "$AUTHGW_QA_ADMIN_BASE/metrics"
 }
 
 authgw_qa_stop() {

@@ -3,7 +3,8 @@ middle of a mixed load and started again.
 
   dbfault.py BASE DB_URL --stop-cmd CMD --start-cmd CMD
              [--sessions 12] [--before 5] [--outage 8] [--after 10]
-             [--timeout 5]
+             [--timeout 5] [--proxy-prefix /echo --upstream-port PORT]
+             [--proxy-threads 3]
 
 Checks, each printed with its figures:
   * no 500 and no other 5xx than 503 at any time; every 503 is a
@@ -17,7 +18,19 @@ Checks, each printed with its figures:
     per session, exactly 1 + (rotations the client saw succeed) tokens, all
     used but one, and that one is the client's current token (no rotation
     lost, none applied twice); and each client's current token still
-    refreshes.
+    refreshes. A refresh answered 503 (or cut) during the outage may still
+    have committed: its client then gets 409 or 401 for the old token and
+    must log in again; such a session must show exactly one rotation more
+    than its client saw, applied once (reported as an answer lost);
+  * the edge proxy (with --proxy-prefix and --upstream-port: a route at
+    PREFIX with auth = "required" to 127.0.0.1:PORT, where this driver runs
+    an echo upstream in-process): it never touches the database, so while
+    PostgreSQL is down every proxied request with a valid token taken before
+    the outage is 200 from the upstream, with the user's identity headers;
+    --proxy-threads workers use their tokens from the start (the
+    verified-token cache knows them), and during the outage more tokens,
+    logged in before it but never shown to the proxy until then, are
+    verified cold (signature and claims, revocation set in memory).
 
 Exit status 0 when every check passes, 1 otherwise."""
 
@@ -31,6 +44,7 @@ import threading
 import time
 from collections import Counter
 
+from edge import from_echo, start_echo
 from httpc import Client, claims
 
 PASSWORD = "correct horse battery staple"
@@ -59,15 +73,26 @@ def worker(base, session, phase, stop, timeout, rng):
     c = Client(base, timeout=timeout + 5)
     while not stop.is_set():
         op = rng.choice(["refresh", "refresh", "me", "check", "history", "sessions"])
-        if op == "refresh":
+        if op == "refresh" and not session["lost"]:
             s, body, took = c.call("POST", "/api/v1/auth/refresh", {"refresh_token": session["refresh"]})
             phase.record(op, s, body, took)
             if s == 200:
                 session["refresh"] = body["refresh_token"]
                 session["access"] = body["access_token"]
                 session["rotations"] += 1
-            elif s not in (503, 429):
+            elif s in (503, 0, -1):
+                # Outcome unknown: the database may have committed the
+                # rotation before the connection to it broke.
+                session["unknown"] += 1
+            elif s in (401, 409) and session["unknown"]:
+                # The token was rotated by a request whose answer was lost:
+                # 409 within refresh_reuse_grace, 401 (reuse) after it. The
+                # client cannot refresh any more; it logs in again.
+                session["lost"] = True
+            elif s != 429:
                 session["errors"].append((s, body))
+        elif op == "refresh":
+            pass
         elif op == "check":
             s, body, took = c.call("GET", "/api/v1/auth/check", token=session["access"])
             phase.record(op, s, body, took)
@@ -76,6 +101,43 @@ def worker(base, session, phase, stop, timeout, rng):
                     "sessions": "/api/v1/users/me/sessions"}[op]
             s, body, took = c.call("GET", path, token=session["access"])
             phase.record(op, s, body, took)
+        time.sleep(rng.uniform(0.005, 0.03))
+    c.close()
+
+
+class ProxyStats:
+    """Proxied requests by phase: ok (200 from the echo upstream, for the
+    token's user) or the status; the slowest."""
+
+    def __init__(self, phase):
+        self.phase = phase
+        self.lock = threading.Lock()
+        self.stats = {p: Counter() for p in ("before", "outage", "after")}
+        self.cold = Counter()  # outage requests with tokens first shown then
+        self.worst = {p: 0.0 for p in ("before", "outage", "after")}
+        self.bad = []  # (phase, status, body)
+
+    def record(self, status, body, took, sub, cold=False):
+        good = status == 200 and from_echo(body) and body.get("user") == sub
+        with self.lock:
+            p = self.phase.name
+            key = "ok" if good else status
+            self.stats[p][key] += 1
+            if cold and p == "outage":
+                self.cold[key] += 1
+            self.worst[p] = max(self.worst[p], took)
+            if not good and len(self.bad) < 10:
+                self.bad.append((p, status, body))
+
+
+def proxy_worker(base, prefix, user, stats, stop, timeout, rng):
+    """Proxied GETs with one token, taken before the outage, all along."""
+    c = Client(base, timeout=timeout + 5)
+    n = 0
+    while not stop.is_set():
+        n += 1
+        s, body, took = c.call("GET", f"{prefix}/film/{n}", token=user["access"])
+        stats.record(s, body, took, user["sub"])
         time.sleep(rng.uniform(0.005, 0.03))
     c.close()
 
@@ -97,7 +159,11 @@ def main():
     ap.add_argument("--outage", type=float, default=8)
     ap.add_argument("--after", type=float, default=10)
     ap.add_argument("--timeout", type=float, default=5)
+    ap.add_argument("--proxy-prefix", help="a proxy route to the echo upstream (auth = required)")
+    ap.add_argument("--upstream-port", type=int, help="the echo upstream's port on 127.0.0.1")
+    ap.add_argument("--proxy-threads", type=int, default=3)
     args = ap.parse_args()
+    proxying = bool(args.proxy_prefix and args.upstream_port)
     rng = random.Random(7)
     ok = True
 
@@ -112,13 +178,40 @@ def main():
             print(f"error: login {login}: {s} {body}", file=sys.stderr)
             return 1
         sessions.append({"login": login, "access": body["access_token"], "refresh": body["refresh_token"],
-                         "sid": claims(body["access_token"])["sid"], "rotations": 0, "errors": []})
+                         "sid": claims(body["access_token"])["sid"], "rotations": 0, "errors": [],
+                         "unknown": 0, "lost": False})
+
+    # Proxy users: tokens taken now, before the outage. The first
+    # --proxy-threads are used all along; the rest only during the outage.
+    proxy_users = []
+    echo = None
+    if proxying:
+        echo = start_echo(args.upstream_port)
+        for i in range(max(1, args.proxy_threads) + 4):
+            login = f"proxy-{i}"
+            setup.call("POST", "/api/v1/auth/signup", {"login": login, "password": PASSWORD})
+            s, body, _ = setup.call("POST", "/api/v1/auth/login", {"login": login, "password": PASSWORD})
+            if s != 200:
+                print(f"error: login {login}: {s} {body}", file=sys.stderr)
+                return 1
+            proxy_users.append({"access": body["access_token"], "sub": claims(body["access_token"])["sub"]})
+        s, body, _ = setup.call("GET", f"{args.proxy_prefix}/warmup", token=proxy_users[0]["access"])
+        if s != 200 or not from_echo(body):
+            print(f"error: the route {args.proxy_prefix} does not reach the echo upstream: {s} {body}",
+                  file=sys.stderr)
+            return 1
+    hot_users = proxy_users[:max(1, args.proxy_threads)]
+    cold_users = proxy_users[len(hot_users):]
 
     phase = Phase()
+    pstats = ProxyStats(phase)
     stop = threading.Event()
     threads = [threading.Thread(target=worker, args=(args.base, s, phase, stop, args.timeout,
                                                      random.Random(i)), daemon=True)
                for i, s in enumerate(sessions)]
+    threads += [threading.Thread(target=proxy_worker, args=(args.base, args.proxy_prefix, u, pstats, stop,
+                                                            args.timeout, random.Random(100 + i)), daemon=True)
+                for i, u in enumerate(hot_users)]
     for t in threads:
         t.start()
     time.sleep(args.before)
@@ -127,7 +220,20 @@ def main():
     t0 = time.monotonic()
     subprocess.run(["bash", "-c", args.stop_cmd], check=True)
     print(f"database stopped ({time.monotonic() - t0:.2f} s to stop)")
-    time.sleep(args.outage)
+    stopped = time.monotonic()
+    if cold_users:
+        # Tokens the proxy has not seen yet, verified while the database is down.
+        cold = Client(args.base, timeout=args.timeout + 5)
+        i = 0
+        while time.monotonic() - stopped < args.outage:
+            u = cold_users[i % len(cold_users)]
+            s, body, took = cold.call("GET", f"{args.proxy_prefix}/cold/{i}", token=u["access"])
+            pstats.record(s, body, took, u["sub"], cold=True)
+            i += 1
+            time.sleep(0.05)
+        cold.close()
+    else:
+        time.sleep(args.outage)
     subprocess.run(["bash", "-c", args.start_cmd], check=True, stdout=subprocess.DEVNULL)
     restarted = time.monotonic()
     phase.name = "after"
@@ -185,27 +291,64 @@ def main():
     table = {r[0]: r for r in rows}
     rotations = sum(s["rotations"] for s in sessions)
     mismatches = 0
+    lost = 0
     for s in sessions:
         r = table.get(s["sid"])
         want_hash = hashlib.sha256(s["refresh"].encode()).hexdigest()
-        good = (r is not None and int(r[1]) == s["rotations"] + 1 and int(r[2]) == s["rotations"]
-                and int(r[3]) == 1 and r[4] == want_hash)
+        if s["lost"]:
+            # Exactly one rotation more than the client saw (the one whose
+            # answer was lost), applied once: every token used but the lost
+            # successor, which is live (409 within the grace) or revoked
+            # with its session (reuse after the grace).
+            lost += 1
+            good = (r is not None and int(r[1]) == s["rotations"] + 2
+                    and int(r[2]) == s["rotations"] + 1 and int(r[3]) <= 1 and r[4] != want_hash)
+        else:
+            good = (r is not None and int(r[1]) == s["rotations"] + 1 and int(r[2]) == s["rotations"]
+                    and int(r[3]) == 1 and r[4] == want_hash)
         if not good or s["errors"]:
             mismatches += 1
-            print(f"  FAIL session {s['sid']}: client saw {s['rotations']} rotations, "
+            print(f"  FAIL session {s['sid']}: client saw {s['rotations']} rotations"
+                  f"{' and lost one answer' if s['lost'] else ''}, "
                   f"table {r[1:4] if r else None}, errors {s['errors'][:3]}")
     # The current token of every client still refreshes (on a new
     # connection: the setup one has been idle past the server's timeout).
     dead = 0
     final = Client(args.base)
     for s in sessions:
+        if s["lost"]:
+            continue
         st, body, _ = final.call("POST", "/api/v1/auth/refresh", {"refresh_token": s["refresh"]})
         if st != 200:
             dead += 1
             print(f"  FAIL session {s['sid']}: current token refused: {st} {body}")
     print(f"refresh rotations: {rotations} acknowledged across {len(sessions)} sessions; "
-          f"table mismatches: {mismatches}; current tokens refused: {dead}")
+          f"table mismatches: {mismatches}; current tokens refused: {dead}; "
+          f"answers lost in the outage (committed, client got 503, must log in again): {lost}")
     ok &= mismatches == 0 and dead == 0
+
+    if proxying:
+        echo.shutdown()
+        echo.server_close()
+        print("\nproxied requests by phase (ok = 200 from the upstream for the token's user):")
+        for p in ("before", "outage", "after"):
+            counts = ", ".join(f"{k}: {v}" for k, v in sorted(pstats.stats[p].items(), key=str))
+            print(f"  {p:7} {counts}  (slowest {pstats.worst[p]:.3f} s)")
+        out_total = sum(pstats.stats["outage"].values())
+        out_ok = pstats.stats["outage"]["ok"]
+        cold_total, cold_ok = sum(pstats.cold.values()), pstats.cold["ok"]
+        all_total = sum(sum(c.values()) for c in pstats.stats.values())
+        all_ok = sum(c["ok"] for c in pstats.stats.values())
+        proxy_ok = out_total >= 20 and out_ok == out_total and all_ok == all_total
+        print(f"proxy: {out_ok}/{out_total} proxied requests 200 while PostgreSQL was down "
+              f"({cold_ok}/{cold_total} with tokens first shown during the outage); "
+              f"{all_ok}/{all_total} over the whole run; slowest {max(pstats.worst.values()) * 1000:.0f} ms: "
+              + ("ok" if proxy_ok else "FAIL"))
+        for b in pstats.bad[:5]:
+            print(f"  FAIL {b}")
+        if out_total < 20:
+            print("  FAIL: too few proxied requests during the outage to judge")
+        ok &= proxy_ok
     print("db fault: " + ("ok" if ok else "FAILED"))
     return 0 if ok else 1
 
