@@ -44,6 +44,8 @@
 #                          criterion argon2), else the documented 14.0 ms
 #   BENCH_OUT [target/bench/<date>]   raw outputs and the summary
 #   BENCH_BUILD [1]        0: use target/release/authgw as it is
+#   BENCH_BIN              another authgw binary to measure (implies
+#                          BENCH_BUILD=0), e.g. an older build for an A/B run
 #   BENCH_KEEP_DB [0]      1: keep the database afterwards
 #   BENCH_PERF [0]         1: perf record authgw during its last proxy run
 #                          (OUT/perf.data, top symbols in OUT/perf.txt)
@@ -134,7 +136,8 @@ POOL_SIZE=16
 LOGIN_CONNS=8
 REFRESH_CONNS=32
 FLOOD_CONNS=16
-BIN=$ROOT/target/release/authgw
+BIN=${BENCH_BIN:-$ROOT/target/release/authgw}
+[[ -z ${BENCH_BIN:-} ]] || BENCH_BUILD=0
 ONLY=${BENCH_ONLY:-proxy,check,login,refresh,flood,rss}
 want() { [[ ,$ONLY, == *,$1,* ]]; }
 WASM=$ROOT/plugins/dist/role-rules.wasm
@@ -324,6 +327,7 @@ step "load average: $LOAD_BEFORE"
 cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)
 MACHINE="$(nproc) CPU ${cpu:-?}, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[[ -z ${BENCH_BIN:-} ]] || COMMIT="$COMMIT (binary $BENCH_BIN)"
 if ! git diff --quiet HEAD -- gateway/src 2>/dev/null; then COMMIT="$COMMIT+dirty(gateway/src)"; fi
 
 # --- database, keys, administrator -------------------------------------------

@@ -41,10 +41,12 @@ use tokio::time::{Instant, Sleep};
 use tower::Service;
 
 /// How long a keep-alive connection may sit idle between requests before
-/// its HTTP state is freed. Well above a client's think time inside one
-/// burst of requests (so a busy connection keeps its buffers), well below
-/// the idle bound (`server.header_read_timeout`).
-pub const PARK_AFTER: Duration = Duration::from_secs(1);
+/// its HTTP state is freed. Above the gaps inside one burst of requests (a
+/// busy connection keeps its buffers), far below the idle bound
+/// (`server.header_read_timeout`). Shorter means less memory held by
+/// connections that have just gone idle; a parked connection's next
+/// request costs a few allocations more.
+pub const PARK_AFTER: Duration = Duration::from_millis(250);
 
 /// The HTTP/2 connection preface (RFC 9113 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -244,7 +246,13 @@ async fn connection(
         if !next.parked {
             return; // the client closed, or keep-alive ended
         }
-        next.prefix = parts.read_buf;
+        // `read_buf` is a view into hyper's read buffer: copied (it is
+        // empty but for pipelined bytes), so that the buffer is freed.
+        next.prefix = if parts.read_buf.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(&parts.read_buf)
+        };
         io = next;
     }
 }
