@@ -681,7 +681,7 @@ async fn reload_swaps_routes_without_failing_in_flight() {
 
 /// `/metrics` on the admin listener counts requests by route and status,
 /// auth failures by reason, upstream latency, and reads the revocation set,
-/// pool and hashing gauges.
+/// pool and hashing gauges, and the open and parked connections.
 #[tokio::test]
 async fn metrics_on_the_admin_listener() {
     let echo = Echo::start("e").await;
@@ -712,6 +712,14 @@ async fn metrics_on_the_admin_listener() {
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
+    // The test client keeps its keep-alive connection to the main listener.
+    let gauge = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("missing {name} in:\n{text}"))
+    };
+    assert!(gauge("authgw_connections_open") >= 1);
+    assert!(gauge("authgw_connections_parked") <= gauge("authgw_connections_open"));
     let main = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(
         main.status(),
