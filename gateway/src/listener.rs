@@ -717,15 +717,21 @@ mod tests {
         (status, body)
     }
 
-    /// [`response`], with the head.
-    async fn response_with_head(stream: &mut TcpStream) -> (String, u16, Vec<u8>) {
+    /// A response head, byte by byte up to the blank line (nothing after it
+    /// is read).
+    async fn read_head(stream: &mut TcpStream) -> String {
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
             let mut byte = [0u8; 1];
             assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "closed in head");
             head.push(byte[0]);
         }
-        let head = String::from_utf8(head).unwrap();
+        String::from_utf8(head).unwrap()
+    }
+
+    /// [`response`], with the head.
+    async fn response_with_head(stream: &mut TcpStream) -> (String, u16, Vec<u8>) {
+        let head = read_head(stream).await;
         let status = head[9..12].parse().unwrap();
         let length: usize = head
             .lines()
@@ -892,13 +898,8 @@ mod tests {
         )
         .await
         .unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            assert_eq!(c.read(&mut byte).await.unwrap(), 1, "closed in head");
-            head.push(byte[0]);
-        }
-        assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+        let head = read_head(&mut c).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         for _ in 0..2 {
             tokio::time::sleep(Duration::from_millis(400)).await;
             c.write_all(b"ping").await.unwrap();
