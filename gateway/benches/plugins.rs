@@ -1,7 +1,11 @@
 //! What a policy plugin adds to a request, measured against a peer in the
 //! same run: `decide` of role-rules with a 20-rule config (the request
 //! matches the last rule, so every rule is tried) against `decide` of
-//! allow-all (the bare cost of a call into a warm instance).
+//! allow-all (the bare cost of a call into a warm instance). The records
+//! are built as the proxy builds them, from each plugin's needs (role-rules
+//! and allow-all read the method, path and roles only); the `everything`
+//! cases pass every part, as a 0.1.0 plugin or a chain with a plugin that
+//! reads everything would get.
 //! Budget: role-rules' `decide` at most 2 µs at the median.
 //!
 //! Needs plugins/dist/ (scripts/build-plugins.sh). Run with
@@ -13,7 +17,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gateway::plugins::{Header, HostConfig, Identity, Plugin, PluginHost, PluginSpec, run_chain};
+use gateway::plugins::{
+    CallerParts, HostConfig, Needs, Plugin, PluginHost, PluginSpec, RequestParts, chain_needs,
+    run_chain,
+};
 use serde_json::json;
 
 fn dist(name: &str) -> std::path::PathBuf {
@@ -60,41 +67,42 @@ fn decide(c: &mut Criterion) {
     let host = PluginHost::new(&HostConfig::default()).unwrap();
     let rules = load(&host, "role-rules", "role-rules", twenty_rules());
     let allow_all = load(&host, "allow-all", "allow-all", json!({}));
-    let request = gateway::plugins::Request {
-        method: "GET".into(),
-        path: "/films/premium/42".into(),
-        query: Some("quality=hd".into()),
-        host: Some("cinema.example".into()),
-        headers: vec![
-            Header {
-                name: "accept".into(),
-                value: "application/json".into(),
-            },
-            Header {
-                name: "user-agent".into(),
-                value: "bench/1.0".into(),
-            },
-            Header {
-                name: "x-request-id".into(),
-                value: "0b6f1c9e-3d1f-4f7e-9a53-0e0f1a2b3c4d".into(),
-            },
-        ],
-        route: "films".into(),
+    let parts = RequestParts {
+        method: "GET",
+        path: "/films/premium/42",
+        query: Some("quality=hd"),
+        host: Some("cinema.example"),
+        route: "films",
     };
-    let identity = Identity {
-        user_id: "5f0c7e9a-0000-4000-8000-000000000001".into(),
-        login: "alice".into(),
-        roles: vec!["subscriber".into(), "adult".into()],
+    let headers = [
+        ("accept", "application/json"),
+        ("user-agent", "bench/1.0"),
+        ("x-request-id", "0b6f1c9e-3d1f-4f7e-9a53-0e0f1a2b3c4d"),
+    ];
+    let roles = ["subscriber".to_string(), "adult".to_string()];
+    let caller = CallerParts {
+        user_id: &"5f0c7e9a-0000-4000-8000-000000000001",
+        login: "alice",
+        session_id: &"5f0c7e9a-0000-4000-8000-000000000002",
+        roles: &roles,
         is_admin: false,
-        session_id: "5f0c7e9a-0000-4000-8000-000000000002".into(),
         expires_at: 4_102_444_800,
     };
     let mut group = c.benchmark_group("plugin_decide");
     for (name, plugin) in [("allow-all", &allow_all), ("role-rules-20", &rules)] {
         let chain = [plugin.clone()];
-        group.bench_function(name, |b| {
-            b.iter(|| run_chain(black_box(&chain), black_box(&request), Some(&identity)).unwrap())
-        });
+        for (suffix, needs) in [
+            ("", chain_needs(&chain)),
+            ("/everything", Needs::everything()),
+        ] {
+            let request = needs.request(parts, headers);
+            let identity = needs.identity(caller);
+            group.bench_function(format!("{name}{suffix}"), |b| {
+                b.iter(|| {
+                    run_chain(black_box(&chain), black_box(&request), Some(&identity)).unwrap()
+                })
+            });
+        }
     }
     group.finish();
 }

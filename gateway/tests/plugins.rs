@@ -9,8 +9,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use gateway::plugins::{
-    Decision, FailureKind, Header, HostConfig, Identity, Plugin, PluginError, PluginHost,
-    PluginSet, PluginSpec, Request, run_chain,
+    Decision, FailureKind, Header, HostConfig, Identity, Needs, Plugin, PluginError, PluginHost,
+    PluginSet, PluginSpec, Request, chain_needs, run_chain,
 };
 use serde_json::json;
 
@@ -77,17 +77,17 @@ fn request(path: &str) -> Request {
             name: "x-request-id".into(),
             value: "r-1".into(),
         }],
-        route: "films".into(),
+        route: Some("films".into()),
     }
 }
 
 fn user(login: &str, roles: &[&str]) -> Identity {
     Identity {
-        user_id: "5f0c7e9a-0000-4000-8000-000000000001".into(),
-        login: login.into(),
+        user_id: Some("5f0c7e9a-0000-4000-8000-000000000001".into()),
+        login: Some(login.into()),
         roles: roles.iter().map(|r| r.to_string()).collect(),
         is_admin: false,
-        session_id: "5f0c7e9a-0000-4000-8000-000000000002".into(),
+        session_id: Some("5f0c7e9a-0000-4000-8000-000000000002".into()),
         expires_at: 4_102_444_800,
     }
 }
@@ -122,7 +122,70 @@ fn role_rules_allows_and_denies_with_status_and_reason() {
     );
     let stats = chain[0].stats();
     assert_eq!((stats.calls, stats.denies), (3, 2));
-    assert_eq!(chain[0].interface_version(), "0.1.0");
+    assert_eq!(chain[0].interface_version(), "0.2.0");
+}
+
+/// Plugins say in `configure` what `decide` reads: role-rules nothing beyond
+/// the method, path and roles; header-stamp what its config uses. A route's
+/// chain reads the union.
+#[test]
+fn plugins_declare_what_they_read_and_a_chain_reads_the_union() {
+    let set = load(&[
+        spec("roles", "role-rules", cinema_config()),
+        spec(
+            "stamp",
+            "header-stamp",
+            json!({"require": ["X-Request-Id"], "set": {"x-login": "{login}"}}),
+        ),
+        spec(
+            "route-stamp",
+            "header-stamp",
+            json!({"set": {"x-r": "{route}"}}),
+        ),
+    ]);
+    assert_eq!(*one(&set, "roles").needs(), Needs::default());
+    let stamp = Needs {
+        headers: vec!["x-request-id".into()],
+        user: true,
+        ..Needs::default()
+    };
+    assert_eq!(*one(&set, "stamp").needs(), stamp);
+    let chain: Vec<_> = set.iter().cloned().collect();
+    assert_eq!(
+        chain_needs(&chain),
+        Needs {
+            route: true,
+            ..stamp
+        }
+    );
+}
+
+/// A plugin built against interface 0.1.0 still loads, is reported as
+/// 0.1.0, is given everything (every header, the route, the user fields),
+/// and its decision is applied like any other.
+#[test]
+fn a_0_1_0_plugin_still_loads_and_gets_everything() {
+    let set = load(&[spec("old", "legacy", json!({}))]);
+    let old = one(&set, "old");
+    assert_eq!(old.interface_version(), "0.1.0");
+    assert_eq!(*old.needs(), Needs::everything());
+    let decision = run_chain(
+        std::slice::from_ref(&old),
+        &request("/films/1"),
+        Some(&user("alice", &[])),
+    );
+    assert_eq!(
+        decision.unwrap(),
+        Decision::Allow {
+            set_headers: vec![("x-legacy".into(), "films alice x-request-id".into())],
+            remove_headers: vec![],
+        }
+    );
+    let anonymous = run_chain(&[old], &request("/films/1"), None).unwrap();
+    assert!(
+        matches!(&anonymous, Decision::Allow { set_headers, .. } if set_headers[0].1 == "films - x-request-id"),
+        "{anonymous:?}"
+    );
 }
 
 /// Allows accumulate header changes in chain order (a later plugin's set or
@@ -345,6 +408,21 @@ fn bad_plugin_files_are_load_errors_naming_the_plugin() {
     assert_eq!(e.to_string(), "plugin 'a': defined twice");
 }
 
+/// A plugin of an interface version this gateway does not know is refused
+/// at load, naming its version and the versions the gateway loads.
+#[test]
+fn an_unknown_interface_version_is_a_load_error() {
+    let e = load_err(spec("future", "future", json!({})));
+    assert_eq!(e.plugin_name(), Some("future"));
+    let text = e.to_string();
+    assert!(
+        text.contains(
+            "exports authgw:policy/policy@0.9.0; this gateway loads versions 0.2.0, 0.1.0"
+        ),
+        "{text}"
+    );
+}
+
 /// A config the plugin refuses is a load error with the plugin's name and
 /// the plugin's own message (which names the rule and key).
 #[test]
@@ -406,8 +484,18 @@ fn plugin_check_reports_the_interface_version_and_exit_codes() {
     assert!(
         stdout
             .trim_end()
-            .ends_with("exports authgw:policy/policy@0.1.0"),
+            .ends_with("exports authgw:policy/policy@0.2.0"),
         "{stdout}"
+    );
+    let old = dist("legacy");
+    let out = authgw(&["plugin", "check", old.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout)
+            .trim_end()
+            .ends_with("exports authgw:policy/policy@0.1.0"),
+        "{}",
+        text(&out.stdout)
     );
 
     let other = dist("wrong-world");

@@ -150,6 +150,54 @@ async fn role_rules_allow_deny_and_chain_headers() {
     );
 }
 
+/// What reaches a plugin through the proxy: a 0.1.0 plugin (the legacy
+/// fixture, which stamps what it saw) gets the route, the login and every
+/// header but the credentials and client-sent identity headers; the token
+/// never reaches it.
+#[tokio::test]
+async fn a_0_1_0_plugin_behind_the_proxy_sees_everything_but_credentials() {
+    let echo = Echo::start("old").await;
+    let app = spawn_app_with(|c: &mut Config| {
+        c.plugins = vec![plugin("old", "legacy", json!({}))];
+        c.routes = vec![guarded(
+            "old",
+            "/old",
+            &echo.url(),
+            AuthMode::Required,
+            &["old"],
+        )];
+    })
+    .await;
+    let (_, _, _) = app.user("alice").await;
+    let token = app.tokens("alice").await.0;
+    let r = app
+        .http
+        .get(app.url("/old/x"))
+        .bearer_auth(&token)
+        .header("x-request-id", "r-7")
+        .header("x-user-id", "forged")
+        .header("cookie", "a=b")
+        .send()
+        .await
+        .unwrap();
+    let r = reply(r).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let stamp = r.body["headers"]["x-legacy"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (head, names) = stamp.rsplit_once(' ').unwrap();
+    assert_eq!(head, "old alice");
+    let names: Vec<&str> = names.split(',').collect();
+    assert!(names.contains(&"x-request-id"), "{stamp}");
+    for withheld in ["authorization", "cookie", "x-user-id"] {
+        assert!(
+            !names.contains(&withheld),
+            "{withheld} reached the plugin: {stamp}"
+        );
+    }
+}
+
 /// A plugin that loops forever is stopped at its deadline: that request gets
 /// a 503 problem quickly, and the next request is served by a fresh instance.
 /// A plugin that grows its memory without bound is trapped the same way.

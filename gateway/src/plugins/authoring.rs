@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::bindings::{Header, Identity, Request};
-use super::chain::{Decision, run_chain};
+use super::bindings::{Identity, Request};
+use super::chain::{Decision, chain_needs, run_chain};
 use super::host::PluginHost;
+use super::needs::{CallerParts, Needs, RequestParts};
 use super::spec::{HostConfig, PluginSpec};
 
 /// Why a tool failed: bad inputs (exit 2) or a plugin that does not pass
@@ -48,7 +49,7 @@ fn readable(file: &Path) -> Result<(), AuthoringError> {
 }
 
 /// `plugin check`: compiles `file` and type-checks it against the world;
-/// returns the exported interface, e.g. `authgw:policy/policy@0.1.0`.
+/// returns the exported interface, e.g. `authgw:policy/policy@0.2.0`.
 pub fn check(file: &Path) -> Result<String, AuthoringError> {
     readable(file)?;
     let host = tool_host()?;
@@ -172,13 +173,15 @@ pub fn test(
         .load(&[spec], Path::new("."))
         .map_err(|e| AuthoringError::Failed(e.to_string()))?;
     let plugins: Vec<Arc<_>> = set.iter().cloned().collect();
+    // What the gateway would pass this plugin, and no more.
+    let needs = chain_needs(&plugins);
     let mut summary = TestSummary {
         passed: 0,
         failed: 0,
     };
     let io = |e: std::io::Error| AuthoringError::Failed(format!("cannot write the report: {e}"));
     for case in &cases {
-        let (request, identity) = case.inputs();
+        let (request, identity) = case.inputs(&needs);
         let verdict = match run_chain(&plugins, &request, identity.as_ref()) {
             Ok(decision) => case.expect.compare(&decision),
             Err(failure) => Err(failure.to_string()),
@@ -224,29 +227,29 @@ fn read_cases(path: &Path) -> Result<Vec<Case>, AuthoringError> {
 }
 
 impl Case {
-    fn inputs(&self) -> (Request, Option<Identity>) {
-        let request = Request {
-            method: self.method.to_ascii_uppercase(),
-            path: self.path.clone(),
-            query: self.query.clone(),
-            host: self.host.clone(),
-            headers: self
-                .headers
-                .iter()
-                .map(|(name, value)| Header {
-                    name: name.to_ascii_lowercase(),
-                    value: value.clone(),
-                })
-                .collect(),
-            route: self.route.clone(),
+    fn inputs(&self, needs: &Needs) -> (Request, Option<Identity>) {
+        let method = self.method.to_ascii_uppercase();
+        let parts = RequestParts {
+            method: &method,
+            path: &self.path,
+            query: self.query.as_deref(),
+            host: self.host.as_deref(),
+            route: &self.route,
         };
-        let identity = self.identity.as_ref().map(|id| Identity {
-            user_id: id.user_id.clone(),
-            login: id.login.clone(),
-            roles: id.roles.clone(),
-            is_admin: id.is_admin,
-            session_id: id.session_id.clone(),
-            expires_at: id.expires_at,
+        let headers = self
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()));
+        let request = needs.request(parts, headers);
+        let identity = self.identity.as_ref().map(|id| {
+            needs.identity(CallerParts {
+                user_id: &id.user_id,
+                login: &id.login,
+                session_id: &id.session_id,
+                roles: &id.roles,
+                is_admin: id.is_admin,
+                expires_at: id.expires_at,
+            })
         });
         (request, identity)
     }

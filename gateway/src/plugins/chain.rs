@@ -7,6 +7,7 @@ use axum::http::{HeaderName, HeaderValue};
 
 use super::bindings::{Identity, Request, WitDecision};
 use super::error::{FailureKind, PluginFailure};
+use super::needs::Needs;
 use super::pool::Plugin;
 
 /// The combined decision of a chain.
@@ -36,6 +37,16 @@ impl Decision {
             remove_headers: Vec::new(),
         }
     }
+}
+
+/// What a chain reads: the union of its plugins' needs. Every plugin of the
+/// chain gets this much (more than it declared, never less).
+pub fn chain_needs(plugins: &[Arc<Plugin>]) -> Needs {
+    let mut needs = Needs::default();
+    for plugin in plugins {
+        needs.add(plugin.needs());
+    }
+    needs
 }
 
 /// Runs `plugins` in order on one request. A failure of any plugin fails the

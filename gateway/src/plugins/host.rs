@@ -10,10 +10,10 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::{self, INTERFACE_VERSION, POLICY_EXPORT};
+use super::bindings::{self, POLICY_EXPORT, SUPPORTED_VERSIONS, v0_1};
 use super::epoch::{EPOCH_TICK, Ticker};
 use super::error::PluginError;
-use super::instance::{Blueprint, one_line};
+use super::instance::{Blueprint, Pre, one_line};
 use super::pool::Plugin;
 use super::sandbox::State;
 use super::spec::{HostConfig, PluginSpec};
@@ -127,23 +127,31 @@ impl PluginHost {
     /// Type-checks a compiled component against the `plugin` world: its
     /// imports must be satisfiable and it must export the policy interface.
     /// Returns the interface version it exports.
-    pub(crate) fn check(
-        &self,
-        component: &Component,
-    ) -> Result<(bindings::PluginPre<State>, String), String> {
+    pub(crate) fn check(&self, component: &Component) -> Result<(Pre, String), String> {
         let version = policy_version(&self.shared.engine, component)?;
+        if !SUPPORTED_VERSIONS.contains(&version.as_str()) {
+            return Err(format!(
+                "exports {POLICY_EXPORT}@{version}; this gateway loads versions {}",
+                SUPPORTED_VERSIONS.join(", ")
+            ));
+        }
         let pre = self.shared.linker.instantiate_pre(component).map_err(|e| {
             format!(
                 "imports something this host does not provide: {}",
                 one_line(&e)
             )
         })?;
-        let pre = bindings::PluginPre::new(pre).map_err(|e| {
+        let not_implemented = |e: wasmtime::Error| {
             format!(
-                "does not implement {POLICY_EXPORT}@{INTERFACE_VERSION}: {}",
+                "does not implement {POLICY_EXPORT}@{version}: {}",
                 one_line(&e)
             )
-        })?;
+        };
+        let pre = if version == bindings::INTERFACE_VERSION {
+            Pre::Current(bindings::PluginPre::new(pre).map_err(not_implemented)?)
+        } else {
+            Pre::V0_1(v0_1::PluginPre::new(pre).map_err(not_implemented)?)
+        };
         Ok((pre, version))
     }
 
@@ -234,6 +242,7 @@ fn host_linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
         &mut linker,
         |s| s,
     )?;
+    v0_1::Plugin::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)?;
     Ok(linker)
 }
 

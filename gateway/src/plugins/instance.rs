@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use wasmtime::Store;
 
-use super::bindings::{self, Identity, Request, WitDecision};
+use super::bindings::{self, Identity, Request, WitDecision, v0_1};
 use super::epoch::Ticker;
 use super::error::FailureKind;
+use super::needs::Needs;
 use super::sandbox::State;
 
 /// Budget of instantiation plus `configure`, in epoch ticks: configuration
@@ -18,7 +19,7 @@ pub(crate) const CONFIGURE_TICKS: u64 = 1000;
 /// What an instance needs to come to life; shared by every instance of a plugin.
 pub(crate) struct Blueprint {
     pub(crate) name: Arc<str>,
-    pub(crate) pre: bindings::PluginPre<State>,
+    pub(crate) pre: Pre,
     pub(crate) memory_limit: usize,
     pub(crate) config_json: String,
     /// Epoch ticks one `decide` may take.
@@ -27,9 +28,30 @@ pub(crate) struct Blueprint {
     pub(crate) ticker: Arc<Ticker>,
 }
 
+/// A plugin compiled and linked, for the interface version it exports.
+pub(crate) enum Pre {
+    Current(bindings::PluginPre<State>),
+    V0_1(v0_1::PluginPre<State>),
+}
+
+impl Pre {
+    fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            Pre::Current(pre) => pre.engine(),
+            Pre::V0_1(pre) => pre.engine(),
+        }
+    }
+}
+
+/// An instance's exports, by interface version.
+enum Bound {
+    Current(bindings::Plugin),
+    V0_1(v0_1::Plugin),
+}
+
 pub(crate) struct Instance {
     store: Store<State>,
-    plugin: bindings::Plugin,
+    plugin: Bound,
     ticker: Arc<Ticker>,
 }
 
@@ -51,8 +73,9 @@ impl std::fmt::Display for CreateError {
 }
 
 impl Instance {
-    /// Instantiates and configures a fresh instance.
-    pub(crate) fn create(bp: &Blueprint) -> Result<Instance, CreateError> {
+    /// Instantiates and configures a fresh instance; returns it with what
+    /// its `decide` reads (everything, for a 0.1.0 plugin).
+    pub(crate) fn create(bp: &Blueprint) -> Result<(Instance, Needs), CreateError> {
         let mut store = Store::new(
             bp.pre.engine(),
             State::new(bp.name.clone(), bp.memory_limit),
@@ -60,20 +83,32 @@ impl Instance {
         store.limiter(|s| s);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(CONFIGURE_TICKS);
-        let plugin = guarded(&bp.ticker, &mut store, |store| bp.pre.instantiate(store))
-            .map_err(|(kind, detail)| CreateError::Failed(kind, detail))?;
-        store.set_epoch_deadline(CONFIGURE_TICKS);
-        let policy = plugin.authgw_policy_policy();
-        guarded(&bp.ticker, &mut store, |store| {
-            policy.call_configure(store, &bp.config_json)
+        let failed = |(kind, detail)| CreateError::Failed(kind, detail);
+        let plugin = guarded(&bp.ticker, &mut store, |store| match &bp.pre {
+            Pre::Current(pre) => pre.instantiate(store).map(Bound::Current),
+            Pre::V0_1(pre) => pre.instantiate(store).map(Bound::V0_1),
         })
-        .map_err(|(kind, detail)| CreateError::Failed(kind, detail))?
+        .map_err(failed)?;
+        store.set_epoch_deadline(CONFIGURE_TICKS);
+        let config = bp.config_json.as_str();
+        let needs = guarded(&bp.ticker, &mut store, |store| match &plugin {
+            Bound::Current(p) => Ok(p
+                .authgw_policy_policy()
+                .call_configure(store, config)?
+                .map(Needs::declared)),
+            Bound::V0_1(p) => Ok(p
+                .authgw_policy_policy()
+                .call_configure(store, config)?
+                .map(|()| Needs::everything())),
+        })
+        .map_err(failed)?
         .map_err(CreateError::Refused)?;
-        Ok(Instance {
+        let instance = Instance {
             store,
             plugin,
             ticker: bp.ticker.clone(),
-        })
+        };
+        Ok((instance, needs))
     }
 
     /// Runs `decide` within the deadline. An error means this instance must
@@ -85,10 +120,69 @@ impl Instance {
         identity: Option<&Identity>,
     ) -> Result<WitDecision, (FailureKind, String)> {
         self.store.set_epoch_deadline(deadline_ticks);
-        let policy = self.plugin.authgw_policy_policy();
-        guarded(&self.ticker, &mut self.store, |store| {
-            policy.call_decide(store, request, identity)
+        let plugin = &self.plugin;
+        guarded(&self.ticker, &mut self.store, |store| match plugin {
+            Bound::Current(p) => p
+                .authgw_policy_policy()
+                .call_decide(store, request, identity),
+            Bound::V0_1(p) => {
+                let (request, identity) = (v0_1_request(request), identity.map(v0_1_identity));
+                p.authgw_policy_policy()
+                    .call_decide(store, &request, identity.as_ref())
+                    .map(from_v0_1)
+            }
         })
+    }
+}
+
+/// The 0.1.0 shapes: the route and the user fields were plain strings.
+fn v0_1_request(r: &Request) -> v0_1::Request {
+    v0_1::Request {
+        method: r.method.clone(),
+        path: r.path.clone(),
+        query: r.query.clone(),
+        host: r.host.clone(),
+        headers: r
+            .headers
+            .iter()
+            .map(|h| v0_1::Header {
+                name: h.name.clone(),
+                value: h.value.clone(),
+            })
+            .collect(),
+        route: r.route.clone().unwrap_or_default(),
+    }
+}
+
+fn v0_1_identity(id: &Identity) -> v0_1::Identity {
+    v0_1::Identity {
+        user_id: id.user_id.clone().unwrap_or_default(),
+        login: id.login.clone().unwrap_or_default(),
+        roles: id.roles.clone(),
+        is_admin: id.is_admin,
+        session_id: id.session_id.clone().unwrap_or_default(),
+        expires_at: id.expires_at,
+    }
+}
+
+fn from_v0_1(decision: v0_1::Decision) -> WitDecision {
+    use bindings::{Allow, Deny, Header};
+    match decision {
+        v0_1::Decision::Allow(a) => WitDecision::Allow(Allow {
+            set_headers: a
+                .set_headers
+                .into_iter()
+                .map(|h| Header {
+                    name: h.name,
+                    value: h.value,
+                })
+                .collect(),
+            remove_headers: a.remove_headers,
+        }),
+        v0_1::Decision::Deny(d) => WitDecision::Deny(Deny {
+            status: d.status,
+            reason: d.reason,
+        }),
     }
 }
 

@@ -1,5 +1,6 @@
 //! WebAssembly policy plugins (issue 6): components of the
-//! `authgw:policy/plugin` world (plugins/wit/policy.wit), run by wasmtime.
+//! `authgw:policy/plugin` world (plugins/wit/policy.wit, 0.2.0; 0.1.0 still
+//! loads), run by wasmtime.
 //!
 //! - [`spec`]: gateway.toml's `[plugins]` settings and plugin entries.
 //! - [`host`]: the one `Engine` (pooling allocator), the `Linker`, loading
@@ -11,6 +12,7 @@
 //! - [`sandbox`]: the empty WASI context, plugin output into the log.
 //! - [`nonblocking`]: WASI I/O that never blocks the request thread.
 //! - [`chain`]: [`run_chain`], a route's plugins in order.
+//! - [`needs`]: what plugins read; builds the records passed to `decide`.
 //! - [`stats`]: per-plugin counters for metrics.
 //! - [`authoring`]: `authgw plugin check` and `authgw plugin test`.
 //!
@@ -23,17 +25,21 @@ mod epoch;
 mod error;
 pub mod host;
 mod instance;
+pub mod needs;
 mod nonblocking;
 pub mod pool;
 mod sandbox;
 pub mod spec;
 pub mod stats;
 
-pub use bindings::{Header, INTERFACE_VERSION, Identity, Request, WitDecision};
-pub use chain::{Decision, run_chain};
+pub use bindings::{
+    Header, INTERFACE_VERSION, Identity, Request, SUPPORTED_VERSIONS, WitDecision, WitNeeds,
+};
+pub use chain::{Decision, chain_needs, run_chain};
 pub use epoch::EPOCH_TICK;
 pub use error::{FailureKind, PluginError, PluginFailure};
 pub use host::{PluginHost, PluginSet};
+pub use needs::{CallerParts, Needs, RequestParts};
 pub use pool::Plugin;
 pub use spec::{ByteSize, HostConfig, PluginSpec};
 pub use stats::PluginStats;

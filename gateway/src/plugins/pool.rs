@@ -13,11 +13,14 @@ use super::bindings::{Identity, Request, WitDecision};
 use super::error::{FailureKind, PluginFailure};
 use super::host::HostShared;
 use super::instance::{Blueprint, CreateError, Instance};
+use super::needs::Needs;
 use super::stats::{Counters, PluginStats};
 
 pub struct Plugin {
     blueprint: Blueprint,
     interface_version: String,
+    /// What its `decide` reads, from `configure`.
+    needs: Needs,
     /// Warm instances; at most `target` are kept.
     pool: Mutex<Vec<Instance>>,
     target: usize,
@@ -33,6 +36,7 @@ impl std::fmt::Debug for Plugin {
         f.debug_struct("Plugin")
             .field("name", &self.blueprint.name)
             .field("interface_version", &self.interface_version)
+            .field("needs", &self.needs)
             .field("instances", &self.target)
             .finish_non_exhaustive()
     }
@@ -46,12 +50,18 @@ impl Plugin {
         interface_version: String,
         instances: usize,
     ) -> Result<Plugin, CreateError> {
-        let warm = (0..instances)
-            .map(|_| Instance::create(&blueprint))
-            .collect::<Result<Vec<_>, _>>()?;
+        // The first instance tells what the plugin reads; the config is the
+        // same for every instance, so the answer is too.
+        let (first, needs) = Instance::create(&blueprint)?;
+        let mut warm = Vec::with_capacity(instances.max(1));
+        warm.push(first);
+        for _ in 1..instances {
+            warm.push(Instance::create(&blueprint)?.0);
+        }
         Ok(Plugin {
             blueprint,
             interface_version,
+            needs,
             pool: Mutex::new(warm),
             target: instances,
             owed: AtomicUsize::new(0),
@@ -65,9 +75,14 @@ impl Plugin {
         &self.blueprint.name
     }
 
-    /// The `authgw:policy` interface version the component exports, e.g. "0.1.0".
+    /// The `authgw:policy` interface version the component exports, e.g. "0.2.0".
     pub fn interface_version(&self) -> &str {
         &self.interface_version
+    }
+
+    /// What its `decide` reads (everything, for a 0.1.0 plugin).
+    pub fn needs(&self) -> &Needs {
+        &self.needs
     }
 
     /// The counters since load.
@@ -94,6 +109,7 @@ impl Plugin {
             None => {
                 self.counters.inline_instantiation();
                 Instance::create(&self.blueprint)
+                    .map(|(instance, _)| instance)
                     .map_err(|e| self.fail(FailureKind::Unavailable, format!("no instance: {e}")))?
             }
         };
@@ -160,7 +176,7 @@ impl Plugin {
     fn refill(&self) {
         loop {
             match Instance::create(&self.blueprint) {
-                Ok(instance) => self.put_back(instance),
+                Ok((instance, _)) => self.put_back(instance),
                 Err(e) => {
                     self.counters.refill_error();
                     tracing::error!(plugin = self.name(), "cannot replace an instance: {e}");

@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Request};
 
 use super::routes::Route;
 use crate::error::{Error, Result};
-use crate::plugins::{self, Decision, Header, Identity};
+use crate::plugins::{self, CallerParts, Decision, Identity, Needs, RequestParts};
 use crate::tokens::Claims;
 
 /// Header changes an allow asks for on the upstream request.
@@ -51,8 +51,8 @@ pub fn decide<B>(
     if route.plugins.is_empty() {
         return Ok(HeaderChanges::default());
     }
-    let request = request_record(route.name(), req, host);
-    let identity = identity.map(identity_record);
+    let request = request_record(&route.needs, route.name(), req, host);
+    let identity = identity.map(|claims| identity_record(&route.needs, claims));
     match plugins::run_chain(&route.plugins, &request, identity.as_ref()) {
         Ok(Decision::Allow {
             set_headers,
@@ -66,42 +66,38 @@ pub fn decide<B>(
     }
 }
 
-/// The plugin's view of a request: method, raw path and query, host, route,
-/// and the headers minus credentials and identity headers (the token never
-/// reaches a plugin). Header values that are not UTF-8 are left out.
-pub fn request_record<B>(route: &str, req: &Request<B>, host: Option<&str>) -> plugins::Request {
+/// The plugins' view of a request: what the route's chain reads of the
+/// method, raw path and query, host, route and headers. Credentials and
+/// identity headers never reach a plugin, nor do header values that are not
+/// UTF-8.
+pub fn request_record<B>(
+    needs: &Needs,
+    route: &str,
+    req: &Request<B>,
+    host: Option<&str>,
+) -> plugins::Request {
+    let parts = RequestParts {
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        query: req.uri().query(),
+        host,
+        route,
+    };
     let headers = req
         .headers()
         .iter()
-        .filter(|(name, _)| {
-            let n = name.as_str();
-            n != "authorization" && n != "cookie" && !n.starts_with("x-user-")
-        })
-        .filter_map(|(name, value)| {
-            Some(Header {
-                name: name.as_str().to_string(),
-                value: value.to_str().ok()?.to_string(),
-            })
-        })
-        .collect();
-    plugins::Request {
-        method: req.method().as_str().to_string(),
-        path: req.uri().path().to_string(),
-        query: req.uri().query().map(str::to_string),
-        host: host.map(str::to_string),
-        headers,
-        route: route.to_string(),
-    }
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
+    needs.request(parts, headers)
 }
 
-/// The plugin's view of the verified caller.
-pub fn identity_record(claims: &Claims) -> Identity {
-    Identity {
-        user_id: claims.sub.to_string(),
-        login: claims.login.clone(),
-        roles: claims.roles.clone(),
+/// The plugins' view of the verified caller.
+pub fn identity_record(needs: &Needs, claims: &Claims) -> Identity {
+    needs.identity(CallerParts {
+        user_id: &claims.sub,
+        login: &claims.login,
+        session_id: &claims.sid,
+        roles: &claims.roles,
         is_admin: claims.adm,
-        session_id: claims.sid.to_string(),
         expires_at: claims.exp,
-    }
+    })
 }

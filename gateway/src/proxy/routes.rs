@@ -11,7 +11,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::{AuthMode, RouteConfig};
-use crate::plugins::Plugin;
+use crate::plugins::{Needs, Plugin, chain_needs};
 
 pub type UpstreamClient = Client<HttpConnector, Body>;
 
@@ -23,6 +23,8 @@ pub struct Route {
     pub upstreams: Vec<Upstream>,
     /// The policy chain, in order.
     pub plugins: Vec<Arc<Plugin>>,
+    /// What the chain reads of a request (the union of its plugins' needs).
+    pub needs: Needs,
     pub client: UpstreamClient,
     next: AtomicUsize,
 }
@@ -71,6 +73,7 @@ impl Route {
             config,
             methods,
             upstreams,
+            needs: chain_needs(&plugins),
             plugins,
             client,
             next: AtomicUsize::new(0),

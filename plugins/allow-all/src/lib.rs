@@ -4,13 +4,20 @@
 
 wit_bindgen::generate!({ path: "../wit", world: "plugin" });
 
-use authgw::policy::types::{Allow, Decision, Identity, Request};
+use authgw::policy::types::{Allow, Decision, Identity, Needs, Request};
 
 struct AllowAll;
 
 impl exports::authgw::policy::policy::Guest for AllowAll {
-    fn configure(_config: String) -> Result<(), String> {
-        Ok(())
+    /// Reads nothing beyond what every plugin gets.
+    fn configure(_config: String) -> Result<Needs, String> {
+        Ok(Needs {
+            headers: Vec::new(),
+            query: false,
+            host: false,
+            route: false,
+            user: false,
+        })
     }
 
     fn decide(_request: Request, _identity: Option<Identity>) -> Decision {

@@ -5,7 +5,7 @@ use crate::stamp::{Config, Fields, IdentityFields, Outcome};
 
 wit_bindgen::generate!({ path: "../wit", world: "plugin" });
 
-use authgw::policy::types::{Allow, Decision, Deny, Header, Identity, Request};
+use authgw::policy::types::{Allow, Decision, Deny, Header, Identity, Needs, Request};
 use exports::authgw::policy::policy::Guest;
 
 thread_local! {
@@ -15,21 +15,30 @@ thread_local! {
 struct HeaderStamp;
 
 impl Guest for HeaderStamp {
-    fn configure(config: String) -> Result<(), String> {
+    /// Reads the required headers, and the route and user fields only when a
+    /// template uses them.
+    fn configure(config: String) -> Result<Needs, String> {
         let parsed = Config::from_json(&config)?;
+        let reads = parsed.reads();
         CONFIG.with(|c| *c.borrow_mut() = parsed);
-        Ok(())
+        Ok(Needs {
+            headers: reads.headers,
+            query: false,
+            host: false,
+            route: reads.route,
+            user: reads.user,
+        })
     }
 
     fn decide(request: Request, identity: Option<Identity>) -> Decision {
         let fields = Fields {
             method: &request.method,
-            route: &request.route,
+            route: request.route.as_deref().unwrap_or_default(),
             identity: identity.as_ref().map(|id| IdentityFields {
-                user_id: &id.user_id,
-                login: &id.login,
+                user_id: id.user_id.as_deref().unwrap_or_default(),
+                login: id.login.as_deref().unwrap_or_default(),
                 roles: &id.roles,
-                session_id: &id.session_id,
+                session_id: id.session_id.as_deref().unwrap_or_default(),
             }),
         };
         let names = request.headers.iter().map(|h| h.name.as_str());

@@ -38,6 +38,17 @@ pub struct IdentityFields<'a> {
     pub session_id: &'a str,
 }
 
+/// What the config makes the plugin read of a request (its `needs`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reads {
+    /// The required headers.
+    pub headers: Vec<String>,
+    /// A template uses `{route}`.
+    pub route: bool,
+    /// A template uses `{user_id}`, `{login}` or `{session_id}`.
+    pub user: bool,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     Allow {
@@ -72,6 +83,23 @@ impl Config {
             *name = name.to_ascii_lowercase();
         }
         Ok(config)
+    }
+
+    /// What deciding reads: the required headers, and the route and user
+    /// fields only if a template uses them (`{roles}` and `{method}` are
+    /// always there).
+    pub fn reads(&self) -> Reads {
+        let used = |names: &[&str]| {
+            self.set
+                .values()
+                .flat_map(|t| placeholders(t))
+                .any(|p| names.contains(&p))
+        };
+        Reads {
+            headers: self.require.clone(),
+            route: used(&["route"]),
+            user: used(&["user_id", "login", "session_id"]),
+        }
     }
 
     /// Decides one request given the names of its headers (lower-case).
@@ -215,5 +243,29 @@ mod tests {
         assert!(e.is_some_and(|e| e.contains("set.x: unknown placeholder {password}")));
         let e = Config::from_json(r#"{"sett": {}}"#).err();
         assert!(e.is_some_and(|e| e.contains("unknown field `sett`")));
+    }
+
+    /// The needs follow the config: required headers, and the route and
+    /// user fields only when a template uses them.
+    #[test]
+    fn reads_follow_the_templates() {
+        let c = config(r#"{"require": ["X-Request-Id"], "set": {"x-r": "{roles} {method}"}}"#);
+        assert_eq!(
+            c.reads(),
+            Reads {
+                headers: vec!["x-request-id".into()],
+                route: false,
+                user: false,
+            }
+        );
+        let c = config(r#"{"set": {"x-a": "{route}", "x-b": "{login}"}}"#);
+        assert_eq!(
+            c.reads(),
+            Reads {
+                headers: vec![],
+                route: true,
+                user: true,
+            }
+        );
     }
 }

@@ -5,7 +5,7 @@ use crate::rules::{Caller, Config, Verdict};
 
 wit_bindgen::generate!({ path: "../wit", world: "plugin" });
 
-use authgw::policy::types::{Allow, Decision, Deny, Identity, Request};
+use authgw::policy::types::{Allow, Decision, Deny, Identity, Needs, Request};
 use exports::authgw::policy::policy::Guest;
 
 thread_local! {
@@ -15,10 +15,18 @@ thread_local! {
 struct RoleRules;
 
 impl Guest for RoleRules {
-    fn configure(config: String) -> Result<(), String> {
+    /// Rules read the method, the path, the roles and the admin flag, which
+    /// every plugin gets: no header, query, host, route or user is copied in.
+    fn configure(config: String) -> Result<Needs, String> {
         let parsed = Config::from_json(&config)?;
         CONFIG.with(|c| *c.borrow_mut() = Some(parsed));
-        Ok(())
+        Ok(Needs {
+            headers: Vec::new(),
+            query: false,
+            host: false,
+            route: false,
+            user: false,
+        })
     }
 
     fn decide(request: Request, identity: Option<Identity>) -> Decision {

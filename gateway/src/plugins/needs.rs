@@ -1,0 +1,234 @@
+//! What plugins read of a request: the `needs` a 0.2.0 plugin declares in
+//! `configure`, and the records built from them. Copying a string into a
+//! plugin is most of what a call costs, so the host leaves out what no
+//! plugin of the route reads.
+
+use std::fmt::Display;
+
+use super::bindings::{Header, Identity, Request, WitNeeds};
+
+/// What a plugin, or a route's chain (the union of its plugins'), reads
+/// beyond the method, the path and the caller's roles, admin flag and
+/// expiry, which every plugin gets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Every header (what a 0.1.0 plugin gets), not only `headers`.
+    pub all_headers: bool,
+    /// Header names, lower-case.
+    pub headers: Vec<String>,
+    pub query: bool,
+    pub host: bool,
+    pub route: bool,
+    /// The user id, login and session id.
+    pub user: bool,
+}
+
+/// The request as the gateway sees it, before [`Needs::request`] trims it.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestParts<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub host: Option<&'a str>,
+    pub route: &'a str,
+}
+
+/// The verified caller, before [`Needs::identity`] trims it.
+#[derive(Clone, Copy)]
+pub struct CallerParts<'a> {
+    pub user_id: &'a dyn Display,
+    pub login: &'a str,
+    pub session_id: &'a dyn Display,
+    pub roles: &'a [String],
+    pub is_admin: bool,
+    pub expires_at: i64,
+}
+
+/// Headers no plugin ever sees: credentials and authgw's identity headers.
+pub fn withheld(name: &str) -> bool {
+    name.eq_ignore_ascii_case("authorization")
+        || name.eq_ignore_ascii_case("cookie")
+        || name
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("x-user-"))
+}
+
+impl Needs {
+    /// Everything: what a plugin of interface 0.1.0 is given.
+    pub fn everything() -> Needs {
+        Needs {
+            all_headers: true,
+            headers: Vec::new(),
+            query: true,
+            host: true,
+            route: true,
+            user: true,
+        }
+    }
+
+    /// A 0.2.0 plugin's declaration, header names lower-cased.
+    pub(crate) fn declared(wit: WitNeeds) -> Needs {
+        let mut headers: Vec<String> = wit.headers.iter().map(|h| h.to_ascii_lowercase()).collect();
+        headers.sort();
+        headers.dedup();
+        Needs {
+            all_headers: false,
+            headers,
+            query: wit.query,
+            host: wit.host,
+            route: wit.route,
+            user: wit.user,
+        }
+    }
+
+    /// Adds what `other` reads.
+    pub fn add(&mut self, other: &Needs) {
+        self.all_headers |= other.all_headers;
+        for name in &other.headers {
+            if !self.headers.contains(name) {
+                self.headers.push(name.clone());
+            }
+        }
+        self.query |= other.query;
+        self.host |= other.host;
+        self.route |= other.route;
+        self.user |= other.user;
+    }
+
+    /// Whether a request header goes to the plugins.
+    pub fn passes_header(&self, name: &str) -> bool {
+        !withheld(name)
+            && (self.all_headers || self.headers.iter().any(|h| h.eq_ignore_ascii_case(name)))
+    }
+
+    /// The plugins' request record: what is needed, nothing more. `headers`
+    /// are (name, value) pairs in order; names are lower-cased.
+    pub fn request<'h>(
+        &self,
+        parts: RequestParts<'_>,
+        headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+    ) -> Request {
+        let headers = if self.all_headers || !self.headers.is_empty() {
+            headers
+                .into_iter()
+                .filter(|(name, _)| self.passes_header(name))
+                .map(|(name, value)| Header {
+                    name: name.to_ascii_lowercase(),
+                    value: value.to_string(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Request {
+            method: parts.method.to_string(),
+            path: parts.path.to_string(),
+            query: parts.query.filter(|_| self.query).map(str::to_string),
+            host: parts.host.filter(|_| self.host).map(str::to_string),
+            headers,
+            route: self.route.then(|| parts.route.to_string()),
+        }
+    }
+
+    /// The plugins' identity record: what is needed, nothing more.
+    pub fn identity(&self, caller: CallerParts<'_>) -> Identity {
+        Identity {
+            user_id: self.user.then(|| caller.user_id.to_string()),
+            login: self.user.then(|| caller.login.to_string()),
+            roles: caller.roles.to_vec(),
+            is_admin: caller.is_admin,
+            session_id: self.user.then(|| caller.session_id.to_string()),
+            expires_at: caller.expires_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts() -> RequestParts<'static> {
+        RequestParts {
+            method: "GET",
+            path: "/films/1",
+            query: Some("hd=1"),
+            host: Some("cinema.example"),
+            route: "films",
+        }
+    }
+
+    const HEADERS: [(&str, &str); 5] = [
+        ("accept", "text/html"),
+        ("authorization", "Bearer secret"),
+        ("cookie", "access_token=secret"),
+        ("X-User-Id", "forged"),
+        ("x-request-id", "r-1"),
+    ];
+
+    /// A plugin that declares nothing gets the method and path only.
+    #[test]
+    fn nothing_declared_passes_method_and_path_only() {
+        let request = Needs::default().request(parts(), HEADERS);
+        assert_eq!(request.method, "GET");
+        assert_eq!(request.path, "/films/1");
+        assert_eq!(request.query, None);
+        assert_eq!(request.host, None);
+        assert_eq!(request.route, None);
+        assert!(request.headers.is_empty());
+    }
+
+    /// Declared headers pass (case-insensitively); credentials never do,
+    /// even when declared or when everything is asked for.
+    #[test]
+    fn declared_headers_pass_and_credentials_never_do() {
+        let needs = Needs::declared(WitNeeds {
+            headers: vec!["X-Request-Id".into(), "authorization".into()],
+            query: true,
+            host: false,
+            route: true,
+            user: false,
+        });
+        let request = needs.request(parts(), HEADERS);
+        let names: Vec<_> = request.headers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["x-request-id"]);
+        assert_eq!(request.query.as_deref(), Some("hd=1"));
+        assert_eq!(request.host, None);
+        assert_eq!(request.route.as_deref(), Some("films"));
+
+        let all = Needs::everything().request(parts(), HEADERS);
+        let names: Vec<_> = all.headers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["accept", "x-request-id"]);
+    }
+
+    /// The union of a chain's needs reads what either plugin reads.
+    #[test]
+    fn union_reads_what_either_reads() {
+        let mut chain = Needs::default();
+        chain.add(&Needs {
+            headers: vec!["accept".into()],
+            user: true,
+            ..Needs::default()
+        });
+        chain.add(&Needs {
+            headers: vec!["accept".into(), "x-a".into()],
+            host: true,
+            ..Needs::default()
+        });
+        assert_eq!(chain.headers, ["accept", "x-a"]);
+        assert!(chain.user && chain.host && !chain.query && !chain.route);
+        let caller = CallerParts {
+            user_id: &"u-1",
+            login: "alice",
+            session_id: &"s-1",
+            roles: &["subscriber".to_string()],
+            is_admin: false,
+            expires_at: 1,
+        };
+        assert_eq!(chain.identity(caller).login.as_deref(), Some("alice"));
+        let bare = Needs::default().identity(caller);
+        assert_eq!(
+            (bare.user_id, bare.login, bare.session_id, bare.roles),
+            (None, None, None, vec!["subscriber".to_string()])
+        );
+    }
+}
