@@ -218,10 +218,18 @@ fn check_absolute(key: &str, value: &str) -> Result<(), String> {
 impl Pattern {
     fn matches(&self, path: &str) -> bool {
         match self {
-            Pattern::Prefix(prefix) => match path.strip_prefix(prefix.as_str()) {
-                Some(rest) => rest.is_empty() || rest.starts_with('/'),
-                None => false,
-            },
+            Pattern::Prefix(prefix) => {
+                let (path, prefix) = (path.as_bytes(), prefix.as_bytes());
+                // The prefix's last byte first: sibling prefixes (`/films/a`,
+                // `/films/b`) differ there, so most misses cost one comparison.
+                let last_matches = match prefix.last() {
+                    Some(last) => path.get(prefix.len() - 1) == Some(last),
+                    None => true,
+                };
+                last_matches
+                    && path.starts_with(prefix)
+                    && path.get(prefix.len()).is_none_or(|&next| next == b'/')
+            }
             Pattern::Glob(tokens) => glob_matches(tokens, path),
         }
     }

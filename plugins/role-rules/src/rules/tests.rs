@@ -104,6 +104,19 @@ fn prefix_matches_on_segment_boundaries_only() {
     );
     // `/filmsx` matches nothing: the default denies.
     assert_eq!(status(&c.decide("GET", "/filmsx", None)), Some(403));
+    // Nor does a path shorter than a prefix.
+    assert_eq!(status(&c.decide("GET", "/film", None)), Some(403));
+}
+
+#[test]
+fn root_prefix_matches_every_path() {
+    let c = match Config::from_json(r#"{"rules": [{"path": "/", "any_of": ["staff"]}]}"#) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    for path in ["/", "/a", "/films/premium/1"] {
+        assert_eq!(status(&c.decide("GET", path, None)), Some(401), "{path}");
+    }
 }
 
 #[test]
