@@ -4,12 +4,15 @@
 //!
 //! Properties: nothing panics; the record never carries `authorization`,
 //! `cookie` or any `x-user-*` header (the token and spoofed identities never
-//! reach a plugin); every other valid UTF-8 header is there, in order; method,
-//! path, query, host and route are passed through unchanged.
+//! reach a plugin). With everything needed (a 0.1.0 plugin), every other
+//! valid UTF-8 header is there, in order, and method, path, query, host and
+//! route are passed through unchanged. With arbitrary declared needs, only
+//! declared headers are there and undeclared parts are absent.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Uri};
+use gateway::plugins::Needs;
 use gateway::proxy::policy::request_record;
 use libfuzzer_sys::fuzz_target;
 
@@ -20,13 +23,18 @@ struct Input {
     host: Option<String>,
     route: String,
     headers: Vec<(String, Vec<u8>)>,
+    declared: Vec<String>,
+    query: bool,
+    host_needed: bool,
+    route_needed: bool,
 }
 
 fuzz_target!(|input: Input| {
     let Ok(method) = Method::from_bytes(input.method.as_bytes()) else {
         return;
     };
-    let Ok(uri) = format!("/{}", input.path_and_query.trim_start_matches('/')).parse::<Uri>() else {
+    let Ok(uri) = format!("/{}", input.path_and_query.trim_start_matches('/')).parse::<Uri>()
+    else {
         return;
     };
     let mut req = Request::new(());
@@ -51,12 +59,49 @@ fuzz_target!(|input: Input| {
             expected.push((name.to_string(), text.to_string()));
         }
     }
-    let record = request_record(&input.route, &req, input.host.as_deref());
+    let needs = Needs {
+        headers: input.declared.clone(),
+        query: input.query,
+        host: input.host_needed,
+        route: input.route_needed,
+        ..Needs::default()
+    };
+    let some = request_record(&needs, &input.route, &req, input.host.as_deref());
+    assert_eq!(some.method, method.as_str());
+    assert_eq!(some.path, uri.path());
+    assert_eq!(some.query.is_some(), input.query && uri.query().is_some());
+    assert_eq!(
+        some.host.is_some(),
+        input.host_needed && input.host.is_some()
+    );
+    assert_eq!(some.route.is_some(), input.route_needed);
+    for h in &some.headers {
+        assert!(
+            input
+                .declared
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(&h.name)),
+            "{} was not declared",
+            h.name
+        );
+        assert!(
+            h.name != "authorization" && h.name != "cookie" && !h.name.starts_with("x-user-"),
+            "{} reached a plugin",
+            h.name
+        );
+    }
+
+    let record = request_record(
+        &Needs::everything(),
+        &input.route,
+        &req,
+        input.host.as_deref(),
+    );
     assert_eq!(record.method, method.as_str());
     assert_eq!(record.path, uri.path());
     assert_eq!(record.query.as_deref(), uri.query());
     assert_eq!(record.host.as_deref(), input.host.as_deref());
-    assert_eq!(record.route, input.route);
+    assert_eq!(record.route.as_deref(), Some(input.route.as_str()));
     let got: Vec<(String, String)> = record
         .headers
         .into_iter()
