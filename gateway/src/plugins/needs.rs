@@ -45,7 +45,7 @@ pub struct CallerParts<'a> {
 }
 
 /// Headers no plugin ever sees: credentials and authgw's identity headers.
-pub fn withheld(name: &str) -> bool {
+fn withheld(name: &str) -> bool {
     name.eq_ignore_ascii_case("authorization")
         || name.eq_ignore_ascii_case("cookie")
         || name

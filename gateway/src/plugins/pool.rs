@@ -53,7 +53,7 @@ impl Plugin {
         // The first instance tells what the plugin reads; the config is the
         // same for every instance, so the answer is too.
         let (first, needs) = Instance::create(&blueprint)?;
-        let mut warm = Vec::with_capacity(instances.max(1));
+        let mut warm = Vec::with_capacity(instances);
         warm.push(first);
         for _ in 1..instances {
             warm.push(Instance::create(&blueprint)?.0);
