@@ -95,35 +95,27 @@ impl Metrics {
             "Tokens refused on proxied requests, by reason",
             auth_failures.clone(),
         );
-        let revocations = Gauge::default();
-        registry.register(
+        let mut gauge = |name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let revocations = gauge(
             "revocation_set_entries",
             "Revoked sessions and users held in memory",
-            revocations.clone(),
         );
-        let pool_in_use = Gauge::default();
-        registry.register(
-            "db_pool_in_use",
-            "Database connections checked out",
-            pool_in_use.clone(),
-        );
-        let hash_queue = Gauge::default();
-        registry.register(
+        let pool_in_use = gauge("db_pool_in_use", "Database connections checked out");
+        let hash_queue = gauge(
             "password_hash_queue",
             "Password hashes running or waiting for a slot",
-            hash_queue.clone(),
         );
-        let connections_open = Gauge::default();
-        registry.register(
+        let connections_open = gauge(
             "connections_open",
             "Client connections open on the main listener",
-            connections_open.clone(),
         );
-        let connections_parked = Gauge::default();
-        registry.register(
+        let connections_parked = gauge(
             "connections_parked",
             "Idle keep-alive connections parked: no HTTP buffers held",
-            connections_parked.clone(),
         );
         Self {
             registry,
@@ -142,15 +134,14 @@ impl Metrics {
     /// The Prometheus text exposition of every metric, gauges set from `now`.
     pub fn render(&self, now: &Snapshot) -> String {
         let _one_at_a_time = self.scrape.lock();
-        self.revocations
-            .set(i64::try_from(now.revocations).unwrap_or(i64::MAX));
+        let set = |gauge: &Gauge, value: usize| {
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        };
+        set(&self.revocations, now.revocations);
         self.pool_in_use.set(i64::from(now.pool_in_use));
-        self.hash_queue
-            .set(i64::try_from(now.hash_queue).unwrap_or(i64::MAX));
-        self.connections_open
-            .set(i64::try_from(now.connections_open).unwrap_or(i64::MAX));
-        self.connections_parked
-            .set(i64::try_from(now.connections_parked).unwrap_or(i64::MAX));
+        set(&self.hash_queue, now.hash_queue);
+        set(&self.connections_open, now.connections_open);
+        set(&self.connections_parked, now.connections_parked);
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "metrics encoding failed");
