@@ -56,11 +56,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Whether `name` is one of authgw's identity headers (`X-User-*`, any
+/// case): only authgw sets them, so they are stripped from clients and
+/// out of plugins' reach. (plugins/needs.rs keeps the same rule for what a
+/// plugin may read: the plugins module knows no HTTP.)
+pub fn is_identity_header(name: &str) -> bool {
+    name.get(..7)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("x-user-"))
+}
+
 /// Removes every `X-User-*` header: only authgw sets them.
 pub fn strip_identity(headers: &mut HeaderMap) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with("x-user-"))
+        .filter(|k| is_identity_header(k.as_str()))
         .cloned()
         .collect();
     for name in spoofed {
@@ -188,6 +197,25 @@ mod tests {
             );
         }
         h
+    }
+
+    /// Every `X-User-*` name is an identity header, in any case; names that
+    /// only resemble one (no dash, a longer word, too short) are not.
+    #[test]
+    fn identity_header_names() {
+        for name in ["x-user-id", "X-User-Roles", "X-USER-", "x-user-anything"] {
+            assert!(is_identity_header(name), "{name}");
+        }
+        for name in [
+            "x-user",
+            "x-users-id",
+            "x-userid",
+            "user-id",
+            "",
+            "x-request-id",
+        ] {
+            assert!(!is_identity_header(name), "{name}");
+        }
     }
 
     /// Hop-by-hop headers go, including those `Connection` lists; end-to-end stay.

@@ -4,6 +4,7 @@
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request};
 
+use super::headers::is_identity_header;
 use super::routes::Route;
 use crate::error::{Error, Result};
 use crate::plugins::{self, CallerParts, Decision, Identity, Needs, RequestParts};
@@ -21,12 +22,12 @@ impl HeaderChanges {
     /// cannot set or remove `X-User-*`.
     pub fn apply(self, headers: &mut HeaderMap) {
         for name in self.remove {
-            if !name.starts_with("x-user-") {
+            if !is_identity_header(&name) {
                 headers.remove(name.as_str());
             }
         }
         for (name, value) in self.set {
-            if name.starts_with("x-user-") {
+            if is_identity_header(&name) {
                 continue;
             }
             if let (Ok(n), Ok(v)) = (
