@@ -6,6 +6,7 @@
 use std::fmt::Display;
 
 use super::bindings::{Header, Identity, Request, WitNeeds};
+use crate::proxy::headers::is_identity_header;
 
 /// What a plugin, or a route's chain (the union of its plugins'), reads
 /// beyond the method, the path and the caller's roles, admin flag and
@@ -48,9 +49,7 @@ pub struct CallerParts<'a> {
 fn withheld(name: &str) -> bool {
     name.eq_ignore_ascii_case("authorization")
         || name.eq_ignore_ascii_case("cookie")
-        || name
-            .get(..7)
-            .is_some_and(|p| p.eq_ignore_ascii_case("x-user-"))
+        || is_identity_header(name)
 }
 
 impl Needs {

@@ -57,9 +57,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Whether `name` is one of authgw's identity headers (`X-User-*`, any
-/// case): only authgw sets them, so they are stripped from clients and
-/// out of plugins' reach. (plugins/needs.rs keeps the same rule for what a
-/// plugin may read: the plugins module knows no HTTP.)
+/// case): only authgw sets them, so they are stripped from clients, never
+/// shown to a plugin (plugins/needs.rs) and never set or removed by one.
 pub fn is_identity_header(name: &str) -> bool {
     name.get(..7)
         .is_some_and(|prefix| prefix.eq_ignore_ascii_case("x-user-"))

@@ -13,7 +13,7 @@
 //! 7. **response filter**: hop-by-hop headers removed, request id echoed;
 //! 8. **logging**: one access line and the metrics.
 
-mod headers;
+pub(crate) mod headers;
 pub mod policy;
 mod routes;
 mod upstream;
