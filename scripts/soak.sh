@@ -2,7 +2,7 @@
 # shellcheck source-path=SCRIPTDIR
 # The long robustness checks (issue 7) that do not belong in every CI run:
 #
-#   scripts/soak.sh [STEP...]      default: fuzz dbfault abuse upstream trapstorm
+#   scripts/soak.sh [STEP...]      default: fuzz dbfault abuse upstream trapstorm hostile
 #
 #   fuzz     every cargo-fuzz target in fuzz/ for SOAK_FUZZ_SECS each
 #            (default 600); a crash fails the step and leaves its input in
@@ -29,6 +29,16 @@
 #            SOAK_STORM_SECS: about half 503 problem+json, the rest 200 from
 #            the upstream; VmRSS flat; the plugin metrics (failures,
 #            recycled instances) match the 503s
+#   hostile  SOAK_HOSTILE (default 3000) generated path, header and upgrade
+#            variants (dot segments, encodings, repeated slashes, path
+#            parameters, backslashes, control bytes, cross-route climbs;
+#            X-User-* and forwarding headers in many spellings; h2c and
+#            other upgrade tokens), sent as raw bytes, anonymously and with
+#            a token of a user with no roles, to the cinema routes
+#            (role-rules) in front of an upstream that records what it
+#            received; fails on any protected resource served, spoofed
+#            identity or forwarding header passed, non-WebSocket tunnel, or
+#            500 (scripts/qa/hostile.py)
 #
 # Each step prints its figures; a summary of all of them closes the run.
 # Steps are functions named soak_<step>: add one by writing the function and
@@ -36,7 +46,7 @@
 #
 # Environment: SOAK_FUZZ_SECS, SOAK_CONNS, SOAK_FUZZ_TARGETS (default: all),
 # SOAK_THREADS (client threads of upstream and trapstorm, default 8),
-# SOAK_STORM_SECS (default 25), SOAK_TOLERATE_SILENT_CLOSE (upstream: 1 to
+# SOAK_STORM_SECS (default 25), SOAK_HOSTILE (default 3000), SOAK_TOLERATE_SILENT_CLOSE (upstream: 1 to
 # report, not fail on, connections closed without Connection: close),
 # CARGO_TARGET_DIR (respected), AUTHGW_QA_VENV (unused here).
 set -euo pipefail
@@ -48,11 +58,12 @@ source "$ROOT/scripts/lib/pg.sh"
 # shellcheck source=lib/serve.sh
 source "$ROOT/scripts/lib/serve.sh"
 
-ALL_STEPS=(fuzz dbfault abuse upstream trapstorm)
+ALL_STEPS=(fuzz dbfault abuse upstream trapstorm hostile)
 FUZZ_SECS=${SOAK_FUZZ_SECS:-600}
 CONNS=${SOAK_CONNS:-10000}
 THREADS=${SOAK_THREADS:-8}
 STORM_SECS=${SOAK_STORM_SECS:-25}
+HOSTILE=${SOAK_HOSTILE:-3000}
 PASSWORD='correct horse battery staple'
 
 SOAK_PG_DIR=$ROOT/.data/soak
@@ -273,6 +284,59 @@ plugins = [\"flaky\"]
     grep -E '^(trap storm|rss:|plugin|recycling|after the storm|fds)' "$WORK/trapstorm.txt" \
         | sed 's/^/trapstorm /' >>"$FIGURES" || true
     no_panics trapstorm || status=1
+    authgw_qa_stop
+    authgw_qa_drop_db
+    return "$status"
+}
+
+# --- hostile -------------------------------------------------------------------
+soak_hostile() {
+    local status=0 admin_url up_port token wasm=$ROOT/plugins/dist/role-rules.wasm
+    if [[ ! -f $wasm ]]; then
+        step "scripts/build-plugins.sh (no $wasm)"
+        "$ROOT/scripts/build-plugins.sh" || die "scripts/build-plugins.sh failed"
+    fi
+    admin_url=$(authgw_test_admin_url "$ROOT") || die "no PostgreSQL for the test database"
+    # hostile.py runs the recording upstream on this port.
+    up_port=$(authgw_qa_free_port)
+    authgw_qa_start "$WORK/hostile" "$admin_url" "
+[[plugins]]
+name = \"cinema\"
+file = \"$wasm\"
+config = { default = \"deny\", rules = [
+  { path = \"/films/trial\", any_of = [\"trial\", \"subscriber\"] },
+  { path = \"/films/premium\", any_of = [\"subscriber\"], deny_status = 402 },
+  { path = \"/films/18plus\", all_of = [\"adult\"] },
+  { path = \"/films\", methods = [\"GET\", \"HEAD\"] },
+] }
+
+[[routes]]
+name = \"films\"
+prefix = \"/films\"
+upstream = \"http://127.0.0.1:$up_port\"
+auth = \"optional\"
+plugins = [\"cinema\"]
+
+[[routes]]
+name = \"vault\"
+prefix = \"/vault\"
+upstream = \"http://127.0.0.1:$up_port\"
+auth = \"required\"
+
+[[routes]]
+name = \"ws\"
+prefix = \"/ws\"
+upstream = \"http://127.0.0.1:$up_port\"
+auth = \"optional\"
+websocket = true
+" || die "could not start authgw for the hostile requests"
+    token=$(edge_token soak-hostile) || die "could not get a token for the hostile requests"
+    step "hostile: $HOSTILE path, header and upgrade variants against a recording upstream"
+    SOAK_TOKEN=$token python3 "$ROOT/scripts/qa/hostile.py" "$AUTHGW_QA_BASE" \
+        --upstream-port "$up_port" --count "$HOSTILE" --threads "$THREADS" \
+        | tee "$WORK/hostile.txt" || status=1
+    grep -E '^hostile' "$WORK/hostile.txt" >>"$FIGURES" || true
+    no_panics hostile || status=1
     authgw_qa_stop
     authgw_qa_drop_db
     return "$status"

@@ -49,9 +49,17 @@ _AUTHGW_QA_ADMIN_PICKED=
 _authgw_qa_log() { printf '%s\n' "$*" >&2; }
 
 # authgw_qa_build ROOT: build the debug binary (into CARGO_TARGET_DIR when
-# set) and remember its path in AUTHGW_QA_BIN.
+# set) and remember its path in AUTHGW_QA_BIN. With AUTHGW_QA_PREBUILT=1 and
+# AUTHGW_QA_BIN already an executable, that binary is used as it is:
+# scripts/test.sh passes the one `cargo test` just built, since a plain
+# `cargo build` resolves the dependencies' features without the
+# dev-dependencies and would rebuild much of the tree (about 5 minutes).
 authgw_qa_build() {
     local root=${1:?usage: authgw_qa_build ROOT} target
+    if [[ ${AUTHGW_QA_PREBUILT:-0} == 1 && -x ${AUTHGW_QA_BIN:-} ]]; then
+        _authgw_qa_log "==> using the prebuilt $AUTHGW_QA_BIN"
+        return 0
+    fi
     target=${CARGO_TARGET_DIR:-$root/target}
     [[ $target == /* ]] || target=$root/$target
     _authgw_qa_log "==> cargo build --bin authgw"
