@@ -1,6 +1,13 @@
 //! The conversion of an HTTP request into the plugin's request record
 //! (`proxy::policy::request_record`), from arbitrary methods, paths, queries,
-//! hosts and headers.
+//! hosts and headers, after the canonical request target
+//! (`proxy::path::rewrite`), as the proxy does it.
+//!
+//! Canonicalizer properties: nothing panics; a refused path is refused by
+//! `canonicalize` alike; an accepted one is canonical again unchanged and
+//! without allocating, never holds `//`, `/./`, `/../`, a final `/.` or
+//! `/..` or an encoded unreserved character, and the query is kept byte for
+//! byte. The record's path is exactly the canonical path.
 //!
 //! Properties: nothing panics; the record never carries `authorization`,
 //! `cookie` or any `x-user-*` header (the token and spoofed identities never
@@ -13,7 +20,9 @@
 use arbitrary::Arbitrary;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Uri};
 use gateway::plugins::Needs;
+use gateway::proxy::path::{canonicalize, rewrite};
 use gateway::proxy::policy::request_record;
+use std::borrow::Cow;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -40,6 +49,14 @@ fuzz_target!(|input: Input| {
     let mut req = Request::new(());
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri.clone();
+    let raw = uri;
+    if let Err(refused) = rewrite(&mut req) {
+        assert_eq!(canonicalize(raw.path()).err(), Some(refused));
+        return;
+    }
+    let uri = req.uri().clone();
+    check_canonical(uri.path());
+    assert_eq!(uri.query(), raw.query(), "the query passes unchanged");
     let mut expected = Vec::new();
     for (name, value) in &input.headers {
         let (Ok(n), Ok(v)) = (
@@ -115,3 +132,29 @@ fuzz_target!(|input: Input| {
     }
     assert_eq!(got, expected);
 });
+
+/// What every canonical path satisfies.
+fn check_canonical(path: &str) {
+    assert!(path.starts_with('/'), "{path:?}");
+    for bad in ["//", "/./", "/../"] {
+        assert!(!path.contains(bad), "{path:?} holds {bad}");
+    }
+    assert!(!path.ends_with("/.") && !path.ends_with("/.."), "{path:?}");
+    let b = path.as_bytes();
+    for i in 0..b.len() {
+        if b[i] == b'%' {
+            let hex = &path[i + 1..i + 3];
+            let v = u8::from_str_radix(hex, 16).expect("a valid percent-encoding");
+            assert!(
+                !(v.is_ascii_alphanumeric() || b"-._~".contains(&v)),
+                "{path:?} encodes an unreserved character"
+            );
+            assert_eq!(hex, hex.to_ascii_uppercase(), "{path:?}: lower-case hex");
+        }
+    }
+    let again = canonicalize(path).expect("a canonical path is accepted");
+    assert!(
+        matches!(again.path, Cow::Borrowed(p) if p == path),
+        "{path:?} is not a fixed point"
+    );
+}

@@ -5,7 +5,10 @@
 //!   (what JWT checking adds to a request; no database is involved in either);
 //! - argon2id hashing with the OWASP parameters (what a login costs);
 //! - ES256 verification cold against the verified-token cache (hit, miss),
-//!   and the revocation lookup alone.
+//!   and the revocation lookup alone;
+//! - the canonical request target (`proxy::path::canonicalize`) of a typical
+//!   (already canonical) path and a hostile one, against the plain copy of
+//!   the raw path the proxy made before and the route lookup.
 //!
 //! Run with `scripts/bench.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -213,8 +216,69 @@ fn token_cache_and_revocation(c: &mut Criterion) {
     group.finish();
 }
 
+/// What making the path canonical adds to a proxied request, against two
+/// peers in the same run: the `to_string` copy of the raw path the proxy
+/// made before (and still makes, for the access log), and the route lookup
+/// in a table of the quickstart's shape.
+fn canonical_path(c: &mut Criterion) {
+    use axum::http::Method;
+    use gateway::proxy::path::canonicalize;
+    use gateway::proxy::{Lookup, Route, RouteTable};
+    let config = Config::parse(
+        r#"
+        [[routes]]
+        name = "films"
+        prefix = "/films"
+        upstream = "http://127.0.0.1:1"
+        [[routes]]
+        name = "premium"
+        prefix = "/films/premium"
+        upstream = "http://127.0.0.1:1"
+        [[routes]]
+        name = "vault"
+        prefix = "/vault"
+        upstream = "http://127.0.0.1:1"
+        "#,
+        "bench.toml",
+    )
+    .unwrap();
+    let table = RouteTable::new(
+        config
+            .routes
+            .into_iter()
+            .map(|r| Route::new(r, Vec::new()).unwrap())
+            .collect(),
+    );
+    let typical = "/films/premium/42/watch";
+    let hostile = "/films/x/..//%70remium/./%2e%2E/premium/42/watch";
+    let mut group = c.benchmark_group("canonical path");
+    group.bench_function("raw to_string (peer)", |b| {
+        b.iter(|| black_box(typical).to_string())
+    });
+    group.bench_function("route lookup (peer)", |b| {
+        b.iter(|| {
+            matches!(
+                table.find(
+                    black_box(Some("cinema.example")),
+                    black_box(typical),
+                    &Method::GET
+                ),
+                Lookup::Found(_)
+            )
+        })
+    });
+    group.bench_function("canonicalize typical", |b| {
+        b.iter(|| canonicalize(black_box(typical)).unwrap().escaped_slash)
+    });
+    group.bench_function("canonicalize hostile", |b| {
+        b.iter(|| canonicalize(black_box(hostile)).unwrap().path.len())
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    canonical_path,
     token_cache_and_revocation,
     verify_by_algorithm,
     revocation_overhead,

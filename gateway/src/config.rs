@@ -103,6 +103,19 @@ pub enum AuthMode {
     Public,
 }
 
+/// What a route does with an encoded slash or backslash (`%2F`, `%5C`) in
+/// the request path (see `proxy::path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EscapedSlashes {
+    /// 400 `invalid_path`: the upstream might decode it into a separator.
+    #[default]
+    Reject,
+    /// Passed through unchanged (upper-cased), for upstreams that need them
+    /// and do not decode them before routing.
+    Keep,
+}
+
 /// One or several values: `upstream = "http://a"` or `upstream = ["http://a", "http://b"]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -149,6 +162,9 @@ pub struct RouteConfig {
     /// Let WebSocket (and other `Upgrade`) requests through.
     #[serde(default)]
     pub websocket: bool,
+    /// `%2F` / `%5C` in the path: "reject" (400) or "keep" (passed unchanged).
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashes,
     /// Policy plugins run in order; the first deny wins.
     #[serde(default)]
     pub plugins: Vec<String>,
@@ -515,6 +531,27 @@ impl Config {
             }
             if !r.prefix.starts_with('/') {
                 return Err(fail("prefix", "must start with '/'".into()));
+            }
+            match crate::proxy::path::canonicalize(&r.prefix) {
+                Ok(c) if c.path == r.prefix.as_str() => {}
+                Ok(c) => {
+                    return Err(fail(
+                        "prefix",
+                        format!(
+                            "{:?} is not a canonical path (it would be {:?}), so no request could match it",
+                            r.prefix, c.path
+                        ),
+                    ));
+                }
+                Err(e) => return Err(fail("prefix", format!("{:?}: {e}", r.prefix))),
+            }
+            if let Some(host) = &r.host
+                && (host.is_empty() || (host.contains(':') && !host.starts_with('[')))
+            {
+                return Err(fail(
+                    "host",
+                    format!("{host:?}: name the host only; the port is not matched"),
+                ));
             }
             let upstreams = r.upstream.to_vec();
             if upstreams.is_empty() {

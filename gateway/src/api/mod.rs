@@ -47,8 +47,28 @@ impl AppState {
     }
 }
 
-/// Every route of the server.
+/// Every route of the server, behind the canonical request target: the path
+/// is made canonical (or refused with 400) before the Auth API and the proxy
+/// are told apart, so `/films/../api/v1/...` is an API request and
+/// `/api/../films/...` a proxied one, each judged on the path it resolves to.
 pub fn router(state: AppState) -> Router {
+    Router::new()
+        .fallback_service(routes(state))
+        .layer(axum::middleware::from_fn(canonical_target))
+}
+
+/// Phase 0 of every request ([`crate::proxy::path::rewrite`]).
+async fn canonical_target(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match crate::proxy::path::rewrite(&mut req) {
+        Ok(_) => next.run(req).await,
+        Err(e) => crate::error::Error::from(e).into_response(),
+    }
+}
+
+fn routes(state: AppState) -> Router {
     let limited = Router::new()
         .route("/api/v1/auth/signup", post(auth::signup))
         .route("/api/v1/auth/login", post(auth::login))

@@ -1,7 +1,10 @@
 //! The edge proxy: every request that is not the Auth API's goes through
 //! [`Proxy::handle`], whose pipeline reads in phases (as pingora's does):
 //!
-//! 1. **route**: the longest-prefix `[[routes]]` entry, else 404;
+//! 0. **target**: the path made canonical ([`path`]), or 400; every later
+//!    phase, the access log and the upstream URI read that one path;
+//! 1. **route**: the longest-prefix `[[routes]]` entry, else 404; an encoded
+//!    slash where the route's `escaped_slashes` is "reject", 400;
 //! 2. **request filter**: the bearer token verified as `/check` does
 //!    (signature or the verified-token cache, claims, revocation set; never
 //!    the database), per the route's `auth` mode;
@@ -14,6 +17,7 @@
 //! 8. **logging**: one access line and the metrics.
 
 pub(crate) mod headers;
+pub mod path;
 pub mod policy;
 mod routes;
 mod upstream;
@@ -127,20 +131,32 @@ impl Proxy {
 
     /// Proxies one request through every phase; never fails: errors become
     /// problem responses.
-    pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<Body>) -> Response<Body> {
         let started = Instant::now();
         let runtime = self.runtime.load_full();
         let request_id = headers::request_id(req.headers());
         let method = req.method().clone();
+        // 0. target: from here on, req.uri().path() is the canonical path.
+        let target = path::rewrite(&mut req);
         let path = req.uri().path().to_string();
         let mut access = Access {
             route: None,
             user: None,
         };
-        let response = match self
-            .pipeline(&runtime, req, request_id.clone(), &mut access)
-            .await
-        {
+        let outcome = match target {
+            Ok(escaped_slash) => {
+                self.pipeline(
+                    &runtime,
+                    req,
+                    escaped_slash,
+                    request_id.clone(),
+                    &mut access,
+                )
+                .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        let response = match outcome {
             Ok(response) => response,
             Err(e) => {
                 if let Error::InvalidToken(why) = &e {
@@ -170,15 +186,17 @@ impl Proxy {
         &self,
         runtime: &Runtime,
         mut req: Request<Body>,
+        escaped_slash: bool,
         request_id: HeaderValue,
         access: &mut Access,
     ) -> Result<Response<Body>> {
         // 1. route
         let host = request_host(&req);
-        let route = match runtime
+        let lookup = runtime
             .routes
-            .find(host.as_deref(), req.uri().path(), req.method())
-        {
+            .find(host.as_deref(), req.uri().path(), req.method());
+        path::check_escaped_slashes(escaped_slash, lookup.escaped_slashes())?;
+        let route = match lookup {
             Lookup::Found(route) => route.clone(),
             Lookup::MethodNotAllowed => {
                 return Ok(crate::api::problem::respond(
@@ -331,24 +349,15 @@ fn response_filter(mut response: Response<Body>, request_id: HeaderValue) -> Res
     response
 }
 
-/// The host the client asked for, without port: `Host`, else the URI's authority (HTTP/2).
+/// The host the client asked for, as routes match it ([`path::canonical_host`]:
+/// lower-case, no port, no trailing dot): `Host`, else the URI's authority (HTTP/2).
 fn request_host(req: &Request<Body>) -> Option<String> {
     let raw = req
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
-    // "[::1]:8080" -> "[::1]", "example.org:8080" -> "example.org".
-    let host = match raw.rsplit_once(':') {
-        Some((h, port))
-            if port.bytes().all(|b| b.is_ascii_digit())
-                && (!h.contains(':') || h.ends_with(']')) =>
-        {
-            h
-        }
-        _ => raw,
-    };
-    Some(host.to_ascii_lowercase())
+    path::canonical_host(raw)
 }
 
 /// A bounded label for a refused token.

@@ -10,7 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::{AuthMode, RouteConfig};
+use crate::config::{AuthMode, EscapedSlashes, RouteConfig};
 use crate::plugins::{Needs, Plugin, chain_needs};
 
 pub type UpstreamClient = Client<HttpConnector, Body>;
@@ -107,7 +107,11 @@ impl Route {
     fn serves_host(&self, host: Option<&str>) -> bool {
         match (&self.config.host, host) {
             (None, _) => true,
-            (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+            // `got` is canonical (lower-case, no port, no trailing dot).
+            (Some(want), Some(got)) => want
+                .strip_suffix('.')
+                .unwrap_or(want)
+                .eq_ignore_ascii_case(got),
             (Some(_), None) => false,
         }
     }
@@ -117,7 +121,9 @@ impl Route {
     }
 
     /// The path to send upstream: the prefix removed when `strip_prefix`, then
-    /// the upstream's base path in front.
+    /// the upstream's base path in front. `path` is the canonical path the
+    /// route was found (and the request authorized) for, so the upstream
+    /// gets exactly that path, less the prefix.
     pub fn upstream_path(&self, upstream: &Upstream, path: &str) -> String {
         let rest = if self.config.strip_prefix {
             path.strip_prefix(self.config.prefix.trim_end_matches('/'))
@@ -140,6 +146,17 @@ pub enum Lookup<'a> {
     /// A route covers the path, but not for this method.
     MethodNotAllowed,
     NotFound,
+}
+
+impl Lookup<'_> {
+    /// What an encoded slash in the path meets: the found route's
+    /// `escaped_slashes`, else the default (reject).
+    pub fn escaped_slashes(&self) -> EscapedSlashes {
+        match self {
+            Lookup::Found(route) => route.config.escaped_slashes,
+            _ => EscapedSlashes::default(),
+        }
+    }
 }
 
 /// Routes, longest prefix first.
@@ -275,6 +292,37 @@ mod tests {
             only.find(None, "/other", &Method::GET),
             Lookup::NotFound
         ));
+    }
+
+    /// A prefix that is not a canonical path (no request could match it)
+    /// and a host that names a port (never matched) are config errors
+    /// naming the key; a trailing dot on a route's host is ignored.
+    #[test]
+    fn prefixes_are_canonical_and_hosts_name_no_port() {
+        let route = |key: &str| {
+            format!("[[routes]]\nname = \"r\"\nupstream = \"http://127.0.0.1:1\"\n{key}\n")
+        };
+        for (key, field) in [
+            (r#"prefix = "/films/../vault""#, "routes[0].prefix"),
+            (r#"prefix = "/films//premium""#, "routes[0].prefix"),
+            (r#"prefix = "/%70remium""#, "routes[0].prefix"),
+            (
+                "prefix = \"/a\"\nhost = \"cinema.example:8080\"",
+                "routes[0].host",
+            ),
+        ] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let file = dir.path().join("gateway.toml");
+            std::fs::write(&file, route(key)).expect("config written");
+            let err = Config::load(&file, true).expect_err(key);
+            assert_eq!(err.key, field, "{key}: {err}");
+        }
+        let t = table(&route("prefix = \"/a\"\nhost = \"Cinema.Example.\""));
+        assert_eq!(
+            found(&t, Some("cinema.example"), "/a", Method::GET),
+            Some("r")
+        );
+        assert_eq!(found(&t, Some("other.example"), "/a", Method::GET), None);
     }
 
     /// strip_prefix removes the prefix and the upstream's base path is prepended.

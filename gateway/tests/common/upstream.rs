@@ -251,6 +251,7 @@ pub fn route(name: &str, prefix: &str, upstream: &str, auth: AuthMode) -> RouteC
         forward_authorization: false,
         preserve_host: false,
         websocket: false,
+        escaped_slashes: Default::default(),
         plugins: Vec::new(),
         connect_timeout: Duration::from_secs(2),
         response_timeout: Duration::from_secs(10),
