@@ -159,7 +159,7 @@ pub struct RouteConfig {
     /// Keep the client's Host header instead of the upstream's.
     #[serde(default)]
     pub preserve_host: bool,
-    /// Let WebSocket (and other `Upgrade`) requests through.
+    /// Let `Upgrade: websocket` requests through (no other upgrade ever passes).
     #[serde(default)]
     pub websocket: bool,
     /// `%2F` / `%5C` in the path: "reject" (400) or "keep" (passed unchanged).
@@ -173,7 +173,8 @@ pub struct RouteConfig {
     /// Time from sending the request to the upstream's response headers.
     #[serde(default = "default_response_timeout", deserialize_with = "duration")]
     pub response_timeout: Duration,
-    /// Longest pause between two chunks of the upstream's response body.
+    /// Longest pause between two chunks of the upstream's response body, and
+    /// longest a WebSocket tunnel stays open without a byte either way.
     #[serde(default = "default_idle_timeout", deserialize_with = "duration")]
     pub idle_timeout: Duration,
     /// How long an idle pooled upstream connection is kept; keep it below
@@ -208,9 +209,27 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
-    /// Take the client address from the left-most `X-Forwarded-For` entry.
-    /// Only for deployments behind a trusted load balancer.
-    pub trust_forwarded_for: bool,
+    /// Networks (CIDRs) of the proxies in front of authgw. From such a peer
+    /// the client is the right-most `X-Forwarded-For` entry that is not a
+    /// trusted proxy, and its forwarding headers are kept; from any other
+    /// peer they are dropped. Empty: no peer is trusted. A bare address is
+    /// one host (`/32`, `/128`).
+    #[serde(deserialize_with = "cidrs")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Deprecated alias: `true` trusts every peer (0.0.0.0/0 and ::/0, the
+    /// old behaviour), `false` none. Use `trusted_proxies`.
+    pub trust_forwarded_for: Option<bool>,
+}
+
+impl ServerConfig {
+    /// The trusted proxies in effect (the deprecated alias included).
+    pub fn trusted(&self) -> crate::client_ip::TrustedProxies<'_> {
+        if self.trust_forwarded_for == Some(true) {
+            crate::client_ip::TrustedProxies::everyone()
+        } else {
+            crate::client_ip::TrustedProxies::new(&self.trusted_proxies)
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -220,7 +239,8 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
-            trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
+            trust_forwarded_for: None,
         }
     }
 }
@@ -395,6 +415,23 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 }
 
 /// Parses "15m", "30d", "10s", "1h 30m".
+/// CIDRs (`10.0.0.0/8`, `fd00::/8`) or bare addresses (one host each).
+fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    raw.iter()
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "invalid network {s:?}: expected a CIDR such as \"10.0.0.0/8\" or an address"
+                    ))
+                })
+        })
+        .collect()
+}
+
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     humantime::parse_duration(raw).map_err(|e| {
         format!("invalid duration {raw:?} ({e}); write e.g. \"10s\", \"15m\", \"30d\"")
@@ -512,6 +549,12 @@ impl Config {
         }
         if self.server.max_body_bytes < 1024 {
             return Err(fail("server.max_body_bytes", "must be at least 1024"));
+        }
+        if self.server.trust_forwarded_for.is_some() && !self.server.trusted_proxies.is_empty() {
+            return Err(fail(
+                "server.trust_forwarded_for",
+                "deprecated alias of server.trusted_proxies; set only trusted_proxies",
+            ));
         }
         self.validate_routes(origin)
     }
@@ -674,6 +717,63 @@ mod tests {
     fn durations_parse() {
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+    }
+
+    /// `server.trusted_proxies` takes CIDRs and bare addresses; a bad entry
+    /// is refused naming the key.
+    #[test]
+    fn trusted_proxies_parse() {
+        let parsed = Config::parse(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"fd00::/8\", \"192.0.2.1\"]\n",
+            "g.toml",
+        );
+        assert!(parsed.is_ok(), "{:?}", parsed.err());
+        let Ok(c) = parsed else { return };
+        let t = c.server.trusted();
+        for ip in ["10.1.2.3", "fd00::1", "192.0.2.1", "::ffff:10.0.0.1"] {
+            let ip: std::net::IpAddr = ip.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+            assert!(t.contains(ip), "{ip}");
+        }
+        assert!(!t.contains(std::net::Ipv4Addr::new(192, 0, 2, 2).into()));
+        let err = Config::parse("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", "g.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.starts_with("g.toml: server.trusted_proxies"), "{err}");
+        assert!(err.contains("10.0.0.0/33"), "{err}");
+    }
+
+    /// The deprecated `trust_forwarded_for = true` trusts every peer; it
+    /// cannot be combined with `trusted_proxies`.
+    #[test]
+    fn trust_forwarded_for_is_a_deprecated_alias() {
+        let parsed = Config::parse("[server]\ntrust_forwarded_for = true\n", "g.toml");
+        assert!(parsed.is_ok(), "{:?}", parsed.err());
+        let Ok(mut c) = parsed else { return };
+        assert!(
+            c.server
+                .trusted()
+                .contains(std::net::Ipv4Addr::new(203, 0, 113, 9).into())
+        );
+        assert!(
+            c.server
+                .trusted()
+                .contains(std::net::Ipv6Addr::LOCALHOST.into())
+        );
+        c.server.trust_forwarded_for = Some(false);
+        assert!(c.server.trusted().is_none());
+        c.server.trusted_proxies = vec![ipnet::IpNet::from(std::net::IpAddr::from(
+            std::net::Ipv4Addr::LOCALHOST,
+        ))];
+        let err = c
+            .validate("g.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.starts_with("g.toml: server.trust_forwarded_for"),
+            "{err}"
+        );
     }
 
     /// Environment overrides win over the file.

@@ -3,6 +3,7 @@
 //! Module map (one hop from the README's architecture section):
 //! - [`config`]: gateway.toml + environment overrides.
 //! - [`cli`]: the `authgw` command line.
+//! - [`client_ip`]: the client's IP (peer, `X-Forwarded-For`, trusted proxies).
 //! - [`server`]: assembling the gateway and serving it with graceful shutdown.
 //! - [`api`]: HTTP routes, request/response shapes, problem+json mapping.
 //! - [`auth`]: Auth API use cases (signup, login, refresh, logout, ...).
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod listener;

@@ -10,6 +10,7 @@ use axum::http::{StatusCode, header, request::Parts};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
+use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::store::sessions::ClientInfo;
 use crate::tokens::Claims;
@@ -288,8 +289,7 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The client's IP (the peer, or the left-most X-Forwarded-For entry when
-/// trusted) and user agent.
+/// The client's IP ([`crate::client_ip::client_ip`]) and user agent.
 pub struct Client(pub ClientInfo);
 
 impl FromRequestParts<AppState> for Client {
@@ -302,26 +302,24 @@ impl FromRequestParts<AppState> for Client {
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().take(512).collect());
         Ok(Client(ClientInfo {
-            ip: client_ip(parts, state.auth.config.server.trust_forwarded_for),
+            ip: client_ip(parts, &state.auth.config.server),
             user_agent,
         }))
     }
 }
 
-pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
-    if trust_forwarded_for {
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok());
-        if forwarded.is_some() {
-            return forwarded;
-        }
-    }
-    parts
+/// The client's IP for an API request: the peer, or the right-most
+/// untrusted `X-Forwarded-For` entry when the peer is a trusted proxy (see
+/// [`crate::client_ip`]). None only without a peer address (never when
+/// served).
+pub fn client_ip(parts: &Parts, server: &ServerConfig) -> Option<IpAddr> {
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
+        .map(|ConnectInfo(addr)| addr.ip())?;
+    Some(crate::client_ip::client_ip(
+        peer,
+        &parts.headers,
+        server.trusted(),
+    ))
 }

@@ -44,7 +44,7 @@ impl RateLimiter {
 
 pub async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
-    let ip = super::extract::client_ip(&parts, state.auth.config.server.trust_forwarded_for);
+    let ip = super::extract::client_ip(&parts, &state.auth.config.server);
     if let Some(ip) = ip
         && let Err(e) = state.limiter.check(ip)
     {

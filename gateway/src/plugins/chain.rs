@@ -9,6 +9,7 @@ use super::bindings::{Identity, Request, WitDecision};
 use super::error::{FailureKind, PluginFailure};
 use super::needs::Needs;
 use super::pool::Plugin;
+use crate::proxy::headers::is_not_for_plugins;
 
 /// The combined decision of a chain.
 ///
@@ -100,9 +101,16 @@ pub fn run_chain(
     })
 }
 
-/// The lower-case form of a header name a plugin returned, if valid HTTP.
+/// The lower-case form of a header name a plugin returned, if valid HTTP
+/// and one a plugin may change: setting or removing a hop-by-hop or framing
+/// header (`Connection`, `Transfer-Encoding`, `Content-Length`, `Host`, ...)
+/// is a failure, counted as a bad decision, and the request fails closed.
 fn header_name(plugin: &Plugin, name: &str) -> Result<String, PluginFailure> {
     match HeaderName::from_bytes(name.as_bytes()) {
+        Ok(valid) if is_not_for_plugins(valid.as_str()) => Err(plugin.fail(
+            FailureKind::BadDecision,
+            format!("header {valid}: hop-by-hop and framing headers are the proxy's alone"),
+        )),
         Ok(valid) => Ok(valid.as_str().to_string()),
         Err(_) => Err(plugin.fail(
             FailureKind::BadDecision,

@@ -43,7 +43,9 @@ pub enum FailureKind {
     Deadline,
     /// It tried to grow its memory past `memory_limit`.
     Memory,
-    /// It returned a header name or value that is not valid HTTP.
+    /// It returned a header name or value that is not valid HTTP, or asked
+    /// to set or remove a hop-by-hop or framing header (`Connection`,
+    /// `Transfer-Encoding`, `Content-Length`, `Host`, `Upgrade`, `TE`, ...).
     BadDecision,
     /// No instance could be made for the call (e.g. all pool slots in use).
     Unavailable,

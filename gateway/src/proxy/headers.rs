@@ -16,8 +16,9 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
-const HOP_BY_HOP: [&str; 9] = [
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1),
+/// and `HTTP2-Settings`, which only means something with `Upgrade: h2c`.
+const HOP_BY_HOP: [&str; 10] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -27,7 +28,50 @@ const HOP_BY_HOP: [&str; 9] = [
     "trailer",
     "transfer-encoding",
     "upgrade",
+    "http2-settings",
 ];
+
+/// Headers a plugin may neither set nor remove: they frame the message or
+/// describe the connection, which is the proxy's business alone.
+const NOT_FOR_PLUGINS: [&str; 10] = [
+    "connection",
+    "transfer-encoding",
+    "content-length",
+    "host",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "http2-settings",
+];
+
+/// Forwarding headers other than `X-Forwarded-*`: believed only from a
+/// trusted proxy.
+const FORWARDING: [&str; 4] = ["forwarded", "x-real-ip", "x-original-url", "x-rewrite-url"];
+
+/// Whether `name`, normalized as CGI, WSGI, PHP and some Node servers do
+/// (lower case, `_` read as `-`), starts with `prefix` (lower case, dashes).
+/// `X_User_Id` reaches such an application as `X-User-Id` would.
+fn normalized_starts_with(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.bytes())
+            .all(|(n, p)| normalize(n) == p)
+}
+
+/// Whether `name`, normalized (lower case, `_` read as `-`), is `target`.
+fn normalized_eq(name: &str, target: &str) -> bool {
+    name.len() == target.len() && normalized_starts_with(name, target)
+}
+
+fn normalize(b: u8) -> u8 {
+    match b {
+        b'_' => b'-',
+        b => b.to_ascii_lowercase(),
+    }
+}
 
 /// Removes hop-by-hop headers, including any that `Connection` names. With
 /// `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay (a WebSocket
@@ -56,24 +100,43 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Whether `name` is one of authgw's identity headers (`X-User-*`, any
-/// case): only authgw sets them, so they are stripped from clients, never
-/// shown to a plugin (plugins/needs.rs) and never set or removed by one.
+/// Whether `name` is one of authgw's identity headers: `X-User-*` in any
+/// case, with `_` for any `-` (`X_USER_ADMIN`). Only authgw sets them, so
+/// they are stripped from clients, never shown to a plugin
+/// (plugins/needs.rs) and never set or removed by one.
 pub fn is_identity_header(name: &str) -> bool {
-    name.get(..7)
-        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("x-user-"))
+    normalized_starts_with(name, "x-user-")
 }
 
-/// Removes every `X-User-*` header: only authgw sets them.
-pub fn strip_identity(headers: &mut HeaderMap) {
-    let spoofed: Vec<HeaderName> = headers
+/// Whether `name` is a forwarding header (`Forwarded`, `X-Forwarded-*`,
+/// `X-Real-IP`, `X-Original-URL`, `X-Rewrite-URL`; any case, `_` for `-`):
+/// what it says is believed only from a trusted proxy.
+pub fn is_forwarding_header(name: &str) -> bool {
+    normalized_starts_with(name, "x-forwarded-")
+        || FORWARDING.iter().any(|f| normalized_eq(name, f))
+}
+
+/// Whether a plugin may not set or remove `name`: hop-by-hop and framing
+/// headers (`Connection`, `Transfer-Encoding`, `Content-Length`, `Host`,
+/// `Upgrade`, `TE`, `Trailer`, ...; any case, `_` for `-`).
+pub fn is_not_for_plugins(name: &str) -> bool {
+    NOT_FOR_PLUGINS.iter().any(|f| normalized_eq(name, f))
+}
+
+fn strip_where(headers: &mut HeaderMap, matches: impl Fn(&str) -> bool) {
+    let found: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| is_identity_header(k.as_str()))
+        .filter(|k| matches(k.as_str()))
         .cloned()
         .collect();
-    for name in spoofed {
+    for name in found {
         headers.remove(name);
     }
+}
+
+/// Removes every identity header ([`is_identity_header`]): only authgw sets them.
+pub fn strip_identity(headers: &mut HeaderMap) {
+    strip_where(headers, is_identity_header);
 }
 
 /// Sets the identity headers from verified claims.
@@ -91,33 +154,44 @@ pub fn set_identity(headers: &mut HeaderMap, claims: &Claims) {
     set(X_USER_ADMIN, if claims.adm { "true" } else { "false" });
 }
 
-/// `X-Forwarded-For` (the peer appended), `-Proto` and `-Host`. Client-sent
-/// `-Proto`/`-Host` are kept only when `trust_forwarded` (behind a balancer).
+/// `X-Forwarded-For`, `-Proto` and `-Host`. From a trusted proxy
+/// (`peer_trusted`) the incoming forwarding headers stay, the peer is
+/// appended to `X-Forwarded-For` and `-Proto`/`-Host` are set only when
+/// missing. From any other peer every forwarding header
+/// ([`is_forwarding_header`]) is dropped first: `X-Forwarded-For` is the
+/// peer, `-Proto` is `http` and `-Host` the host the client asked for.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
     original_host: Option<&str>,
-    trust_forwarded: bool,
+    peer_trusted: bool,
 ) {
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if trust_forwarded && !prior.trim().is_empty() => format!("{prior}, {peer}"),
-        _ => peer.to_string(),
+    if !peer_trusted {
+        strip_where(headers, is_forwarding_header);
+    }
+    let prior: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let peer = peer.to_canonical();
+    let xff = if prior.is_empty() {
+        peer.to_string()
+    } else {
+        format!("{}, {peer}", prior.join(", "))
     };
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    if !(trust_forwarded && headers.contains_key(&X_FORWARDED_PROTO)) {
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    if !(trust_forwarded && headers.contains_key(&X_FORWARDED_HOST)) {
-        match original_host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            Some(v) => {
-                headers.insert(X_FORWARDED_HOST, v);
-            }
-            None => {
-                headers.remove(&X_FORWARDED_HOST);
-            }
-        }
+    if !headers.contains_key(&X_FORWARDED_HOST)
+        && let Some(v) = original_host.and_then(|h| HeaderValue::from_str(h).ok())
+    {
+        headers.insert(X_FORWARDED_HOST, v);
     }
 }
 
@@ -215,6 +289,78 @@ mod tests {
         ] {
             assert!(!is_identity_header(name), "{name}");
         }
+    }
+
+    /// `_` counts as `-` (CGI, WSGI and PHP read `X_User_Id` as `X-User-Id`),
+    /// in identity, forwarding and plugin-forbidden names alike.
+    #[test]
+    fn underscores_count_as_dashes() {
+        for name in ["x_user_id", "X_USER_ADMIN", "x-user_roles", "X_User-Login"] {
+            assert!(is_identity_header(name), "{name}");
+        }
+        for name in [
+            "x_forwarded_for",
+            "X-Forwarded-Proto",
+            "forwarded",
+            "X_Real_IP",
+            "x-original-url",
+            "X_REWRITE_URL",
+        ] {
+            assert!(is_forwarding_header(name), "{name}");
+        }
+        assert!(!is_forwarding_header("x-forwarded"));
+        assert!(!is_forwarding_header("forwarded-for"));
+        for name in [
+            "Transfer_Encoding",
+            "content-length",
+            "HOST",
+            "te",
+            "trailer",
+        ] {
+            assert!(is_not_for_plugins(name), "{name}");
+        }
+        assert!(!is_not_for_plugins("x-te"));
+        assert!(!is_not_for_plugins("hostname"));
+    }
+
+    /// An untrusted peer's forwarding headers all go and X-Forwarded-For is
+    /// the peer; a trusted peer's stay, with the peer appended.
+    #[test]
+    fn forwarding_headers_by_trust() {
+        let incoming = [
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x_forwarded_for", "7.7.7.7"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-original-url", "/admin"),
+            ("accept", "*/*"),
+        ];
+        let peer: IpAddr = "10.0.0.2".parse().expect("ip");
+        let mut h = map(&incoming);
+        set_forwarded(&mut h, peer, Some("example.org"), false);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "accept",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto"
+            ]
+        );
+        assert_eq!(h["x-forwarded-for"], "10.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.org");
+
+        let mut h = map(&incoming);
+        h.append("x-forwarded-for", HeaderValue::from_static("8.8.8.8"));
+        set_forwarded(&mut h, peer, Some("example.org"), true);
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 8.8.8.8, 10.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-real-ip"], "6.6.6.6");
+        assert_eq!(h["forwarded"], "for=6.6.6.6");
     }
 
     /// Hop-by-hop headers go, including those `Connection` lists; end-to-end stay.

@@ -11,8 +11,12 @@
 //! 3. **policy**: the route's plugins, in order (first deny wins);
 //! 4. **pick upstream**: round-robin;
 //! 5. **upstream request filter**: identity, forwarding and request-id
-//!    headers; spoofed `X-User-*` and hop-by-hop headers removed;
-//! 6. **send**: streamed both ways, with timeouts and one safe retry;
+//!    headers; spoofed `X-User-*` (or `X_User_*`) and hop-by-hop headers
+//!    removed, and forwarding headers too unless the peer is a trusted
+//!    proxy; an `Upgrade` other than `websocket` was refused (400) after
+//!    phase 2;
+//! 6. **send**: streamed both ways, with timeouts and one safe retry; a 101
+//!    opens a tunnel only if it switches to `websocket` (else 502);
 //! 7. **response filter**: hop-by-hop headers removed, request id echoed;
 //! 8. **logging**: one access line and the metrics.
 
@@ -20,6 +24,7 @@ pub(crate) mod headers;
 pub mod path;
 pub mod policy;
 mod routes;
+mod upgrade;
 mod upstream;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -89,7 +94,6 @@ pub struct Proxy {
     auth: Arc<Auth>,
     runtime: ArcSwap<Runtime>,
     metrics: Arc<Metrics>,
-    trust_forwarded: bool,
 }
 
 /// What the access log line and the metrics need from the pipeline.
@@ -100,12 +104,20 @@ struct Access {
 
 impl Proxy {
     pub fn new(auth: Arc<Auth>, runtime: Runtime, metrics: Arc<Metrics>) -> Self {
-        let trust_forwarded = auth.config.server.trust_forwarded_for;
+        if let Some(trust) = auth.config.server.trust_forwarded_for {
+            tracing::warn!(
+                "server.trust_forwarded_for is deprecated; use server.trusted_proxies (trust_forwarded_for = {trust} now means {})",
+                if trust {
+                    "every peer is a trusted proxy: 0.0.0.0/0 and ::/0"
+                } else {
+                    "no peer is trusted: trusted_proxies = []"
+                }
+            );
+        }
         Self {
             auth,
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
-            trust_forwarded,
         }
     }
 
@@ -218,6 +230,7 @@ impl Proxy {
         let cookie = runtime.token_cookie.as_deref();
         let identity = self.request_filter(&route, req.headers(), cookie)?;
         access.user = identity.as_ref().map(|c| c.sub);
+        let asks_upgrade = upgrade::requested(req.headers())?;
 
         // 3. policy
         let changes = policy::decide(&route, &req, host.as_deref(), identity.as_deref())?;
@@ -226,12 +239,13 @@ impl Proxy {
         let upstream = route.pick_upstream();
 
         // 5. upstream request filter
-        let wants_upgrade = route.config.websocket && req.headers().contains_key(header::UPGRADE);
+        let wants_upgrade = route.config.websocket && asks_upgrade;
         let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
         let peer = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let peer_trusted = self.auth.config.server.trusted().contains(peer);
         let (mut parts, body) = req.into_parts();
         let path_and_query = match parts.uri.query() {
             Some(q) => format!("{}?{q}", route.upstream_path(upstream, parts.uri.path())),
@@ -256,7 +270,7 @@ impl Proxy {
         if let Some(claims) = &identity {
             headers::set_identity(h, claims);
         }
-        headers::set_forwarded(h, peer, host.as_deref(), self.trust_forwarded);
+        headers::set_forwarded(h, peer, host.as_deref(), peer_trusted);
         h.insert(X_REQUEST_ID, request_id);
         if !route.config.preserve_host {
             h.remove(header::HOST);
@@ -275,11 +289,27 @@ impl Proxy {
                 route: route.name().to_string(),
             })
             .observe(sent.elapsed().as_secs_f64());
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(client) = client_upgrade
-        {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // Dropping a refused 101 closes that upstream connection: no tunnel.
+            let Some(client) = client_upgrade else {
+                return Err(Error::BadGateway(
+                    "the upstream switched protocols unasked".into(),
+                ));
+            };
+            if !upgrade::accepted(response.headers()) {
+                return Err(Error::BadGateway(
+                    "the upstream's 101 does not switch to websocket".into(),
+                ));
+            }
             let upstream_side = hyper::upgrade::on(&mut response);
-            upstream::tunnel(client, upstream_side, route.name().to_string());
+            let lifetime = upgrade::Lifetime {
+                route: route.name().to_string(),
+                idle: route.config.idle_timeout,
+                token: identity
+                    .as_deref()
+                    .map(|c| upgrade::TokenWatch::new(c, self.auth.revocations.clone())),
+            };
+            upgrade::tunnel(client, upstream_side, lifetime);
             let (parts, _) = response.into_parts();
             return Ok(Response::from_parts(parts, Body::empty()));
         }

@@ -1,6 +1,6 @@
 //! Talking to the upstream: the request with its timeouts, one retry of an
-//! idempotent request that met a stale pooled connection, an idle timeout on
-//! the streamed response body, and WebSocket/Upgrade tunnels.
+//! idempotent request that met a stale pooled connection, and an idle
+//! timeout on the streamed response body. Tunnels are in `upgrade`.
 
 use std::error::Error as StdError;
 use std::pin::Pin;
@@ -11,7 +11,6 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
@@ -193,28 +192,4 @@ where
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// Joins the client's and the upstream's upgraded connections and copies
-/// bytes both ways until either side closes.
-pub fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    route: String,
-) {
-    tokio::spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::debug!(%route, error = %e, "upgrade failed");
-                return;
-            }
-        };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            Ok((up, down)) => tracing::debug!(%route, up, down, "tunnel closed"),
-            Err(e) => tracing::debug!(%route, error = %e, "tunnel ended with an error"),
-        }
-    });
 }
