@@ -47,8 +47,17 @@ const NOT_FOR_PLUGINS: [&str; 10] = [
 ];
 
 /// Forwarding headers other than `X-Forwarded-*`: believed only from a
-/// trusted proxy.
-const FORWARDING: [&str; 4] = ["forwarded", "x-real-ip", "x-original-url", "x-rewrite-url"];
+/// trusted proxy. `X-Original-URI` and `-Method` are what nginx's
+/// `auth_request` passes to an auth service; an upstream must not take them
+/// from a client either.
+const FORWARDING: [&str; 6] = [
+    "forwarded",
+    "x-real-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-original-method",
+];
 
 /// Whether `name`, normalized as CGI, WSGI, PHP and some Node servers do
 /// (lower case, `_` read as `-`), starts with `prefix` (lower case, dashes).
@@ -305,6 +314,8 @@ mod tests {
             "X_Real_IP",
             "x-original-url",
             "X_REWRITE_URL",
+            "X-Original-URI",
+            "x_original_method",
         ] {
             assert!(is_forwarding_header(name), "{name}");
         }
