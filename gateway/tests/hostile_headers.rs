@@ -562,10 +562,14 @@ async fn tunnel_closes_when_its_token_expires() {
     );
 }
 
-/// A tunnel is closed within a second of its session's revocation
-/// (logout-all), without waiting for the token to expire.
-#[tokio::test]
-async fn tunnel_closes_within_a_second_of_logout_all() {
+/// Opens a tunnel as a fresh user, revokes its token with `revoke` (an API
+/// call that must answer 204), and returns how long after that answer the
+/// gateway closed the tunnel.
+async fn closed_after_revocation(
+    path: &str,
+    body: Option<Value>,
+    method: reqwest::Method,
+) -> Duration {
     let echo = Echo::start("app").await;
     let app = gateway_with(
         vec![ws_route(&echo, AuthMode::Required, Duration::from_secs(60))],
@@ -574,21 +578,41 @@ async fn tunnel_closes_within_a_second_of_logout_all() {
     .await;
     let (_, token, _) = app.user("alice").await;
     let mut sock = open_tunnel(&app, Some(&token)).await;
-    let r = app
-        .send(
-            reqwest::Method::POST,
-            "/api/v1/auth/logout-all",
-            Some(&token),
-            None,
-        )
-        .await;
+    let r = app.send(method, path, Some(&token), body).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
     let revoked = Instant::now();
     let closed = closed_within(&mut sock, Duration::from_secs(5)).await;
-    let took = closed - revoked;
+    eprintln!(
+        "{path}: tunnel closed {:?} after the revocation",
+        closed - revoked
+    );
+    closed - revoked
+}
+
+/// A tunnel is closed within a second of its session's revocation
+/// (logout-all), without waiting for the token to expire.
+#[tokio::test]
+async fn tunnel_closes_within_a_second_of_logout_all() {
+    let took =
+        closed_after_revocation("/api/v1/auth/logout-all", None, reqwest::Method::POST).await;
     assert!(
         took < Duration::from_secs(1),
         "closed {took:?} after logout-all"
+    );
+}
+
+/// A tunnel is closed within a second of its user deleting the account.
+#[tokio::test]
+async fn tunnel_closes_within_a_second_of_account_deletion() {
+    let took = closed_after_revocation(
+        "/api/v1/users/me",
+        Some(json!({"password": PASSWORD})),
+        reqwest::Method::DELETE,
+    )
+    .await;
+    assert!(
+        took < Duration::from_secs(1),
+        "closed {took:?} after deletion"
     );
 }
 

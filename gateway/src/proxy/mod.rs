@@ -100,6 +100,8 @@ pub struct Proxy {
 struct Access {
     route: Option<Arc<Route>>,
     user: Option<uuid::Uuid>,
+    /// The client's IP ([`crate::client_ip`]), once the pipeline reached phase 5.
+    client: Option<IpAddr>,
 }
 
 impl Proxy {
@@ -154,6 +156,7 @@ impl Proxy {
         let mut access = Access {
             route: None,
             user: None,
+            client: None,
         };
         let outcome = match target {
             Ok(escaped_slash) => {
@@ -245,7 +248,9 @@ impl Proxy {
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        let peer_trusted = self.auth.config.server.trusted().contains(peer);
+        let trusted = self.auth.config.server.trusted();
+        let peer_trusted = trusted.contains(peer);
+        access.client = Some(crate::client_ip::client_ip(peer, req.headers(), trusted));
         let (mut parts, body) = req.into_parts();
         let path_and_query = match parts.uri.query() {
             Some(q) => format!("{}?{q}", route.upstream_path(upstream, parts.uri.path())),
@@ -338,7 +343,8 @@ impl Proxy {
         }
     }
 
-    /// Phase 8: one structured line per request, and the request counter.
+    /// Phase 8: one structured line per request (with the client IP of
+    /// [`crate::client_ip`]), and the request counter.
     fn log(
         &self,
         access: &Access,
@@ -366,6 +372,7 @@ impl Proxy {
             status = status.as_u16(),
             latency_ms = format_args!("{latency_ms:.3}"),
             user = access.user.map(|u| u.to_string()).unwrap_or_default(),
+            client = access.client.map(|ip| ip.to_string()).unwrap_or_default(),
             "proxied"
         );
     }
