@@ -1,9 +1,15 @@
 //! Password hashing: argon2id, PHC strings, OWASP parameters by default.
 //!
-//! The server hashes through [`Hasher`], which runs argon2 on the blocking
-//! pool behind a semaphore sized to the CPUs and refuses work beyond a bounded
-//! queue, so a login flood queues (then gets 503) instead of starving the
-//! server. The CLI calls the same functions directly.
+//! The server hashes through [`Hasher`], which runs argon2 on threads of its
+//! own, one per slot of a semaphore sized to the CPUs, and refuses work
+//! beyond a bounded queue, so a login flood queues (then gets 503) instead
+//! of starving the server. The CLI calls the same functions directly.
+//!
+//! Its own threads, not tokio's blocking pool: each argon2id hash allocates
+//! its memory cost (19 MiB by default), and the allocator keeps such blocks
+//! per thread arena once freed. Spread over the blocking pool's many
+//! threads, 200 logins left the process 600 MiB larger; on `slots` threads,
+//! it holds at most `slots` of them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -83,6 +89,7 @@ pub fn verify(password: &str, phc: &str) -> bool {
 pub struct Hasher {
     config: Arc<PasswordConfig>,
     slots: Arc<Semaphore>,
+    workers: Workers,
     bound: usize,
     capacity: usize,
     waiting: Arc<AtomicUsize>,
@@ -98,6 +105,47 @@ struct Running {
     now: AtomicUsize,
     max: AtomicUsize,
     total: AtomicUsize,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads: they take jobs from one queue until the last
+/// [`Hasher`] clone is dropped.
+#[derive(Clone)]
+struct Workers {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Workers {
+    fn start(threads: usize) -> Result<Self> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for i in 0..threads {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(q) => q.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        // A panic fails that hash (its result channel is
+                        // dropped), not the thread.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                })
+                .map_err(|e| Error::Internal(format!("cannot start a hashing thread: {e}")))?;
+        }
+        Ok(Self { jobs })
+    }
+
+    fn run(&self, job: Job) -> Result<()> {
+        self.jobs
+            .send(job)
+            .map_err(|_| Error::Unavailable("hasher closed".into()))
+    }
 }
 
 /// Takes one off [`Running::now`] when dropped (also if the hash panics).
@@ -139,6 +187,7 @@ impl Hasher {
             capacity: slots + config.max_queue,
             waiting: Arc::new(AtomicUsize::new(0)),
             running: Arc::default(),
+            workers: Workers::start(slots)?,
             dummy: dummy.into(),
         })
     }
@@ -162,17 +211,19 @@ impl Hasher {
             .await
             .map_err(|_| Error::Unavailable("hasher closed".into()))?;
         let running = self.running.clone();
-        tokio::task::spawn_blocking(move || {
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.workers.run(Box::new(move || {
             let _permit = permit;
             let _queued = queued;
             let now = running.now.fetch_add(1, Ordering::SeqCst) + 1;
             running.max.fetch_max(now, Ordering::SeqCst);
             running.total.fetch_add(1, Ordering::SeqCst);
             let _running = Leave(running);
-            f()
-        })
-        .await
-        .map_err(Error::internal)
+            let _ = done.send(f());
+        }))?;
+        result
+            .await
+            .map_err(|_| Error::Internal("password hash failed".into()))
     }
 
     /// Hash requests running or waiting for a slot (a metrics gauge).
