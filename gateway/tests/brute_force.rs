@@ -352,3 +352,31 @@ async fn introspection_is_rate_limited() {
     r.assert_problem(429, "rate_limited");
     assert!(r.header("retry-after").is_some());
 }
+
+/// `authgw introspection new-secret` prints a random secret and its
+/// SHA-256 (what `secret_sha256` takes); `hash-secret` hashes the secret on
+/// standard input the same way. No config or database needed.
+#[test]
+fn cli_makes_and_hashes_introspection_secrets() {
+    let out = authgw(
+        "postgresql://nobody@127.0.0.1:1/none",
+        &["introspection", "new-secret"],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), 2, "{printed}");
+    assert_eq!(lines[0].len(), 43, "{printed}");
+    assert_eq!(lines[1], gateway::introspection::hash_secret(lines[0]));
+    let out = authgw(
+        "postgresql://nobody@127.0.0.1:1/none",
+        &["introspection", "hash-secret"],
+        Some("abc\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+}
