@@ -91,18 +91,27 @@ cleanup() {
 trap cleanup EXIT
 
 # One client IP sends every request: raise the per-IP limits and the lockout
-# threshold. Cheap argon2 parameters: the hashing cost is not under test here.
+# thresholds. Cheap argon2 parameters: the hashing cost is not under test here.
+# Introspection gets a client of its own (st_hooks.py sends its credentials).
+INTROSPECTION_ID=qa-introspection
+INTROSPECTION_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+INTROSPECTION_SHA256=$(printf '%s' "$INTROSPECTION_SECRET" | sha256sum | cut -d' ' -f1)
 step "authgw on a fresh database (limits raised for one client IP)"
-authgw_qa_start "$WORK" "$ADMIN_URL" '
+authgw_qa_start "$WORK" "$ADMIN_URL" "
 [limits]
 auth_per_minute = 1000000
 auth_burst = 1000000
 lockout_threshold = 1000000
+account_threshold = 1000000
 
 [passwords]
 memory_kib = 1024
 iterations = 1
-' || die "could not start authgw"
+
+[[introspection.clients]]
+id = \"$INTROSPECTION_ID\"
+secret_sha256 = \"$INTROSPECTION_SHA256\"
+" || die "could not start authgw"
 
 USER_LOGIN=qa-user
 USER_PASSWORD=$(od -An -N18 -tx1 /dev/urandom | tr -d ' \n')
@@ -139,6 +148,7 @@ status=0
     cd "$WORK"
     export AUTHGW_QA_BASE AUTHGW_QA_ADMIN_LOGIN AUTHGW_QA_ADMIN_PASSWORD
     export AUTHGW_QA_USER_LOGIN=$USER_LOGIN AUTHGW_QA_USER_PASSWORD=$USER_PASSWORD
+    export AUTHGW_QA_INTROSPECTION_ID=$INTROSPECTION_ID AUTHGW_QA_INTROSPECTION_SECRET=$INTROSPECTION_SECRET
     export SCHEMATHESIS_HOOKS=st_hooks PYTHONPATH=$ROOT/scripts/qa
     "$ST" --config-file "$WORK/schemathesis.toml" run "$ROOT/docs/auth-openapi.yaml" \
         --url "$AUTHGW_QA_BASE" \

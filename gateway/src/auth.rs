@@ -2,16 +2,19 @@
 //! password change, self-deletion, history and sessions. No HTTP here: the
 //! `api` module turns requests into these calls and errors into problems.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use uuid::Uuid;
 
 use crate::admin;
+use crate::client_key::client_key_of;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::passwords::{self, Hasher};
 use crate::revocation::RevocationSet;
+use crate::store::failures::{self, Claim};
 use crate::store::history::{self, LoginEvent, Outcome};
 use crate::store::revocations::{self, Kind, Revocation};
 use crate::store::sessions::{self, ClientInfo, Consumed, SessionInfo};
@@ -133,40 +136,30 @@ impl Auth {
             .db
             .run(move |c| users::find_credentials(c, &lookup))
             .await?;
-        let locked = creds
-            .as_ref()
-            .and_then(|c| c.locked_until)
-            .is_some_and(|until| until > chrono::Utc::now());
-        // A locked or unknown account is verified against the dummy hash, so
-        // every failure takes the same time and says the same thing.
-        let phc = creds
-            .as_ref()
-            .filter(|_| !locked)
-            .map(|c| c.password_hash.clone());
-        let ok = self.hasher.verify(password, phc).await?;
-        let limits = self.config.limits.clone();
+        let user_id = creds.as_ref().map(|c| c.id);
+        let client = client_key_of(info.ip);
+        // An unknown login is verified against the dummy hash and counted
+        // like a known one, so neither the time nor a lock tells them apart.
+        let phc = creds.as_ref().map(|c| c.password_hash.clone());
+        let ok = match self.guarded_verify(&login, client, password, phc).await {
+            Err(Error::TooManyAttempts { retry_after }) => {
+                let (login, info) = (login.clone(), info.clone());
+                self.db
+                    .run(move |c| history::record(c, user_id, &login, &info, Outcome::Locked))
+                    .await?;
+                return Err(Error::TooManyAttempts { retry_after });
+            }
+            other => other?,
+        };
         let creds = match creds {
             Some(creds) if ok => creds,
             creds => {
-                let user_id = creds.as_ref().map(|c| c.id);
-                let outcome = match (&creds, locked) {
-                    (None, _) => Outcome::UnknownLogin,
-                    (Some(_), true) => Outcome::Locked,
-                    (Some(_), false) => Outcome::BadPassword,
+                let outcome = match creds {
+                    None => Outcome::UnknownLogin,
+                    Some(_) => Outcome::BadPassword,
                 };
                 self.db
-                    .run(move |c| {
-                        if let (Some(id), Outcome::BadPassword) = (user_id, outcome) {
-                            users::record_failed_login(
-                                c,
-                                id,
-                                limits.lockout_threshold,
-                                limits.lockout_base,
-                                limits.lockout_max,
-                            )?;
-                        }
-                        history::record(c, user_id, &login, &info, outcome)
-                    })
+                    .run(move |c| history::record(c, user_id, &login, &info, outcome))
                     .await?;
                 return Err(Error::InvalidCredentials);
             }
@@ -178,7 +171,7 @@ impl Auth {
             .db
             .run(move |c| {
                 let mut tx = c.transaction()?;
-                users::record_successful_login(&mut tx, creds.id)?;
+                failures::clear(&mut tx, &login, client)?;
                 sessions::issue(&mut tx, creds.id, session_id, &hash, refresh_ttl, &info)?;
                 history::record(
                     &mut tx,
@@ -193,6 +186,36 @@ impl Auth {
             })
             .await?;
         self.pair(&user, session_id, refresh_token)
+    }
+
+    /// Verifies `password` for `login` from `client` under the failure
+    /// limits (see [`failures`]): the attempt is claimed first, so a locked
+    /// (account, client) pair gets `TooManyAttempts` with nothing verified;
+    /// an account past its account-wide threshold waits `account_delay`
+    /// first; then argon2 runs (against the dummy hash when `phc` is None).
+    /// The counts stay charged: the caller clears them on success.
+    async fn guarded_verify(
+        &self,
+        login: &str,
+        client: IpAddr,
+        password: String,
+        phc: Option<String>,
+    ) -> Result<bool> {
+        let limits = self.config.limits.clone();
+        let key = login.to_string();
+        let claim = self
+            .db
+            .run(move |c| failures::claim(c, &key, client, &limits))
+            .await?;
+        match claim {
+            Claim::Locked { retry_after } => Err(Error::TooManyAttempts { retry_after }),
+            Claim::Allowed { delay } => {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                self.hasher.verify(password, phc).await
+            }
+        }
     }
 
     fn pair(&self, user: &User, session_id: Uuid, refresh_token: String) -> Result<TokenPair> {
@@ -340,9 +363,16 @@ impl Auth {
             .ok_or_else(|| Error::InvalidToken("user no longer exists".into()))
     }
 
-    /// Checks `password` against the stored hash of `user_id`; returns whether
+    /// Checks `password` against the stored hash of `user_id`, counted and
+    /// locked per (account, client) like a login, so a stolen access token
+    /// is no better a password oracle than the login form. Returns whether
     /// the user is an administrator.
-    async fn confirm_password(&self, user_id: Uuid, password: String) -> Result<bool> {
+    async fn confirm_password(
+        &self,
+        user_id: Uuid,
+        password: String,
+        info: &ClientInfo,
+    ) -> Result<bool> {
         if password.len() > passwords::MAX_LEN {
             return Err(Error::InvalidCredentials);
         }
@@ -350,20 +380,32 @@ impl Auth {
             .db
             .run(move |c| users::password_hash(c, user_id))
             .await?;
-        let Some((phc, is_admin)) = stored else {
+        let Some((phc, is_admin, login)) = stored else {
             return Err(Error::InvalidToken("user no longer exists".into()));
         };
-        if self.hasher.verify(password, Some(phc)).await? {
-            Ok(is_admin)
-        } else {
-            Err(Error::InvalidCredentials)
+        let client = client_key_of(info.ip);
+        if !self
+            .guarded_verify(&login, client, password, Some(phc))
+            .await?
+        {
+            return Err(Error::InvalidCredentials);
         }
+        self.db
+            .run(move |c| failures::clear(c, &login, client))
+            .await?;
+        Ok(is_admin)
     }
 
     /// Changes the password and ends every other session of the user.
-    pub async fn change_password(&self, claims: &Claims, old: String, new: String) -> Result<()> {
+    pub async fn change_password(
+        &self,
+        claims: &Claims,
+        old: String,
+        new: String,
+        info: &ClientInfo,
+    ) -> Result<()> {
         passwords::validate_new("new_password", &new, &claims.login)?;
-        self.confirm_password(claims.sub, old).await?;
+        self.confirm_password(claims.sub, old, info).await?;
         let hash = self.hasher.hash(new).await?;
         let (user_id, keep) = (claims.sub, claims.sid);
         self.revoking(move |c, lifetime| {
@@ -384,8 +426,13 @@ impl Auth {
 
     /// Deletes the caller's account after checking its password. An
     /// administrator cannot delete itself this way.
-    pub async fn delete_self(&self, claims: &Claims, password: String) -> Result<()> {
-        if self.confirm_password(claims.sub, password).await? {
+    pub async fn delete_self(
+        &self,
+        claims: &Claims,
+        password: String,
+        info: &ClientInfo,
+    ) -> Result<()> {
+        if self.confirm_password(claims.sub, password, info).await? {
             return Err(Error::Forbidden(
                 "an administrator cannot delete itself through the API".into(),
             ));

@@ -51,6 +51,19 @@ enum Command {
     /// WebAssembly policy plugins: check and test them (no config needed).
     #[command(subcommand)]
     Plugin(crate::plugins::authoring::PluginCommand),
+    /// Secrets of the clients allowed to call token introspection (no
+    /// config needed).
+    #[command(subcommand)]
+    Introspection(IntrospectionCommand),
+}
+
+#[derive(Subcommand)]
+enum IntrospectionCommand {
+    /// Make a client secret: prints the secret (give it to the client) and
+    /// then its SHA-256 (put it in `secret_sha256`), one per line.
+    NewSecret,
+    /// Print the SHA-256 of the secret read from standard input (one line).
+    HashSecret,
 }
 
 #[derive(Subcommand)]
@@ -211,6 +224,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Plugin(cmd) = &cli.command {
         return plugin_cmd(cmd);
     }
+    if let Command::Introspection(cmd) = &cli.command {
+        return introspection_cmd(cmd);
+    }
     let config = load_config(cli.config)?;
     match cli.command {
         Command::Serve => serve(config),
@@ -221,7 +237,31 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Roles(cmd) => roles_cmd(&config, cmd),
         Command::Users(cmd) => users_cmd(&config, cmd),
         Command::Plugin(cmd) => plugin_cmd(&cmd),
+        Command::Introspection(cmd) => introspection_cmd(&cmd),
     }
+}
+
+fn introspection_cmd(cmd: &IntrospectionCommand) -> Result<(), Failure> {
+    use crate::introspection::{hash_secret, new_secret};
+    match cmd {
+        IntrospectionCommand::NewSecret => {
+            let secret = new_secret()?;
+            println!("{secret}\n{}", hash_secret(&secret));
+        }
+        IntrospectionCommand::HashSecret => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| Failure::Usage(format!("cannot read the secret: {e}")))?;
+            let secret = line.trim_end_matches(['\r', '\n']);
+            if secret.is_empty() {
+                return Err(Failure::Usage("no secret on standard input".into()));
+            }
+            println!("{}", hash_secret(secret));
+        }
+    }
+    Ok(())
 }
 
 fn serve(config: Config) -> Result<(), Failure> {

@@ -39,6 +39,8 @@ pub struct Config {
     pub log: LogConfig,
     pub proxy: ProxyConfig,
     pub admin: AdminConfig,
+    /// Who may call token introspection.
+    pub introspection: IntrospectionConfig,
     /// The edge proxy's routes; see [`RouteConfig`].
     pub routes: Vec<RouteConfig>,
     /// Policy plugins routes may name.
@@ -69,6 +71,24 @@ impl Default for ProxyConfig {
             token_cache_bytes: 16 * 1024 * 1024,
         }
     }
+}
+
+/// Callers of `POST /api/v1/auth/introspect` (RFC 7662 §2.1).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntrospectionConfig {
+    /// The clients allowed to introspect; none: every call gets 401.
+    pub clients: Vec<IntrospectionClient>,
+}
+
+/// One caller of introspection, authenticated by HTTP Basic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionClient {
+    /// The Basic user name: non-empty, no ':'.
+    pub id: String,
+    /// SHA-256 of the secret, 64 hex digits (`authgw introspection new-secret`).
+    pub secret_sha256: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -219,6 +239,22 @@ pub struct ServerConfig {
     /// Deprecated alias: `true` trusts every peer (0.0.0.0/0 and ::/0, the
     /// old behaviour), `false` none. Use `trusted_proxies`.
     pub trust_forwarded_for: Option<bool>,
+    /// Client connections open at once on the main listener; past it a new
+    /// connection is closed at accept and counted. 0: no bound.
+    pub max_connections: usize,
+    /// How long an Auth API request body may take to arrive in full; past
+    /// it, 408.
+    #[serde(deserialize_with = "duration")]
+    pub body_read_timeout: Duration,
+    /// HTTP/2: PING a client silent for this long...
+    #[serde(deserialize_with = "duration")]
+    pub http2_keepalive_interval: Duration,
+    /// ...and close the connection when the PING is not answered in this long.
+    #[serde(deserialize_with = "duration")]
+    pub http2_keepalive_timeout: Duration,
+    /// HTTP/2: close a connection with no request in flight for this long.
+    #[serde(deserialize_with = "duration")]
+    pub http2_idle_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -241,6 +277,11 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
             trust_forwarded_for: None,
+            max_connections: 10_000,
+            body_read_timeout: Duration::from_secs(10),
+            http2_keepalive_interval: Duration::from_secs(20),
+            http2_keepalive_timeout: Duration::from_secs(10),
+            http2_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -361,14 +402,22 @@ pub struct LimitsConfig {
     pub auth_per_minute: u32,
     /// Requests a client IP may make in a burst before the rate applies.
     pub auth_burst: u32,
-    /// Consecutive failed logins before the account is locked.
+    /// Failed password checks for one account from one client (an IPv4
+    /// address or an IPv6 /64) before that pair is locked.
     pub lockout_threshold: u32,
-    /// First lock duration; it doubles with each further failure.
+    /// First lock of a pair; it doubles with each further failure.
     #[serde(deserialize_with = "duration")]
     pub lockout_base: Duration,
     /// Longest lock.
     #[serde(deserialize_with = "duration")]
     pub lockout_max: Duration,
+    /// Failed password checks for one account from all clients together
+    /// before every check of it is slowed by `account_delay`. Never locks.
+    pub account_threshold: u32,
+    /// The wait added to each password check of an account past
+    /// `account_threshold`.
+    #[serde(deserialize_with = "duration")]
+    pub account_delay: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -379,6 +428,8 @@ impl Default for LimitsConfig {
             lockout_threshold: 5,
             lockout_base: Duration::from_secs(30),
             lockout_max: Duration::from_secs(15 * 60),
+            account_threshold: 100,
+            account_delay: Duration::from_secs(2),
         }
     }
 }
@@ -555,6 +606,43 @@ impl Config {
                 "server.trust_forwarded_for",
                 "deprecated alias of server.trusted_proxies; set only trusted_proxies",
             ));
+        }
+        for (key, d) in [
+            ("server.body_read_timeout", self.server.body_read_timeout),
+            (
+                "server.http2_keepalive_interval",
+                self.server.http2_keepalive_interval,
+            ),
+            (
+                "server.http2_keepalive_timeout",
+                self.server.http2_keepalive_timeout,
+            ),
+            ("server.http2_idle_timeout", self.server.http2_idle_timeout),
+            ("limits.lockout_base", self.limits.lockout_base),
+        ] {
+            if d.is_zero() {
+                return Err(fail(key, "must be above 0"));
+            }
+        }
+        if self.limits.lockout_threshold == 0 {
+            return Err(fail("limits.lockout_threshold", "must be at least 1"));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, c) in self.introspection.clients.iter().enumerate() {
+            let key = format!("introspection.clients[{i}]");
+            if c.id.is_empty() || c.id.contains(':') || !ids.insert(c.id.as_str()) {
+                return Err(fail(
+                    &format!("{key}.id"),
+                    "must be non-empty, unique and without ':'",
+                ));
+            }
+            if !crate::introspection::is_secret_hash(&c.secret_sha256) {
+                return Err(fail(
+                    &format!("{key}.secret_sha256"),
+                    "must be 64 hex digits: the SHA-256 of the secret \
+                     (authgw introspection new-secret)",
+                ));
+            }
         }
         self.validate_routes(origin)
     }

@@ -23,6 +23,9 @@ pub enum Error {
     /// A consumed refresh token came back within the grace: nobody is logged out.
     #[error("the refresh token was already rotated by a concurrent request")]
     RefreshTokenAlreadyRotated,
+    /// A caller of introspection did not authenticate as a configured client.
+    #[error("{0}")]
+    InvalidClient(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{what} '{name}' not found")]
@@ -46,6 +49,13 @@ pub enum Error {
     UnsupportedMediaType(String),
     #[error("too many requests")]
     RateLimited { retry_after: Duration },
+    /// Too many failed password checks for this account from this client:
+    /// the pair is locked and nothing is verified until `retry_after`.
+    #[error("too many failed password attempts from this address; retry later")]
+    TooManyAttempts { retry_after: Duration },
+    /// A request body did not arrive in full within the read timeout.
+    #[error("the request body did not arrive within {limit:?}")]
+    RequestTimeout { limit: Duration },
     /// The password hasher's queue is full.
     #[error("the server is busy; retry shortly")]
     Busy { retry_after: Duration },

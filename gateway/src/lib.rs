@@ -4,12 +4,14 @@
 //! - [`config`]: gateway.toml + environment overrides.
 //! - [`cli`]: the `authgw` command line.
 //! - [`client_ip`]: the client's IP (peer, `X-Forwarded-For`, trusted proxies).
+//! - [`client_key`]: the unit abuse limits count by (an IPv4 address, an IPv6 /64).
 //! - [`server`]: assembling the gateway and serving it with graceful shutdown.
 //! - [`api`]: HTTP routes, request/response shapes, problem+json mapping.
 //! - [`auth`]: Auth API use cases (signup, login, refresh, logout, ...).
 //! - [`admin`]: administrative actions with their audit rows (HTTP and CLI).
 //! - [`tokens`]: JWT keys, signing, verification, refresh-token hashing.
 //! - [`plugins`]: WebAssembly policy plugins (host, pools, chain, authoring tools).
+//! - [`introspection`]: who may call token introspection (HTTP Basic, hashed secrets).
 //! - [`passwords`]: argon2id hashing behind a bounded queue.
 //! - [`revocation`]: the in-memory revocation set and its LISTEN thread.
 //! - [`proxy`]: the edge proxy's pipeline, routes, upstream client, headers.
@@ -23,8 +25,10 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod client_ip;
+pub mod client_key;
 pub mod config;
 pub mod error;
+pub mod introspection;
 pub mod listener;
 pub mod metrics;
 pub mod passwords;

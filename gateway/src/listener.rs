@@ -22,7 +22,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -56,6 +56,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub struct Stats {
     open: AtomicUsize,
     parked: AtomicUsize,
+    rejected: AtomicU64,
     closed: Notify,
 }
 
@@ -68,6 +69,12 @@ impl Stats {
     /// Of those, the idle keep-alive connections parked now.
     pub fn parked(&self) -> usize {
         self.parked.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed at accept since start, because
+    /// [`Settings::max_connections`] were open.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     /// Resolves once no connection is open.
@@ -128,6 +135,34 @@ pub struct Settings {
     pub park_after: Duration,
     /// Where the listener counts its connections.
     pub stats: Arc<Stats>,
+    /// Connections open at once; past it, a new connection is closed as
+    /// soon as it is accepted (and counted in [`Stats::rejected`]). 0: no
+    /// bound.
+    pub max_connections: usize,
+    /// HTTP/2: a PING after this long without a frame from the client...
+    pub h2_keepalive_interval: Duration,
+    /// ...and the connection is closed if the PING is not answered within
+    /// this long.
+    pub h2_keepalive_timeout: Duration,
+    /// HTTP/2: a connection with no stream open for this long is closed
+    /// (GOAWAY, then close).
+    pub h2_idle_timeout: Duration,
+}
+
+impl Settings {
+    /// Settings for `stats` with the default bounds of `server` config.
+    pub fn new(server: &crate::config::ServerConfig, drain: Duration, stats: Arc<Stats>) -> Self {
+        Self {
+            header_timeout: server.header_read_timeout,
+            drain,
+            park_after: PARK_AFTER,
+            stats,
+            max_connections: server.max_connections,
+            h2_keepalive_interval: server.http2_keepalive_interval,
+            h2_keepalive_timeout: server.http2_keepalive_timeout,
+            h2_idle_timeout: server.http2_idle_timeout,
+        }
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown`, then stops accepting,
@@ -155,6 +190,13 @@ pub async fn serve(
                 }
             },
         };
+        if settings.max_connections > 0 && stats.open() >= settings.max_connections {
+            // Full: close at once. Serving it would take memory and a task
+            // the bound is there to protect.
+            stats.rejected.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         tokio::spawn(connection(
             Counted::open(&stats),
@@ -186,7 +228,7 @@ async fn connection(
     settings: Settings,
     mut stop: watch::Receiver<bool>,
 ) {
-    let flags = Arc::new(Flags::default());
+    let flags = Arc::new(Flags::new());
     let mut io = ParkingIo::new(stream, flags.clone(), settings.park_after);
     let service = ConnService {
         router,
@@ -218,9 +260,14 @@ async fn connection(
             Protocol::Http2 => {
                 service.flags.never.store(true, Ordering::Relaxed);
                 let mut builder = http2::Builder::new(TokioExecutor::new());
-                builder.timer(TokioTimer::new());
+                builder
+                    .timer(TokioTimer::new())
+                    .keep_alive_interval(settings.h2_keepalive_interval)
+                    .keep_alive_timeout(settings.h2_keepalive_timeout);
+                let flags = service.flags.clone();
                 let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
-                let _ = drive(conn.as_mut(), &mut stop).await;
+                let idle = Some((flags, settings.h2_idle_timeout));
+                let _ = drive(conn.as_mut(), &mut stop, idle).await;
                 return;
             }
             Protocol::Http1 => {}
@@ -236,7 +283,7 @@ async fn connection(
                 .serve_connection(TokioIo::new(io), service.clone())
                 .with_upgrades(),
         );
-        if drive(conn.as_mut(), &mut stop).await.is_err() {
+        if drive(conn.as_mut(), &mut stop, None).await.is_err() {
             return;
         }
         let Some(parts) = Pin::into_inner(conn).into_parts() else {
@@ -276,17 +323,27 @@ impl Graceful for http2::Connection<TokioIo<ParkingIo>, ConnService, TokioExecut
 }
 
 /// Polls a connection to its end; once shutdown begins, asks it to finish
-/// gracefully and keeps polling.
+/// gracefully and keeps polling. With `idle` (HTTP/2), a connection with
+/// no exchange in flight for that long is asked to finish too.
 async fn drive<C: Graceful + ?Sized>(
     mut conn: Pin<&mut C>,
     stop: &mut watch::Receiver<bool>,
+    idle: Option<(Arc<Flags>, Duration)>,
 ) -> hyper::Result<()> {
     let mut stopping = false;
+    let idle_limit = idle.as_ref().map_or(Duration::MAX, |(_, d)| *d);
+    let mut check = Instant::now().checked_add(idle_limit);
     loop {
         if !stopping && *stop.borrow() {
             stopping = true;
             conn.as_mut().begin_shutdown();
         }
+        let wake = async {
+            match check {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = &result {
@@ -295,6 +352,19 @@ async fn drive<C: Graceful + ?Sized>(
                 return result;
             }
             _ = stop.wait_for(|stop| *stop), if !stopping => {}
+            () = wake, if !stopping => {
+                let Some((flags, limit)) = &idle else { continue };
+                check = match flags.idle_since() {
+                    Some(since) if since.elapsed() >= *limit => {
+                        tracing::debug!("idle HTTP/2 connection closed");
+                        stopping = true;
+                        conn.as_mut().begin_shutdown();
+                        None
+                    }
+                    Some(since) => Some(since + *limit),
+                    None => Some(Instant::now() + *limit),
+                };
+            }
         }
     }
 }
@@ -345,6 +415,10 @@ struct Flags {
     /// Never park: HTTP/2 (streams come and go on their own), or the
     /// connection was upgraded and belongs to a tunnel now.
     never: AtomicBool,
+    /// Exchanges in flight (HTTP/2 streams), and since when there has been
+    /// none.
+    active: AtomicUsize,
+    idle_since: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Flags {
@@ -352,6 +426,22 @@ impl Flags {
         self.response_done.store(false, Ordering::Relaxed);
         self.request_done
             .store(!request_has_body, Ordering::Relaxed);
+    }
+
+    /// Since when no exchange has been in flight; `None` while one is (or,
+    /// before the first, since the connection began: see [`Flags::new`]).
+    fn idle_since(&self) -> Option<Instant> {
+        if self.active.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        *self.idle_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn new() -> Self {
+        Self {
+            idle_since: std::sync::Mutex::new(Some(Instant::now())),
+            ..Self::default()
+        }
     }
 
     fn between_requests(&self) -> bool {
@@ -523,11 +613,15 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                 inner: body,
                 flags: flags.clone(),
                 done: Side::Request,
+                _active: None,
             })
         });
         req.extensions_mut().insert(ConnectInfo(self.peer));
+        let http1 = req.version() < axum::http::Version::HTTP_2;
         Exchange {
-            http1: req.version() < axum::http::Version::HTTP_2,
+            http1,
+            // Only HTTP/2 has an idle timeout to keep.
+            active: (!http1).then(|| Active::begin(&flags)),
             inner: self.router.clone().call(req),
             flags: Some(flags),
         }
@@ -541,6 +635,27 @@ pin_project_lite::pin_project! {
         inner: axum::routing::future::RouteFuture<std::convert::Infallible>,
         flags: Option<Arc<Flags>>,
         http1: bool,
+        active: Option<Active>,
+    }
+}
+
+/// One exchange in flight, from the request to the end (or drop) of its
+/// response body.
+struct Active(Arc<Flags>);
+
+impl Active {
+    fn begin(flags: &Arc<Flags>) -> Self {
+        flags.active.fetch_add(1, Ordering::SeqCst);
+        Self(flags.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        let mut since = self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            *since = Some(Instant::now());
+        }
     }
 }
 
@@ -566,11 +681,13 @@ impl Future for Exchange {
                 );
             }
         }
+        let active = this.active.take();
         Poll::Ready(response.map(|r| {
             r.map(|inner| Tracked {
                 inner,
                 flags,
                 done: Side::Response,
+                _active: active,
             })
         }))
     }
@@ -590,6 +707,7 @@ pin_project_lite::pin_project! {
         inner: B,
         flags: Arc<Flags>,
         done: Side,
+        _active: Option<Active>,
     }
 }
 
@@ -650,10 +768,22 @@ mod tests {
 
     /// A server on port 0 with a few routes, parking after 100 ms.
     async fn server(header_timeout: Duration) -> Server {
+        server_with(header_timeout, |_| {}).await
+    }
+
+    /// [`server`], with `tweak` applied to its settings.
+    async fn server_with(header_timeout: Duration, tweak: impl FnOnce(&mut Settings)) -> Server {
         let router = axum::Router::new()
             .route("/hello", get(|| async { "hello" }))
             .route("/big", get(|| async { vec![b'x'; BIG] }))
             .route("/echo", post(|body: Bytes| async move { body }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(600)).await;
+                    "slow"
+                }),
+            )
             .route("/upgrade", get(upgrade_echo))
             .route(
                 "/ignore",
@@ -663,12 +793,17 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let stats = Arc::new(Stats::default());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let settings = Settings {
+        let mut settings = Settings {
             header_timeout,
             drain: Duration::from_secs(5),
             park_after: Duration::from_millis(100),
             stats: stats.clone(),
+            max_connections: 0,
+            h2_keepalive_interval: Duration::from_secs(10),
+            h2_keepalive_timeout: Duration::from_secs(10),
+            h2_idle_timeout: Duration::from_secs(10),
         };
+        tweak(&mut settings);
         let task = tokio::spawn(serve(
             listener,
             router,
@@ -946,5 +1081,57 @@ mod tests {
             .unwrap();
         assert_eq!(r.version(), reqwest::Version::HTTP_2);
         assert_eq!(r.text().await.unwrap(), "hello");
+    }
+
+    /// An HTTP/2 connection with no request in flight for the idle timeout
+    /// is closed; one busy for longer than that is not cut.
+    #[tokio::test]
+    async fn idle_http2_connection_is_closed_after_the_idle_timeout() {
+        let s = server_with(Duration::from_secs(10), |s| {
+            s.h2_idle_timeout = Duration::from_millis(300);
+        })
+        .await;
+        let client = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        // The exchange outlasts the idle timeout.
+        let r = client.get(format!("http://{}/slow", s.addr)).send().await;
+        assert_eq!(r.unwrap().text().await.unwrap(), "slow");
+        assert_eq!(s.stats.open(), 1);
+        until("the idle connection to close", || s.stats.open() == 0).await;
+    }
+
+    /// An HTTP/2 client that stops answering PINGs is dropped after the
+    /// keepalive interval and timeout, long before the idle timeout.
+    #[tokio::test]
+    async fn http2_client_that_ignores_pings_is_dropped() {
+        let s = server_with(Duration::from_secs(10), |s| {
+            s.h2_keepalive_interval = Duration::from_millis(200);
+            s.h2_keepalive_timeout = Duration::from_millis(200);
+            s.h2_idle_timeout = Duration::from_secs(30);
+        })
+        .await;
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        // The preface and an empty SETTINGS frame, then silence.
+        c.write_all(H2_PREFACE).await.unwrap();
+        c.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 1024];
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "still open after 5 s");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        until("the connection to be counted closed", || {
+            s.stats.open() == 0
+        })
+        .await;
     }
 }

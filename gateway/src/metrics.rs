@@ -43,7 +43,12 @@ pub struct Metrics {
     revocations: Gauge,
     pool_in_use: Gauge,
     hash_queue: Gauge,
+    hashes_running: Gauge,
+    hashes_running_max: Gauge,
+    hash_slots: Gauge,
+    hashes: Counter,
     connections_open: Gauge,
+    connections_rejected: Counter,
     connections_parked: Gauge,
     /// Serializes scrapes: gauges are set, then encoded.
     scrape: Mutex<()>,
@@ -54,6 +59,8 @@ pub struct Snapshot {
     pub revocations: usize,
     pub pool_in_use: u32,
     pub hash_queue: usize,
+    /// The hasher's slots and what runs in them.
+    pub hasher: crate::passwords::HasherStats,
     /// Counters of the plugins loaded now (they restart at a reload, which
     /// Prometheus reads as a counter reset).
     pub plugins: Vec<(String, PluginStats)>,
@@ -61,6 +68,9 @@ pub struct Snapshot {
     /// keep-alive connections parked (holding no HTTP buffers).
     pub connections_open: usize,
     pub connections_parked: usize,
+    /// Connections closed at accept since start: `server.max_connections`
+    /// were open.
+    pub connections_rejected: u64,
 }
 
 impl Default for Metrics {
@@ -109,6 +119,15 @@ impl Metrics {
             "password_hash_queue",
             "Password hashes running or waiting for a slot",
         );
+        let hashes_running = gauge("password_hashes_running", "Password hashes computing now");
+        let hashes_running_max = gauge(
+            "password_hashes_running_max",
+            "The most password hashes ever computing at once since start",
+        );
+        let hash_slots = gauge(
+            "password_hash_slots",
+            "Password hashes allowed to compute at once",
+        );
         let connections_open = gauge(
             "connections_open",
             "Client connections open on the main listener",
@@ -116,6 +135,18 @@ impl Metrics {
         let connections_parked = gauge(
             "connections_parked",
             "Idle keep-alive connections parked: no HTTP buffers held",
+        );
+        let hashes = Counter::default();
+        registry.register(
+            "password_hashes",
+            "Password hashes and verifications computed",
+            hashes.clone(),
+        );
+        let connections_rejected = Counter::default();
+        registry.register(
+            "connections_rejected",
+            "Connections closed at accept because server.max_connections were open",
+            connections_rejected.clone(),
         );
         Self {
             registry,
@@ -125,7 +156,12 @@ impl Metrics {
             revocations,
             pool_in_use,
             hash_queue,
+            hashes_running,
+            hashes_running_max,
+            hash_slots,
+            hashes,
             connections_open,
+            connections_rejected,
             connections_parked,
             scrape: Mutex::new(()),
         }
@@ -142,6 +178,15 @@ impl Metrics {
         set(&self.hash_queue, now.hash_queue);
         set(&self.connections_open, now.connections_open);
         set(&self.connections_parked, now.connections_parked);
+        set(&self.hashes_running, now.hasher.running);
+        set(&self.hashes_running_max, now.hasher.running_max);
+        set(&self.hash_slots, now.hasher.slots);
+        // Counters kept elsewhere: catch up to their value.
+        let catch_up = |counter: &Counter, value: u64| {
+            counter.inc_by(value.saturating_sub(counter.get()));
+        };
+        catch_up(&self.hashes, now.hasher.total as u64);
+        catch_up(&self.connections_rejected, now.connections_rejected);
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "metrics encoding failed");

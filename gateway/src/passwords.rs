@@ -1,9 +1,15 @@
 //! Password hashing: argon2id, PHC strings, OWASP parameters by default.
 //!
-//! The server hashes through [`Hasher`], which runs argon2 on the blocking
-//! pool behind a semaphore sized to the CPUs and refuses work beyond a bounded
-//! queue, so a login flood queues (then gets 503) instead of starving the
-//! server. The CLI calls the same functions directly.
+//! The server hashes through [`Hasher`], which runs argon2 on threads of its
+//! own, one per slot of a semaphore sized to the CPUs, and refuses work
+//! beyond a bounded queue, so a login flood queues (then gets 503) instead
+//! of starving the server. The CLI calls the same functions directly.
+//!
+//! Its own threads, not tokio's blocking pool: each argon2id hash allocates
+//! its memory cost (19 MiB by default), and the allocator keeps such blocks
+//! per thread arena once freed. Spread over the blocking pool's many
+//! threads, 200 logins left the process 600 MiB larger; on `slots` threads,
+//! it holds at most `slots` of them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -83,11 +89,87 @@ pub fn verify(password: &str, phc: &str) -> bool {
 pub struct Hasher {
     config: Arc<PasswordConfig>,
     slots: Arc<Semaphore>,
+    workers: Workers,
+    bound: usize,
     capacity: usize,
     waiting: Arc<AtomicUsize>,
+    running: Arc<Running>,
     /// A hash of a random password with the configured parameters: unknown
     /// logins are verified against it so they take as long as known ones.
     dummy: Arc<str>,
+}
+
+/// Hashes computing now, the most ever at once, and how many have run.
+#[derive(Default)]
+struct Running {
+    now: AtomicUsize,
+    max: AtomicUsize,
+    total: AtomicUsize,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads: they take jobs from one queue until the last
+/// [`Hasher`] clone is dropped.
+#[derive(Clone)]
+struct Workers {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Workers {
+    fn start(threads: usize) -> Result<Self> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for i in 0..threads {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(q) => q.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        // A panic fails that hash (its result channel is
+                        // dropped), not the thread.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                })
+                .map_err(|e| Error::Internal(format!("cannot start a hashing thread: {e}")))?;
+        }
+        Ok(Self { jobs })
+    }
+
+    fn run(&self, job: Job) -> Result<()> {
+        self.jobs
+            .send(job)
+            .map_err(|_| Error::Unavailable("hasher closed".into()))
+    }
+}
+
+/// Takes one off [`Running::now`] when dropped (also if the hash panics).
+struct Leave(Arc<Running>);
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What `/metrics` shows of the hasher.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HasherStats {
+    /// Hash requests computing or waiting for a slot.
+    pub queued: usize,
+    /// Hashes computing now.
+    pub running: usize,
+    /// The most hashes ever computing at once since start.
+    pub running_max: usize,
+    /// Hashes computed (or being computed) since start.
+    pub total: usize,
+    /// The configured bound on `running`.
+    pub slots: usize,
 }
 
 impl Hasher {
@@ -101,33 +183,63 @@ impl Hasher {
         Ok(Self {
             config: Arc::new(config.clone()),
             slots: Arc::new(Semaphore::new(slots)),
+            bound: slots,
             capacity: slots + config.max_queue,
             waiting: Arc::new(AtomicUsize::new(0)),
+            running: Arc::default(),
+            workers: Workers::start(slots)?,
             dummy: dummy.into(),
         })
     }
 
+    /// Runs `f` on the blocking pool once a slot is free. The slot (and the
+    /// place in the queue) belongs to the blocking closure: a caller that
+    /// goes away (a client that disconnects) frees it only when the hash it
+    /// started has finished, so hashes computing never exceed the slots.
     async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
         let before = self.waiting.fetch_add(1, Ordering::SeqCst);
-        let _guard = Decrement(&self.waiting);
+        let queued = Decrement(self.waiting.clone());
         if before >= self.capacity {
             return Err(Error::Busy {
                 retry_after: Duration::from_secs(1),
             });
         }
-        let _permit = self
+        let permit = self
             .slots
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| Error::Unavailable("hasher closed".into()))?;
-        tokio::task::spawn_blocking(f)
+        let running = self.running.clone();
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.workers.run(Box::new(move || {
+            let _permit = permit;
+            let _queued = queued;
+            let now = running.now.fetch_add(1, Ordering::SeqCst) + 1;
+            running.max.fetch_max(now, Ordering::SeqCst);
+            running.total.fetch_add(1, Ordering::SeqCst);
+            let _running = Leave(running);
+            let _ = done.send(f());
+        }))?;
+        result
             .await
-            .map_err(Error::internal)
+            .map_err(|_| Error::Internal("password hash failed".into()))
     }
 
     /// Hash requests running or waiting for a slot (a metrics gauge).
     pub fn queue_depth(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// The hasher's gauges for `/metrics`.
+    pub fn stats(&self) -> HasherStats {
+        HasherStats {
+            queued: self.queue_depth(),
+            running: self.running.now.load(Ordering::Relaxed),
+            running_max: self.running.max.load(Ordering::Relaxed),
+            total: self.running.total.load(Ordering::Relaxed),
+            slots: self.bound,
+        }
     }
 
     pub async fn hash(&self, password: String) -> Result<String> {
@@ -145,9 +257,10 @@ impl Hasher {
     }
 }
 
-struct Decrement<'a>(&'a AtomicUsize);
+/// Takes one off a count when dropped (also when the caller is cancelled).
+struct Decrement(Arc<AtomicUsize>);
 
-impl Drop for Decrement<'_> {
+impl Drop for Decrement {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }

@@ -14,7 +14,7 @@ use crate::api::{self, AppState};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::listener::{self, PARK_AFTER, Settings};
+use crate::listener::{self, Settings};
 use crate::metrics::{Metrics, Snapshot};
 use crate::passwords::Hasher;
 use crate::plugins::PluginHost;
@@ -124,6 +124,10 @@ impl Gateway {
                 ))
             }));
         let housekeeping = tokio::spawn(housekeeping(self.state.auth.db.clone()));
+        let purger = tokio::spawn(api::purge_every(
+            Arc::downgrade(&self.state.limiter),
+            api::PURGE_EVERY,
+        ));
         let hangups = tokio::spawn(reload_on_sighup(self.reloader.clone()));
         let admin_task = admin.map(|listener| {
             let router = admin_router(
@@ -138,24 +142,18 @@ impl Gateway {
                 async move {
                     let _ = rx.wait_for(|stop| *stop).await;
                 },
-                Settings {
-                    header_timeout: config.server.header_read_timeout,
-                    drain: Duration::from_secs(1),
-                    park_after: PARK_AFTER,
-                    stats: Arc::default(),
-                },
+                Settings::new(&config.server, Duration::from_secs(1), Arc::default()),
             ))
         });
         let result = listener::serve(
             listener,
             app,
             shutdown,
-            Settings {
-                header_timeout: config.server.header_read_timeout,
-                drain: config.server.shutdown_timeout,
-                park_after: PARK_AFTER,
-                stats: self.connections.clone(),
-            },
+            Settings::new(
+                &config.server,
+                config.server.shutdown_timeout,
+                self.connections.clone(),
+            ),
         )
         .await;
         let _ = stop_tx.send(true);
@@ -164,6 +162,7 @@ impl Gateway {
         }
         hangups.abort();
         housekeeping.abort();
+        purger.abort();
         self.stop.store(true, Ordering::SeqCst);
         result
     }
@@ -267,9 +266,11 @@ fn admin_router(
                 revocations: auth.revocations.len(),
                 pool_in_use: auth.db.in_use(),
                 hash_queue: auth.hasher.queue_depth(),
+                hasher: auth.hasher.stats(),
                 plugins: state.proxy.plugin_stats(),
                 connections_open: connections.open(),
                 connections_parked: connections.parked(),
+                connections_rejected: connections.rejected(),
             });
             (
                 [(
@@ -298,8 +299,9 @@ fn admin_router(
         .route("/reload", post(reload))
 }
 
-/// Deletes revocations past their expiry and refresh tokens a week past
-/// theirs, every ten minutes; a failure is logged and retried next time.
+/// Deletes revocations past their expiry, refresh tokens a week past
+/// theirs and failed-password counters a day past their last failure, every
+/// ten minutes; a failure is logged and retried next time.
 async fn housekeeping(db: Db) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -309,11 +311,14 @@ async fn housekeeping(db: Db) {
             .run(|c| {
                 let revocations = store::revocations::purge_expired(c)?;
                 let tokens = store::sessions::purge_expired(c, Duration::from_secs(7 * 86_400))?;
-                Ok((revocations, tokens))
+                let failures = store::failures::purge_stale(c, Duration::from_secs(86_400))?;
+                Ok((revocations, tokens, failures))
             })
             .await;
         match purged {
-            Ok((revocations, tokens)) => tracing::debug!(revocations, tokens, "housekeeping"),
+            Ok((revocations, tokens, failures)) => {
+                tracing::debug!(revocations, tokens, failures, "housekeeping")
+            }
             Err(e) => tracing::debug!(error = %e, "housekeeping skipped"),
         }
     }

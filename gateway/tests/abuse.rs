@@ -1,7 +1,8 @@
 //! Abusive clients, the fast cases (the slow ones, at scale, are in
 //! scripts/soak.sh): oversized headers get 431, oversized bodies 413 whether
-//! declared or streamed, and a connection that sends nothing is cut by the
-//! header read timeout like one that trickles.
+//! declared or streamed, a body that stalls 408, a connection that sends
+//! nothing is cut by the header read timeout like one that trickles, and
+//! connections past `server.max_connections` are closed at accept.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -88,4 +89,85 @@ async fn silent_connections_are_cut_off() {
     assert!(read.is_ok(), "silent connection still open after 5 s");
     assert!(started.elapsed() >= Duration::from_millis(400));
     assert_eq!(app.get("/healthz", None).await.status, 200);
+}
+
+/// A request body that stalls is answered 408 once
+/// `server.body_read_timeout` passes, instead of holding the connection
+/// and its task for as long as the client likes.
+#[tokio::test]
+async fn stalled_body_gets_408() {
+    let app = spawn_app_with(|c| c.server.body_read_timeout = Duration::from_millis(500)).await;
+    let partial = format!("{SIGNUP_HEAD}Content-Length: 100\r\n\r\n{{\"login\":");
+    let (status, took) = raw_status(&app, partial.as_bytes()).await;
+    assert_eq!(status, Some(408));
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+    assert_eq!(app.db.count("SELECT count(*) FROM users"), 0);
+}
+
+/// The value of a metric on the admin listener's `/metrics`.
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .http
+        .get(format!("http://{}/metrics", app.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+/// A raw connection with one request answered on it (so it is counted).
+async fn served_connection(app: &TestApp) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    s
+}
+
+/// Past `server.max_connections`, a new connection is closed as soon as it
+/// is accepted, and counted in /metrics; once one closes, new ones are
+/// served again.
+#[tokio::test]
+async fn connections_past_the_bound_are_closed_and_counted() {
+    let app = spawn_app_with(|c| c.server.max_connections = 4).await;
+    let open = metric(&app, "authgw_connections_open").await as usize;
+    let mut held = Vec::new();
+    for _ in open..4 {
+        held.push(served_connection(&app).await);
+    }
+    assert_eq!(metric(&app, "authgw_connections_rejected_total").await, 0.0);
+    for expected in 1..=3 {
+        let mut extra = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let _ = extra
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+        assert_eq!(
+            metric(&app, "authgw_connections_rejected_total").await,
+            f64::from(expected)
+        );
+    }
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while metric(&app, "authgw_connections_open").await >= 4.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection is still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(served_connection(&app).await);
 }

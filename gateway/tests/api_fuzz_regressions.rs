@@ -69,6 +69,7 @@ async fn nul_in_request_strings_is_422_not_500() {
     let form = app
         .http
         .post(app.url("/api/v1/auth/introspect"))
+        .basic_auth(INTROSPECTION_CLIENT, Some(INTROSPECTION_SECRET))
         .header("content-type", "application/x-www-form-urlencoded")
         .body("token=%00")
         .send()

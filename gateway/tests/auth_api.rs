@@ -234,8 +234,10 @@ async fn login_failures_are_uniform_and_recorded() {
     );
 }
 
-/// After N failures the account locks (stored in the row): even the right
-/// password gets the same 401 until the lock passes; success resets the count.
+/// After N failures the (account, client address) pair locks (stored in
+/// the database): even the right password gets 429 with Retry-After, and
+/// nothing is verified, until the lock passes; success resets the count.
+/// (Other addresses are unaffected: tests/brute_force.rs.)
 #[tokio::test]
 async fn lockout_after_repeated_failures() {
     let app = spawn_app_with(|c| {
@@ -251,10 +253,16 @@ async fn lockout_after_repeated_failures() {
             .assert_problem(401, "invalid_credentials");
     }
     let locked = app.login("alice", PASSWORD).await;
-    locked.assert_problem(401, "invalid_credentials");
-    let rows = app.db.query("SELECT failed_logins, locked_until > now() + interval '50 seconds' FROM users WHERE login = 'alice'");
+    locked.assert_problem(429, "too_many_attempts");
+    let retry: u64 = locked.header("retry-after").unwrap().parse().unwrap();
+    assert!((50..=60).contains(&retry), "{retry}");
+    let rows = app.db.query(
+        "SELECT failures, locked_until > now() + interval '50 seconds', host(client)
+         FROM login_failures WHERE login = 'alice'",
+    );
     assert_eq!(rows[0].get::<_, i32>(0), 3);
     assert!(rows[0].get::<_, bool>(1));
+    assert_eq!(rows[0].get::<_, String>(2), "127.0.0.1");
     assert_eq!(
         app.db
             .count("SELECT count(*) FROM login_history WHERE outcome = 'locked'"),
@@ -266,12 +274,13 @@ async fn lockout_after_repeated_failures() {
     assert_eq!(app.login("bob", PASSWORD).await.status, 200);
     assert_eq!(
         app.db
-            .count("SELECT failed_logins::bigint FROM users WHERE login = 'bob'"),
+            .count("SELECT count(*) FROM login_failures WHERE login = 'bob'"),
         0
     );
     // Lifting the lock (time passing) lets the right password in again.
-    app.db
-        .query("UPDATE users SET locked_until = now() - interval '1 second' WHERE login = 'alice'");
+    app.db.query(
+        "UPDATE login_failures SET locked_until = now() - interval '1 second' WHERE login = 'alice'",
+    );
     assert_eq!(app.login("alice", PASSWORD).await.status, 200);
 }
 
@@ -571,9 +580,7 @@ async fn check_reports_identity_or_challenges() {
 async fn introspect_active_and_inactive() {
     let app = spawn_app().await;
     let (id, access, _) = app.user("alice").await;
-    let r = app
-        .post("/api/v1/auth/introspect", None, json!({"token": access}))
-        .await;
+    let r = app.introspect(json!({"token": access})).await;
     assert_eq!(r.status, 200);
     assert_schema(&r.body, "Introspection");
     assert_eq!(r.body["active"], true);
@@ -582,24 +589,21 @@ async fn introspect_active_and_inactive() {
     let form = app
         .http
         .post(app.url("/api/v1/auth/introspect"))
+        .basic_auth(INTROSPECTION_CLIENT, Some(INTROSPECTION_SECRET))
         .form(&[("token", access.as_str())])
         .send()
         .await
         .unwrap();
     let form = reply(form).await;
     assert_eq!(form.body["active"], true);
-    let bad = app
-        .post("/api/v1/auth/introspect", None, json!({"token": "garbage"}))
-        .await;
+    let bad = app.introspect(json!({"token": "garbage"})).await;
     assert_eq!(bad.body, json!({"active": false}));
     assert_schema(&bad.body, "Introspection");
     app.send(Method::POST, "/api/v1/auth/logout", Some(&access), None)
         .await;
-    let revoked = app
-        .post("/api/v1/auth/introspect", None, json!({"token": access}))
-        .await;
+    let revoked = app.introspect(json!({"token": access})).await;
     assert_eq!(revoked.body, json!({"active": false}));
-    let missing = app.post("/api/v1/auth/introspect", None, json!({})).await;
+    let missing = app.introspect(json!({})).await;
     missing.assert_problem(422, "invalid_field");
 }
 

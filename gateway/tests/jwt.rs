@@ -48,9 +48,7 @@ async fn assert_refused(app: &TestApp, token: &str, why: &str) {
     let r = app.get("/api/v1/auth/check", Some(token)).await;
     assert_eq!(r.status, 401, "{why}: {}", r.body);
     r.assert_problem(401, "invalid_token");
-    let intro = app
-        .post("/api/v1/auth/introspect", None, json!({"token": token}))
-        .await;
+    let intro = app.introspect(json!({"token": token})).await;
     assert_eq!(intro.body, json!({"active": false}), "{why}");
 }
 

@@ -11,10 +11,15 @@ each case the cached token is checked with GET /api/v1/auth/check (no
 database, microseconds) and replaced by a fresh login when it is no longer
 valid; a deleted user is signed up again.
 
+Operations that declare `introspectionClient` (token introspection) get
+HTTP Basic credentials of the configured introspection client.
+
 Environment: AUTHGW_QA_BASE, AUTHGW_QA_ADMIN_LOGIN, AUTHGW_QA_ADMIN_PASSWORD,
-AUTHGW_QA_USER_LOGIN, AUTHGW_QA_USER_PASSWORD.
+AUTHGW_QA_USER_LOGIN, AUTHGW_QA_USER_PASSWORD, AUTHGW_QA_INTROSPECTION_ID,
+AUTHGW_QA_INTROSPECTION_SECRET.
 """
 
+import base64
 import json
 import os
 import threading
@@ -27,6 +32,10 @@ BASE = os.environ["AUTHGW_QA_BASE"]
 ADMIN = (os.environ["AUTHGW_QA_ADMIN_LOGIN"], os.environ["AUTHGW_QA_ADMIN_PASSWORD"])
 USER = (os.environ["AUTHGW_QA_USER_LOGIN"], os.environ["AUTHGW_QA_USER_PASSWORD"])
 ADMIN_TAGS = {"roles", "users", "audit"}
+INTROSPECTION = (
+    os.environ.get("AUTHGW_QA_INTROSPECTION_ID", ""),
+    os.environ.get("AUTHGW_QA_INTROSPECTION_SECRET", ""),
+)
 
 _lock = threading.Lock()
 _tokens: dict[str, str] = {}
@@ -74,24 +83,27 @@ def _valid_token(who: str) -> str:
         return token
 
 
-def _needs_bearer(case) -> bool:
+def _needs(case, scheme: str) -> bool:
     raw = case.operation.definition.raw
-    return any("bearerAuth" in req for req in raw.get("security", []) or [])
+    return any(scheme in req for req in raw.get("security", []) or [])
 
 
 @schemathesis.auth(refresh_interval=None, retry_on=[])
 class AuthgwAuth:
     def get(self, case, ctx):
-        if not _needs_bearer(case):
+        if _needs(case, "introspectionClient"):
+            pair = f"{INTROSPECTION[0]}:{INTROSPECTION[1]}".encode()
+            return "Basic " + base64.b64encode(pair).decode()
+        if not _needs(case, "bearerAuth"):
             return None
         tags = set(case.operation.definition.raw.get("tags", []))
-        return _valid_token("admin" if tags & ADMIN_TAGS else "user")
+        return "Bearer " + _valid_token("admin" if tags & ADMIN_TAGS else "user")
 
     def set(self, case, data, ctx):
         if data is None:
             return
         case.headers = case.headers or {}
-        case.headers["Authorization"] = f"Bearer {data}"
+        case.headers["Authorization"] = data
 
 
 def logins() -> dict:

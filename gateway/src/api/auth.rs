@@ -2,8 +2,9 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch};
 use chrono::{DateTime, TimeZone, Utc};
@@ -14,6 +15,7 @@ use super::extract::{Authenticated, Client, FormOrJson, JsonBody, Params};
 use super::{AppState, list, page_of};
 use crate::auth::TokenPair;
 use crate::error::{Error, Result};
+use crate::store::sessions::ClientInfo;
 use crate::store::users::User;
 
 #[derive(Deserialize)]
@@ -191,10 +193,29 @@ pub async fn check(Authenticated(c): Authenticated) -> Json<CheckBody> {
     })
 }
 
-/// RFC 7662 token introspection: `{active: false}` for any token that would
-/// not pass `/check`.
+/// A caller of introspection that authenticated as a configured client
+/// (HTTP Basic); 401 `invalid_client` otherwise, before the body is read.
+pub struct IntrospectionCaller;
+
+impl FromRequestParts<AppState> for IntrospectionCaller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self> {
+        let authorization = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        crate::introspection::authenticate(&s.auth.config.introspection.clients, authorization)?;
+        Ok(Self)
+    }
+}
+
+/// RFC 7662 token introspection, for configured clients only (and
+/// rate-limited per client address): `{active: false}` for any token that
+/// would not pass `/check`.
 pub async fn introspect(
     State(s): State<AppState>,
+    _caller: IntrospectionCaller,
     FormOrJson(req): FormOrJson<IntrospectRequest>,
 ) -> Response {
     match s.auth.authenticate(&req.token) {
@@ -238,23 +259,36 @@ async fn me(State(s): State<AppState>, Authenticated(c): Authenticated) -> Resul
     Ok(Json(s.auth.profile(c.sub).await?.into()))
 }
 
+/// Checks of a current password take a token from the per-client bucket
+/// like login does (and count failures like it: see `Auth::confirm_password`).
+fn password_check_budget(s: &AppState, info: &ClientInfo) -> Result<()> {
+    match info.ip {
+        Some(ip) => s.limiter.check(ip),
+        None => Ok(()),
+    }
+}
+
 async fn change_password(
     State(s): State<AppState>,
+    Client(info): Client,
     Authenticated(c): Authenticated,
     JsonBody(req): JsonBody<PasswordChangeRequest>,
 ) -> Result<StatusCode> {
+    password_check_budget(&s, &info)?;
     s.auth
-        .change_password(&c, req.old_password, req.new_password)
+        .change_password(&c, req.old_password, req.new_password, &info)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn delete_me(
     State(s): State<AppState>,
+    Client(info): Client,
     Authenticated(c): Authenticated,
     JsonBody(req): JsonBody<DeleteMeRequest>,
 ) -> Result<StatusCode> {
-    s.auth.delete_self(&c, req.password).await?;
+    password_check_budget(&s, &info)?;
+    s.auth.delete_self(&c, req.password, &info).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

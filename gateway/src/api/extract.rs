@@ -86,7 +86,13 @@ async fn read_body(req: Request, state: &AppState) -> Result<Bytes, Error> {
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Error::PayloadTooLarge { limit });
     }
-    Bytes::from_request(req, state).await.map_err(|rejection| {
+    // A body that trickles in holds a connection and a task: it has
+    // `server.body_read_timeout` to arrive in full.
+    let timeout = state.auth.config.server.body_read_timeout;
+    let read = tokio::time::timeout(timeout, Bytes::from_request(req, state))
+        .await
+        .map_err(|_| Error::RequestTimeout { limit: timeout })?;
+    read.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Error::PayloadTooLarge {
                 limit: state.auth.config.server.max_body_bytes,

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::store::migrations;
 
-pub use ratelimit::RateLimiter;
+pub use ratelimit::{PURGE_EVERY, RateLimiter, purge_every};
 
 /// The OpenAPI document, served at `/api/openapi.yaml`.
 pub const OPENAPI_YAML: &str = include_str!("../../../docs/auth-openapi.yaml");
@@ -73,6 +73,7 @@ fn routes(state: AppState) -> Router {
         .route("/api/v1/auth/signup", post(auth::signup))
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/refresh", post(auth::refresh))
+        .route("/api/v1/auth/introspect", post(auth::introspect))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ratelimit::limit,
@@ -86,7 +87,6 @@ fn routes(state: AppState) -> Router {
         .route("/api/v1/auth/logout", post(auth::logout))
         .route("/api/v1/auth/logout-all", post(auth::logout_all))
         .route("/api/v1/auth/check", get(auth::check))
-        .route("/api/v1/auth/introspect", post(auth::introspect))
         .merge(auth::me_routes())
         .merge(admin::routes())
         .fallback(proxy)

@@ -66,6 +66,14 @@ fn problem(e: Error) -> Problem {
             "refresh_token_already_rotated",
             e.to_string(),
         ),
+        Error::InvalidClient(detail) => {
+            let mut out = p(StatusCode::UNAUTHORIZED, "invalid_client", detail);
+            out.headers.push((
+                header::WWW_AUTHENTICATE,
+                "Basic realm=\"authgw introspection\"".into(),
+            ));
+            out
+        }
         Error::Forbidden(detail) => p(StatusCode::FORBIDDEN, "forbidden", detail),
         Error::NotFound { .. } => p(StatusCode::NOT_FOUND, "not_found", e.to_string()),
         Error::Conflict { code, detail } => p(StatusCode::CONFLICT, code, detail),
@@ -100,6 +108,20 @@ fn problem(e: Error) -> Problem {
             out.headers.push(retry_after(d));
             out
         }
+        Error::TooManyAttempts { retry_after: d } => {
+            let mut out = p(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                e.to_string(),
+            );
+            out.headers.push(retry_after(d));
+            out
+        }
+        Error::RequestTimeout { .. } => p(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            e.to_string(),
+        ),
         Error::Busy { retry_after: d } => {
             let mut out = p(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string());
             out.headers.push(retry_after(d));

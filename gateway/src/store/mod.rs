@@ -3,6 +3,7 @@
 //! through [`Db::run`], which keeps the synchronous driver off tokio workers.
 
 pub mod audit;
+pub mod failures;
 pub mod history;
 pub mod migrations;
 pub mod revocations;
@@ -83,13 +84,18 @@ impl Db {
         F: FnOnce(&mut Client) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let _permit = self
+        // The permit moves into the blocking closure: a caller that goes
+        // away (a client that disconnects) frees it only when its query is
+        // done, so blocking threads never queue on the pool behind it.
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| Error::Unavailable("database pool closed".into()))?;
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let pool = pool
                 .0
                 .as_ref()

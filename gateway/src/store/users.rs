@@ -1,7 +1,5 @@
 //! The `users` table (and the roles each user holds, read alongside).
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use postgres::{GenericClient, Row};
 use uuid::Uuid;
@@ -27,7 +25,6 @@ pub struct Credentials {
     pub login: String,
     pub password_hash: String,
     pub is_admin: bool,
-    pub locked_until: Option<DateTime<Utc>>,
 }
 
 const USER_COLUMNS: &str = "u.id, u.login, u.email, u.is_admin, u.created_at,
@@ -85,7 +82,7 @@ pub fn find_credentials(
     login: &str,
 ) -> Result<Option<Credentials>> {
     let row = client.query_opt(
-        "SELECT id, login, password_hash, is_admin, locked_until
+        "SELECT id, login, password_hash, is_admin
          FROM users WHERE lower(login) = lower($1)",
         &[&login],
     )?;
@@ -94,16 +91,19 @@ pub fn find_credentials(
         login: r.get(1),
         password_hash: r.get(2),
         is_admin: r.get(3),
-        locked_until: r.get(4),
     }))
 }
 
-pub fn password_hash(client: &mut impl GenericClient, id: Uuid) -> Result<Option<(String, bool)>> {
+/// The stored hash, whether the user is an administrator, and the login.
+pub fn password_hash(
+    client: &mut impl GenericClient,
+    id: Uuid,
+) -> Result<Option<(String, bool, String)>> {
     let row = client.query_opt(
-        "SELECT password_hash, is_admin FROM users WHERE id = $1",
+        "SELECT password_hash, is_admin, login FROM users WHERE id = $1",
         &[&id],
     )?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
+    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
 }
 
 pub fn get(client: &mut impl GenericClient, id: Uuid) -> Result<Option<User>> {
@@ -169,43 +169,10 @@ pub fn set_password(
     password_hash: &str,
 ) -> Result<bool> {
     let n = client.execute(
-        "UPDATE users SET password_hash = $2, updated_at = now(), failed_logins = 0, locked_until = NULL
-         WHERE id = $1",
+        "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1",
         &[&id, &password_hash],
     )?;
     Ok(n == 1)
-}
-
-/// Counts a failed login; from `threshold` failures on, locks the account for
-/// `base * 2^(failures - threshold)`, at most `max`. Stored in the row, so the
-/// lock holds across processes.
-pub fn record_failed_login(
-    client: &mut impl GenericClient,
-    id: Uuid,
-    threshold: u32,
-    base: Duration,
-    max: Duration,
-) -> Result<()> {
-    let threshold = threshold as i32;
-    client.execute(
-        "UPDATE users SET failed_logins = failed_logins + 1,
-           locked_until = CASE WHEN failed_logins + 1 >= $2
-             THEN now() + make_interval(secs => least($4::float8,
-                    $3::float8 * power(2, least(failed_logins + 1 - $2, 30))))
-             ELSE locked_until END
-         WHERE id = $1",
-        &[&id, &threshold, &base.as_secs_f64(), &max.as_secs_f64()],
-    )?;
-    Ok(())
-}
-
-pub fn record_successful_login(client: &mut impl GenericClient, id: Uuid) -> Result<()> {
-    client.execute(
-        "UPDATE users SET failed_logins = 0, locked_until = NULL
-         WHERE id = $1 AND (failed_logins <> 0 OR locked_until IS NOT NULL)",
-        &[&id],
-    )?;
-    Ok(())
 }
 
 /// Deletes the user; roles, refresh tokens and history go with it (cascade).

@@ -125,7 +125,27 @@ pub fn test_config(db_url: &str, keys: &std::path::Path) -> Config {
     c.limits.auth_per_minute = 100_000;
     c.limits.auth_burst = 100_000;
     c.server.shutdown_timeout = Duration::from_secs(5);
+    c.introspection
+        .clients
+        .push(gateway::config::IntrospectionClient {
+            id: INTROSPECTION_CLIENT.into(),
+            secret_sha256: gateway::introspection::hash_secret(INTROSPECTION_SECRET),
+        });
     c
+}
+
+/// The introspection client every test server knows.
+pub const INTROSPECTION_CLIENT: &str = "test-service";
+pub const INTROSPECTION_SECRET: &str = "hNq2g0cKk0mWZ8f3xY7uT1pV5sR9aL4eD6bJ0iO2wQ8";
+
+/// An HTTP client whose connections come from `ip`: on Linux any address
+/// of 127.0.0.0/8 works, so tests can be several clients.
+pub fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent("authgw-tests/1")
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
 }
 
 pub struct TestApp {
@@ -276,6 +296,17 @@ impl TestApp {
         if let Some(b) = body {
             req = req.json(&b);
         }
+        reply(req.send().await.unwrap()).await
+    }
+
+    /// `POST /api/v1/auth/introspect` with `body`, as the test's
+    /// introspection client (HTTP Basic).
+    pub async fn introspect(&self, body: Value) -> Reply {
+        let req = self
+            .http
+            .post(self.url("/api/v1/auth/introspect"))
+            .basic_auth(INTROSPECTION_CLIENT, Some(INTROSPECTION_SECRET))
+            .json(&body);
         reply(req.send().await.unwrap()).await
     }
 
