@@ -22,8 +22,8 @@ use axum::http::{HeaderName, HeaderValue, Method, Request, Uri};
 use gateway::plugins::Needs;
 use gateway::proxy::path::{canonicalize, rewrite};
 use gateway::proxy::policy::request_record;
-use std::borrow::Cow;
 use libfuzzer_sys::fuzz_target;
+use std::borrow::Cow;
 
 #[derive(Arbitrary, Debug)]
 struct Input {
