@@ -206,6 +206,7 @@ async fn a_silent_listen_connection_is_replaced_within_ten_seconds() {
         took.is_some(),
         "the revocation never reached the relayed process"
     );
+    eprintln!("silent connection replaced; token rejected after {took:?}");
 }
 
 /// With `when_stale = "unready"`, losing the database makes the sync-age
