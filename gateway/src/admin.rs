@@ -160,6 +160,7 @@ fn delete_user_in(
     reason: &str,
     lifetime: Duration,
 ) -> Result<Vec<Revocation>> {
+    sessions::lock_user(tx, id)?;
     let revoked = revocations::revoke(tx, Kind::User, &[id], reason, lifetime)?;
     if !users::delete(tx, id)? {
         return Err(user_not_found(id));
@@ -176,6 +177,7 @@ pub fn end_user_sessions(
     reason: &str,
     lifetime: Duration,
 ) -> Result<Vec<Revocation>> {
+    sessions::lock_user(tx, user_id)?;
     let sids = sessions::revoke_user_sessions(tx, user_id, keep, lifetime)?;
     revocations::revoke(tx, Kind::Session, &sids, reason, lifetime)
 }
@@ -244,6 +246,7 @@ pub fn set_admin_password(
         ));
     }
     let mut tx = client.transaction()?;
+    sessions::lock_user(&mut tx, user.id)?;
     users::set_password(&mut tx, user.id, hash)?;
     end_user_sessions(
         &mut tx,

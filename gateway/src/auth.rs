@@ -164,15 +164,24 @@ impl Auth {
                 return Err(Error::InvalidCredentials);
             }
         };
-        let refresh_ttl = self.config.tokens.refresh_ttl;
+        let lifetime = self.session_lifetime();
         let (refresh_token, hash) = tokens::new_refresh_token();
         let session_id = Uuid::new_v4();
         let user = self
             .db
             .run(move |c| {
                 let mut tx = c.transaction()?;
+                // The password was verified outside any lock; a password
+                // change (or deletion) that committed meanwhile must win:
+                // under the user's lock, the hash must still be the one
+                // verified, or the new session would outlive the change.
+                sessions::lock_user(&mut tx, creds.id)?;
+                let current = users::password_hash(&mut tx, creds.id)?;
+                if current.map(|(phc, _, _)| phc).as_ref() != Some(&creds.password_hash) {
+                    return Err(Error::InvalidCredentials);
+                }
                 failures::clear(&mut tx, &login, client)?;
-                sessions::issue(&mut tx, creds.id, session_id, &hash, refresh_ttl, &info)?;
+                sessions::issue(&mut tx, creds.id, session_id, &hash, lifetime, None, &info)?;
                 history::record(
                     &mut tx,
                     Some(creds.id),
@@ -218,6 +227,14 @@ impl Auth {
         }
     }
 
+    /// A refresh token's lifetime and its session's absolute one.
+    fn session_lifetime(&self) -> sessions::Lifetime {
+        sessions::Lifetime {
+            ttl: self.config.tokens.refresh_ttl,
+            max_age: self.config.tokens.session_max_age,
+        }
+    }
+
     fn pair(&self, user: &User, session_id: Uuid, refresh_token: String) -> Result<TokenPair> {
         let access_token =
             self.tokens
@@ -230,11 +247,13 @@ impl Auth {
     }
 
     /// Consumes `presented` and issues the next token of its session, with the
-    /// user's current roles read again from the database.
+    /// user's current roles read again from the database. Runs under the
+    /// user's lock ([`sessions::lock_user`]), like every revocation, so a
+    /// revocation either sees the new token or makes the refresh fail.
     pub async fn refresh(&self, presented: String, info: ClientInfo) -> Result<TokenPair> {
         let hash = tokens::refresh_token_hash(&presented).ok_or(Error::InvalidRefreshToken)?;
         let grace = self.config.tokens.refresh_reuse_grace;
-        let refresh_ttl = self.config.tokens.refresh_ttl;
+        let session = self.session_lifetime();
         let lifetime = self.revocation_lifetime();
         let (next, next_hash) = tokens::new_refresh_token();
         enum Step {
@@ -246,17 +265,23 @@ impl Auth {
             .db
             .run(move |c| {
                 let mut tx = c.transaction()?;
-                let step = match sessions::consume(&mut tx, &hash, grace)? {
+                let Some(owner) = sessions::token_owner(&mut tx, &hash)? else {
+                    return Ok(Step::Refused(Error::InvalidRefreshToken));
+                };
+                sessions::lock_user(&mut tx, owner)?;
+                let step = match sessions::consume(&mut tx, &hash, grace, session.max_age)? {
                     Consumed::Rotated {
                         user_id,
                         session_id,
+                        started_at,
                     } => {
                         sessions::issue(
                             &mut tx,
                             user_id,
                             session_id,
                             &next_hash,
-                            refresh_ttl,
+                            session,
+                            Some(started_at),
                             &info,
                         )?;
                         match users::get(&mut tx, user_id)? {
@@ -308,6 +333,7 @@ impl Auth {
     ) -> Result<()> {
         self.revoking(move |c, lifetime| {
             let mut tx = c.transaction()?;
+            sessions::lock_user(&mut tx, user_id)?;
             let mut revoked = admin::end_user_sessions(&mut tx, user_id, None, reason, lifetime)?;
             if !revoked.iter().any(|r| r.subject == current) {
                 revoked.extend(revocations::revoke(
@@ -341,6 +367,7 @@ impl Auth {
     ) -> Result<()> {
         self.revoking(move |c, lifetime| {
             let mut tx = c.transaction()?;
+            sessions::lock_user(&mut tx, user_id)?;
             let owner = sessions::owner(&mut tx, sid)?;
             if owner.is_some_and(|o| o != user_id) || (must_exist && owner.is_none()) {
                 return Err(Error::NotFound {
@@ -410,6 +437,7 @@ impl Auth {
         let (user_id, keep) = (claims.sub, claims.sid);
         self.revoking(move |c, lifetime| {
             let mut tx = c.transaction()?;
+            sessions::lock_user(&mut tx, user_id)?;
             users::set_password(&mut tx, user_id, &hash)?;
             let revoked = admin::end_user_sessions(
                 &mut tx,

@@ -41,6 +41,7 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Who may call token introspection.
     pub introspection: IntrospectionConfig,
+    pub revocation: RevocationConfig,
     /// The edge proxy's routes; see [`RouteConfig`].
     pub routes: Vec<RouteConfig>,
     /// Policy plugins routes may name.
@@ -351,6 +352,10 @@ pub struct TokenConfig {
     /// Tolerated clock difference when checking `exp` and `nbf`.
     #[serde(deserialize_with = "duration")]
     pub clock_skew: Duration,
+    /// A session's absolute lifetime from its login: rotation extends the
+    /// refresh token, never the session beyond this.
+    #[serde(deserialize_with = "duration")]
+    pub session_max_age: Duration,
 }
 
 impl Default for TokenConfig {
@@ -364,8 +369,44 @@ impl Default for TokenConfig {
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             refresh_reuse_grace: Duration::from_secs(10),
             clock_skew: Duration::from_secs(30),
+            session_max_age: Duration::from_secs(90 * 24 * 3600),
         }
     }
+}
+
+/// How fresh the in-memory revocation set must be, and what happens when it
+/// is not (see the README, "Revocation staleness").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationConfig {
+    /// The set is stale when the LISTEN connection last proved itself (a
+    /// probe answered, or the full load on connect) longer ago than this.
+    #[serde(deserialize_with = "duration")]
+    pub max_staleness: Duration,
+    /// What a stale set does to `/readyz`.
+    pub when_stale: WhenStale,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        Self {
+            max_staleness: Duration::from_secs(5),
+            when_stale: WhenStale::Serve,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenStale {
+    /// Keep serving; the gauge `authgw_revocation_sync_age_seconds` and a
+    /// warning say so. A missed revocation lasts at most one access-token
+    /// lifetime. Readiness survives a database outage.
+    #[default]
+    Serve,
+    /// `/readyz` answers 503 while stale, so the load balancer routes around
+    /// this instance; in a database outage every instance goes unready.
+    Unready,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -577,6 +618,15 @@ impl Config {
                 "must be longer than tokens.access_ttl",
             ));
         }
+        if self.tokens.session_max_age < self.tokens.access_ttl {
+            return Err(fail(
+                "tokens.session_max_age",
+                "must be at least tokens.access_ttl",
+            ));
+        }
+        if self.revocation.max_staleness < Duration::from_millis(100) {
+            return Err(fail("revocation.max_staleness", "must be at least 100ms"));
+        }
         if self.tokens.issuer.is_empty() {
             return Err(fail("tokens.issuer", "must not be empty"));
         }
@@ -774,6 +824,9 @@ mod tests {
         let d = Config::default();
         assert_eq!(c.tokens.access_ttl, d.tokens.access_ttl);
         assert_eq!(c.tokens.refresh_ttl, d.tokens.refresh_ttl);
+        assert_eq!(c.tokens.session_max_age, d.tokens.session_max_age);
+        assert_eq!(c.revocation.max_staleness, d.revocation.max_staleness);
+        assert_eq!(c.revocation.when_stale, d.revocation.when_stale);
         assert_eq!(c.passwords.memory_kib, 19_456);
         assert_eq!(c.server.max_body_bytes, 65_536);
     }

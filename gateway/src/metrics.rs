@@ -5,6 +5,8 @@
 //! are read when scraped, so they cost nothing per request.
 
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -41,6 +43,7 @@ pub struct Metrics {
     /// Refused tokens on proxied requests by reason (missing, expired, revoked, invalid).
     pub auth_failures: Family<Reason, Counter>,
     revocations: Gauge,
+    revocation_sync_age: Gauge<f64, AtomicU64>,
     pool_in_use: Gauge,
     hash_queue: Gauge,
     hashes_running: Gauge,
@@ -57,6 +60,8 @@ pub struct Metrics {
 /// Shared state read at scrape time.
 pub struct Snapshot {
     pub revocations: usize,
+    /// Time since the revocation set was last known current.
+    pub revocation_sync_age: Duration,
     pub pool_in_use: u32,
     pub hash_queue: usize,
     /// The hasher's slots and what runs in them.
@@ -148,12 +153,19 @@ impl Metrics {
             "Connections closed at accept because server.max_connections were open",
             connections_rejected.clone(),
         );
+        let revocation_sync_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "revocation_sync_age_seconds",
+            "Time since the revocation set was last known current (its LISTEN connection answered a probe); revocations made since may be missing",
+            revocation_sync_age.clone(),
+        );
         Self {
             registry,
             requests,
             upstream_latency,
             auth_failures,
             revocations,
+            revocation_sync_age,
             pool_in_use,
             hash_queue,
             hashes_running,
@@ -174,6 +186,8 @@ impl Metrics {
             gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
         };
         set(&self.revocations, now.revocations);
+        self.revocation_sync_age
+            .set(now.revocation_sync_age.as_secs_f64());
         self.pool_in_use.set(i64::from(now.pool_in_use));
         set(&self.hash_queue, now.hash_queue);
         set(&self.connections_open, now.connections_open);

@@ -52,8 +52,11 @@ impl Gateway {
         let revocations = RevocationSet::new();
         let stop = Arc::new(AtomicBool::new(false));
         revocation::spawn_listener(
-            config.database.url.clone(),
-            config.database.connect_timeout,
+            revocation::ListenerSettings {
+                url: config.database.url.clone(),
+                connect_timeout: config.database.connect_timeout,
+                max_staleness: config.revocation.max_staleness,
+            },
             revocations.clone(),
             stop.clone(),
         )
@@ -264,6 +267,7 @@ fn admin_router(
             let auth = &state.auth;
             let body = state.metrics.render(&Snapshot {
                 revocations: auth.revocations.len(),
+                revocation_sync_age: auth.revocations.sync_age(),
                 pool_in_use: auth.db.in_use(),
                 hash_queue: auth.hasher.queue_depth(),
                 hasher: auth.hasher.stats(),

@@ -13,6 +13,10 @@ Checks, each printed with its figures:
     one second: an outage is answered, not hung on;
   * recovery: after CMD-start returns, a database-backed request
     (GET /api/v1/users/me) answers 200 within 2 s;
+  * readiness: at the end of the outage (past revocation.max_staleness),
+    GET /readyz answers 200 within 1.5 s: with the default
+    revocation.when_stale = "serve" a database outage alone does not take
+    the instance out of the load balancer;
   * refresh rotations: each session is refreshed by one worker that keeps the
     token it last received; afterwards the refresh_tokens table must hold,
     per session, exactly 1 + (rotations the client saw succeed) tokens, all
@@ -234,6 +238,13 @@ def main():
         cold.close()
     else:
         time.sleep(args.outage)
+    # Readiness at the end of the outage (longer than revocation.max_staleness,
+    # 5 s): with the default when_stale = "serve" the outage alone must not
+    # take the instance out of the load balancer, and the answer must be quick.
+    ready = Client(args.base, timeout=args.timeout + 5)
+    ready_status, ready_body, ready_took = ready.call("GET", "/readyz")
+    ready.close()
+    ready_at = time.monotonic() - stopped
     subprocess.run(["bash", "-c", args.start_cmd], check=True, stdout=subprocess.DEVNULL)
     restarted = time.monotonic()
     phase.name = "after"
@@ -349,6 +360,11 @@ def main():
         if out_total < 20:
             print("  FAIL: too few proxied requests during the outage to judge")
         ok &= proxy_ok
+    ready_ok = ready_status == 200 and ready_took < 1.5
+    print(f"readiness: /readyz answered {ready_status} in {ready_took:.2f} s, "
+          f"{ready_at:.1f} s into the outage (limit: 200 within 1.5 s): "
+          + ("ok" if ready_ok else f"FAIL {ready_body}"))
+    ok &= ready_ok
     print("db fault: " + ("ok" if ok else "FAILED"))
     return 0 if ok else 1
 

@@ -6,9 +6,9 @@ mod auth;
 pub mod extract;
 pub mod problem;
 mod ratelimit;
+mod readiness;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -20,7 +20,6 @@ use serde_json::json;
 use crate::auth::Auth;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
-use crate::store::migrations;
 
 pub use ratelimit::{PURGE_EVERY, RateLimiter, purge_every};
 
@@ -80,7 +79,7 @@ fn routes(state: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readiness::readyz))
         .route("/api/openapi.yaml", get(openapi))
         .route("/.well-known/jwks.json", get(auth::jwks))
         .merge(limited)
@@ -124,31 +123,6 @@ async fn method_not_allowed() -> Response {
 /// The process is up.
 async fn healthz() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
-}
-
-/// The database answers, every migration is applied and the revocation set
-/// is loaded; otherwise 503 saying which.
-async fn readyz(State(state): State<AppState>) -> Response {
-    let check = state.auth.db.run(migrations::pending);
-    let reason = match tokio::time::timeout(Duration::from_secs(5), check).await {
-        Err(_) => Some("database did not answer within 5s".to_string()),
-        Ok(Err(crate::error::Error::Unavailable(why))) => {
-            Some(format!("database unreachable: {why}"))
-        }
-        Ok(Err(e)) => Some(format!("database check failed: {e}")),
-        Ok(Ok(pending)) if !pending.is_empty() => Some(format!(
-            "migrations pending: {}; run `authgw db upgrade`",
-            pending.join(", ")
-        )),
-        Ok(Ok(_)) if !state.auth.revocations.is_synced() => {
-            Some("revocation set not loaded yet".to_string())
-        }
-        Ok(Ok(_)) => None,
-    };
-    match reason {
-        None => axum::Json(json!({ "status": "ready" })).into_response(),
-        Some(reason) => problem::respond(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason),
-    }
 }
 
 async fn openapi() -> impl IntoResponse {

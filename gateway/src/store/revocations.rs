@@ -70,6 +70,11 @@ impl Revocation {
 
 /// Records revocations of `subjects` (kept for `lifetime`) and notifies every
 /// process. Inside a transaction the notification goes out at commit.
+///
+/// The expiry is reckoned on this process's clock, the one that stamps the
+/// access tokens' `exp` and that every set compares against, never the
+/// database's: a database clock behind ours would otherwise let a revocation
+/// lapse while the tokens it names still verify.
 pub fn revoke(
     client: &mut impl GenericClient,
     kind: Kind,
@@ -78,16 +83,19 @@ pub fn revoke(
     lifetime: Duration,
 ) -> Result<Vec<Revocation>> {
     let mut out = Vec::with_capacity(subjects.len());
+    let lifetime = chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX);
+    let expires_at = Utc::now()
+        .checked_add_signed(lifetime)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
     for subject in subjects {
-        let row = client.query_one(
-            "INSERT INTO revocations (kind, subject, reason, expires_at)
-             VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at",
-            &[&kind.as_str(), subject, &reason, &lifetime.as_secs_f64()],
+        client.execute(
+            "INSERT INTO revocations (kind, subject, reason, expires_at) VALUES ($1, $2, $3, $4)",
+            &[&kind.as_str(), subject, &reason, &expires_at],
         )?;
         let revocation = Revocation {
             kind,
             subject: *subject,
-            expires_at: row.get(0),
+            expires_at,
         };
         client.execute(
             "SELECT pg_notify($1, $2)",
@@ -98,27 +106,32 @@ pub fn revoke(
     Ok(out)
 }
 
-/// Every revocation still in force.
-pub fn live(client: &mut impl GenericClient) -> Result<Vec<Revocation>> {
-    let rows = client.query(
-        "SELECT kind, subject, expires_at FROM revocations WHERE expires_at > now()",
-        &[],
-    )?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| {
-            Some(Revocation {
-                kind: Kind::parse(r.get(0))?,
-                subject: r.get(1),
-                expires_at: r.get(2),
-            })
-        })
-        .collect())
+/// Every revocation still in force at `now` (this process's clock, see
+/// [`revoke`]); the parameter is `$1`.
+pub const LIVE_SQL: &str =
+    "SELECT kind, subject, expires_at FROM revocations WHERE expires_at > $1";
+
+/// A row of [`LIVE_SQL`]; `None` for an unknown kind.
+pub fn from_row(r: &postgres::Row) -> Option<Revocation> {
+    Some(Revocation {
+        kind: Kind::parse(r.get(0))?,
+        subject: r.get(1),
+        expires_at: r.get(2),
+    })
 }
 
-/// Deletes rows past their expiry (housekeeping).
+/// Every revocation still in force.
+pub fn live(client: &mut impl GenericClient) -> Result<Vec<Revocation>> {
+    let rows = client.query(LIVE_SQL, &[&Utc::now()])?;
+    Ok(rows.iter().filter_map(from_row).collect())
+}
+
+/// Deletes rows past their expiry (housekeeping), on this process's clock.
 pub fn purge_expired(client: &mut impl GenericClient) -> Result<u64> {
-    Ok(client.execute("DELETE FROM revocations WHERE expires_at <= now()", &[])?)
+    Ok(client.execute(
+        "DELETE FROM revocations WHERE expires_at <= $1",
+        &[&Utc::now()],
+    )?)
 }
 
 #[cfg(test)]

@@ -17,60 +17,117 @@ pub struct ClientInfo {
     pub user_agent: Option<String>,
 }
 
-/// Stores a new refresh token (its SHA-256 only) in `session_id`.
+/// Serializes everything that issues or revokes refresh tokens of `user_id`
+/// until the transaction ends: a refresh and a logout, logout-all, password
+/// change, reuse detection or deletion of the same user run one after the
+/// other, never interleaved. Take it first in the transaction, before any row
+/// lock, so the order is the same everywhere (no deadlock). Re-entrant.
+pub fn lock_user(client: &mut impl GenericClient, user_id: Uuid) -> Result<()> {
+    client.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('authgw.user:' || $1::uuid::text, 0))",
+        &[&user_id],
+    )?;
+    Ok(())
+}
+
+/// The session's absolute limits: a refresh token never outlives
+/// `started_at + max_age`, whatever its own ttl.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetime {
+    /// Each refresh token's own lifetime (`tokens.refresh_ttl`).
+    pub ttl: Duration,
+    /// The session's, from its login (`tokens.session_max_age`).
+    pub max_age: Duration,
+}
+
+/// Stores a new refresh token (its SHA-256 only) in `session_id`. `started_at`
+/// is the session's login instant, carried through rotations; `None` starts
+/// the session now.
 pub fn issue(
     client: &mut impl GenericClient,
     user_id: Uuid,
     session_id: Uuid,
     token_hash: &[u8],
-    ttl: Duration,
+    lifetime: Lifetime,
+    started_at: Option<DateTime<Utc>>,
     info: &ClientInfo,
 ) -> Result<()> {
     client.execute(
-        "INSERT INTO refresh_tokens (user_id, session_id, token_hash, expires_at, user_agent, ip)
-         VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, $6)",
+        "INSERT INTO refresh_tokens
+             (user_id, session_id, token_hash, session_started_at, expires_at, user_agent, ip)
+         SELECT $1, $2, $3, s.started,
+                least(now() + make_interval(secs => $4), s.started + make_interval(secs => $5)),
+                $6, $7
+         FROM (SELECT coalesce($8::timestamptz, now()) AS started) s",
         &[
             &user_id,
             &session_id,
             &token_hash,
-            &ttl.as_secs_f64(),
+            &lifetime.ttl.as_secs_f64(),
+            &lifetime.max_age.as_secs_f64(),
             &info.user_agent,
             &info.ip,
+            &started_at,
         ],
     )?;
     Ok(())
 }
 
+/// The user a refresh token belongs to, if any (no lock: the caller takes
+/// [`lock_user`] with it, then [`consume`]s).
+pub fn token_owner(client: &mut impl GenericClient, token_hash: &[u8]) -> Result<Option<Uuid>> {
+    let row = client.query_opt(
+        "SELECT user_id FROM refresh_tokens WHERE token_hash = $1",
+        &[&token_hash],
+    )?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// What presenting a refresh token amounts to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Consumed {
-    /// This call consumed the token: issue the next one in the same session.
-    Rotated { user_id: Uuid, session_id: Uuid },
+    /// This call consumed the token: issue the next one in the same session,
+    /// which started at `started_at`.
+    Rotated {
+        user_id: Uuid,
+        session_id: Uuid,
+        started_at: DateTime<Utc>,
+    },
     /// Already consumed, within the grace period: a concurrent tab won.
     AlreadyRotated,
     /// Already consumed, after the grace period: reuse, the session must die.
     Reused { user_id: Uuid, session_id: Uuid },
-    /// Unknown, expired or revoked.
+    /// Unknown, expired, revoked, past the session's `max_age`, or of a
+    /// session with any revoked token.
     Invalid,
 }
 
 /// Consumes the token with `token_hash`. Exactly one of any number of
 /// concurrent callers gets `Rotated`: the conditional UPDATE takes the row
 /// lock, and the losers re-check `used_at IS NULL` after the winner commits.
+/// A session with any revoked token is dead: none of its tokens rotates,
+/// even one a revocation raced past. So is a session older than `max_age`.
+/// Call it after [`lock_user`] of the token's user.
 pub fn consume(
     client: &mut impl GenericClient,
     token_hash: &[u8],
     grace: Duration,
+    max_age: Duration,
 ) -> Result<Consumed> {
     if let Some(row) = client.query_opt(
-        "UPDATE refresh_tokens SET used_at = now()
-         WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()
-         RETURNING user_id, session_id",
-        &[&token_hash],
+        "UPDATE refresh_tokens t SET used_at = now()
+         WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.revoked_at IS NULL
+           AND t.expires_at > now()
+           AND t.session_started_at + make_interval(secs => $2) > now()
+           AND NOT EXISTS (SELECT 1 FROM refresh_tokens r
+                           WHERE r.session_id = t.session_id AND r.revoked_at IS NOT NULL)
+         RETURNING t.user_id, t.session_id, t.session_started_at",
+        &[&token_hash, &max_age.as_secs_f64()],
     )? {
         return Ok(Consumed::Rotated {
             user_id: row.get(0),
             session_id: row.get(1),
+            started_at: row.get(2),
         });
     }
     let Some(row) = client.query_opt(
