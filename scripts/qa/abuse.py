@@ -13,9 +13,13 @@ CHECK is one of:
   oversize     oversized headers get 431, an oversized body 413 (declared or
                chunked), the connection is not left hanging.
   bruteforce   --burst B --threshold T: one IP guesses a password; 429
-               must come after the burst, the account must be locked after T
-               failures (a correct password from another IP gets 401 and the
-               row says locked) and open again once the lock expires.
+               too_many_attempts must come after T failures, 429
+               rate_limited after the burst; the (account, that IP) pair must be
+               locked after T failures (its row in login_failures says so,
+               and the right password from that IP gets 429), while the
+               right password from another IP logs in at once (a flood
+               locks the attacker out, never the owner); once the lock
+               expires the right password from the first IP works again.
 
 Each prints its figures; exit status 0 when the check holds, 1 otherwise."""
 
@@ -216,41 +220,56 @@ def psql(db_url, sql):
 
 def bruteforce(base, db_url, burst, threshold):
     victim = "victim"
-    other = Client(base, source_ip="127.0.0.2")  # another client IP, own rate bucket
+    other = Client(base, source_ip="127.0.0.2")  # another client IP, own bucket and pair
     s, body, _ = other.call("POST", "/api/v1/auth/signup", {"login": victim, "password": PASSWORD})
     if s != 201:
         print(f"error: signup: {s} {body}")
         return False
-    statuses = []
+    statuses, codes = [], []
     for i in range(burst + 10):
         # A connection per guess, as a brute-force client would (and a POST
         # is never retried on a reused connection the server closed).
         attacker = Client(base)
-        s, _, _ = attacker.call("POST", "/api/v1/auth/login", {"login": victim, "password": f"guess-{i:04d}"})
+        s, body, _ = attacker.call("POST", "/api/v1/auth/login", {"login": victim, "password": f"guess-{i:04d}"})
         attacker.close()
         statuses.append(s)
+        codes.append(body.get("code", "") if isinstance(body, dict) else "")
     first_429 = statuses.index(429) + 1 if 429 in statuses else None
+    first_lock = codes.index("too_many_attempts") + 1 if "too_many_attempts" in codes else None
+    first_limit = codes.index("rate_limited") + 1 if "rate_limited" in codes else None
     unexpected = [s for s in statuses if s not in (401, 429)]
-    row = psql(db_url, f"SELECT failed_logins, locked_until > now() FROM users WHERE login = '{victim}'")
+    pair = f"FROM login_failures WHERE login = '{victim}' AND client = '127.0.0.1'"
+    row = psql(db_url, f"SELECT failures, locked_until > now() {pair}")
     print(f"bruteforce: {len(statuses)} wrong guesses from one IP: "
-          f"{statuses.count(401)} x 401, {statuses.count(429)} x 429, first 429 at attempt {first_429} "
-          f"(limits.auth_burst {burst}); other statuses: {unexpected or 'none'}")
-    s_locked, body_locked, _ = other.call("POST", "/api/v1/auth/login", {"login": victim, "password": PASSWORD})
-    print(f"  table: failed_logins|locked = {row}; the right password from another IP while locked: {s_locked} "
-          f"{(body_locked or {}).get('code', '') if isinstance(body_locked, dict) else ''}")
+          f"{statuses.count(401)} x 401, {statuses.count(429)} x 429 "
+          f"({codes.count('rate_limited')} rate_limited, {codes.count('too_many_attempts')} too_many_attempts), "
+          f"first 429 at attempt {first_429}: the pair's lock at {first_lock} (limits.lockout_threshold "
+          f"{threshold}), the rate limit at {first_limit} (limits.auth_burst {burst}); "
+          f"other statuses: {unexpected or 'none'}")
+    s_owner, body_owner, _ = other.call("POST", "/api/v1/auth/login", {"login": victim, "password": PASSWORD})
+    attacker = Client(base)
+    s_locked, body_locked, _ = attacker.call("POST", "/api/v1/auth/login", {"login": victim, "password": PASSWORD})
+    attacker.close()
+    code = (lambda b: b.get("code", "") if isinstance(b, dict) else "")
+    print(f"  login_failures (attacker's IP): failures|locked = {row}; the right password from the attacker's IP "
+          f"while locked: {s_locked} {code(body_locked)}; from the owner's IP: {s_owner} {code(body_owner)}")
     history = psql(db_url, "SELECT outcome || ':' || count(*) FROM login_history h JOIN users u ON u.id = h.user_id "
                            f"WHERE u.login = '{victim}' GROUP BY outcome ORDER BY outcome")
     print(f"  login history: {' '.join(history.split())}")
     # The lock lasts lockout_base doubled per further failure; wait it out.
-    until = psql(db_url, f"SELECT extract(epoch FROM locked_until - now()) FROM users WHERE login = '{victim}'")
+    until = psql(db_url, f"SELECT extract(epoch FROM locked_until - now()) {pair}")
     wait = max(0.0, float(until or 0)) + 0.5
     time.sleep(wait)
-    s_after, _, _ = other.call("POST", "/api/v1/auth/login", {"login": victim, "password": PASSWORD})
-    print(f"  after the lock expired ({wait:.1f} s later): right password {s_after}")
+    attacker = Client(base)
+    s_after, _, _ = attacker.call("POST", "/api/v1/auth/login", {"login": victim, "password": PASSWORD})
+    attacker.close()
+    print(f"  after the lock expired ({wait:.1f} s later): right password from the attacker's IP {s_after}")
     failed, _, locked = row.partition("|")
     # The bucket refills while the guesses run (auth_per_minute): allow a few.
-    ok = (first_429 is not None and burst < first_429 <= burst + 3 and not unexpected
-          and int(failed or 0) >= threshold and locked == "t" and s_locked == 401 and s_after == 200)
+    ok = (first_lock == threshold + 1 and first_limit is not None and burst < first_limit <= burst + 3
+          and not unexpected
+          and int(failed or 0) >= threshold and locked == "t" and s_locked == 429
+          and s_owner == 200 and s_after == 200)
     print("bruteforce: " + ("ok" if ok else "FAILED"))
     return ok
 
