@@ -201,12 +201,17 @@ soak_abuse() {
     fi
     (($(ulimit -n) >= CONNS + 1000)) || die "ulimit -n is $(ulimit -n); $CONNS connections need $((CONNS + 1000)) (run as root or raise the hard limit)"
     admin_url=$(authgw_test_admin_url "$ROOT") || die "no PostgreSQL for the test database"
-    # Default limits (the brute force is under test), a short lock to wait out.
-    authgw_qa_start "$WORK/abuse" "$admin_url" '
+    # Default limits (the brute force is under test), a short lock to wait
+    # out; server.max_connections above the CONNS the connections check holds
+    # open at once (the bound itself is tested in gateway/tests/abuse.rs).
+    authgw_qa_start "$WORK/abuse" "$admin_url" "
+[server]
+max_connections = $((CONNS + 1000))
+
 [limits]
-lockout_base = "2s"
-lockout_max = "4s"
-' || die "could not start authgw for the abuse checks"
+lockout_base = \"2s\"
+lockout_max = \"4s\"
+" || die "could not start authgw for the abuse checks"
     step "slow and abusive clients (ulimit -n $(ulimit -n))"
     for check in bruteforce oversize slowloris connections; do
         step "abuse: $check"

@@ -41,22 +41,6 @@ async fn send_from(
     reply(r).await
 }
 
-/// The value of a metric on the admin listener's `/metrics`.
-async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .http
-        .get(format!("http://{}/metrics", app.admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
-}
-
 fn assert_locked(r: &Reply) {
     r.assert_problem(429, "too_many_attempts");
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
@@ -158,7 +142,7 @@ async fn parallel_guesses_at_an_unlock_verify_only_one() {
     }
     app.db
         .query("UPDATE login_failures SET locked_until = now() - interval '1 second'");
-    let before = metric(&app, "authgw_password_hashes_total").await;
+    let before = app.metric("authgw_password_hashes_total").await;
     let guesses = (0..20).map(|i| {
         let (app, attacker) = (&app, &attacker);
         async move { login_from(app, attacker, "alice", &format!("guess {i}")).await }
@@ -175,7 +159,7 @@ async fn parallel_guesses_at_an_unlock_verify_only_one() {
         19,
         "{statuses:?}"
     );
-    let after = metric(&app, "authgw_password_hashes_total").await;
+    let after = app.metric("authgw_password_hashes_total").await;
     assert_eq!(after - before, 1.0);
     assert_eq!(
         app.db

@@ -27,21 +27,6 @@ fn status_kib(field: &str) -> u64 {
         .unwrap()
 }
 
-async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .http
-        .get(format!("http://{}/metrics", app.admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
-}
-
 /// `n` connections each send a login and reset the connection, at
 /// staggered moments: before, during and after their hash. Returns once
 /// no hash is queued or running.
@@ -65,8 +50,8 @@ async fn login_and_reset(app: &TestApp, n: u64) {
         c.unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(app, "authgw_password_hash_queue").await > 0.0
-        || metric(app, "authgw_password_hashes_running").await > 0.0
+    while app.metric("authgw_password_hash_queue").await > 0.0
+        || app.metric("authgw_password_hashes_running").await > 0.0
     {
         assert!(Instant::now() < deadline, "hashing never drained");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -89,9 +74,9 @@ async fn disconnecting_clients_never_exceed_the_hashing_bound() {
     assert_eq!(app.login("warm-up", "password").await.status, 401);
     let rss_start = status_kib("VmRSS:");
     login_and_reset(&app, 200).await;
-    let slots = metric(&app, "authgw_password_hash_slots").await;
-    let max = metric(&app, "authgw_password_hashes_running_max").await;
-    let total = metric(&app, "authgw_password_hashes_total").await;
+    let slots = app.metric("authgw_password_hash_slots").await;
+    let max = app.metric("authgw_password_hashes_running_max").await;
+    let total = app.metric("authgw_password_hashes_total").await;
     assert_eq!(slots, 2.0);
     assert!(
         max <= slots,
@@ -102,7 +87,7 @@ async fn disconnecting_clients_never_exceed_the_hashing_bound() {
     let rss_first = status_kib("VmRSS:");
     login_and_reset(&app, 200).await;
     let rss_second = status_kib("VmRSS:");
-    let max = metric(&app, "authgw_password_hashes_running_max").await;
+    let max = app.metric("authgw_password_hashes_running_max").await;
     assert!(
         max <= slots,
         "{max} hashes ran at once; the bound is {slots}"

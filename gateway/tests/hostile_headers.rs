@@ -349,15 +349,7 @@ async fn plugin_changing_framing_headers_fails_closed_and_is_counted() {
         r.assert_problem(503, "policy_failed");
     }
     assert_eq!(echo.hits(), 0, "nothing reached the upstream");
-    let metrics = app
-        .http
-        .get(format!("http://{}/metrics", app.admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     for (name, _) in &cases {
         let line =
             format!("authgw_plugin_failures_total{{plugin=\"{name}\",kind=\"bad_decision\"}} 1");

@@ -232,15 +232,7 @@ async fn runaway_plugins_fail_closed_and_recover() {
         0,
         "failed policies must not reach the upstream"
     );
-    let metrics = app
-        .http
-        .get(format!("http://{}/metrics", app.admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("authgw_plugin_failures_total{plugin=\"spin\",kind=\"deadline\"} 3"),
         "{metrics}"

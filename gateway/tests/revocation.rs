@@ -130,15 +130,7 @@ async fn purges_remove_only_expired_rows() {
 
 /// `authgw_revocation_sync_age_seconds` as the admin listener exports it.
 async fn sync_age(app: &TestApp) -> f64 {
-    let metrics = app
-        .http
-        .get(format!("http://{}/metrics", app.admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     metrics
         .lines()
         .find_map(|l| l.strip_prefix("authgw_revocation_sync_age_seconds "))

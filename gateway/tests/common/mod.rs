@@ -300,6 +300,27 @@ impl TestApp {
         reply(req.send().await.unwrap()).await
     }
 
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("http://{}/metrics", self.admin_addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of an unlabelled metric on the admin listener's `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        self.metrics_text()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
     /// `POST /api/v1/auth/introspect` with `body`, as the test's
     /// introspection client (HTTP Basic).
     pub async fn introspect(&self, body: Value) -> Reply {
