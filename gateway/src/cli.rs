@@ -280,12 +280,11 @@ fn serve(config: Config) -> Result<(), Failure> {
         let listen = config.server.listen;
         let admin = config.admin.enabled.then_some(config.admin.listen);
         let gateway = crate::server::Gateway::build(config)?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
+        let listener = crate::listener::bind(listen)
             .map_err(|e| Error::Internal(format!("cannot listen on {listen}: {e}")))?;
         let bound = listener.local_addr().map_err(Error::internal)?;
         let admin = match admin {
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Some(addr) => Some(crate::listener::bind(addr).map_err(|e| {
                 Error::Internal(format!("cannot listen on {addr} (admin.listen): {e}"))
             })?),
             None => None,

@@ -181,7 +181,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 pub async fn start(db: Arc<TestDb>, keys: Arc<tempfile::TempDir>, config: Config) -> TestApp {
     let gateway = Gateway::build(config.clone()).expect("build gateway");
     let reloader = gateway.reloader();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = gateway::listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_addr = admin.local_addr().unwrap();
