@@ -111,6 +111,14 @@ edge_token() {
     authgw_qa_token "$1" "$PASSWORD"
 }
 
+# plugin_built WASM: builds the plugins (scripts/build-plugins.sh) when
+# WASM is missing.
+plugin_built() {
+    [[ -f $1 ]] && return 0
+    step "scripts/build-plugins.sh (no $1)"
+    "$ROOT/scripts/build-plugins.sh" || die "scripts/build-plugins.sh failed"
+}
+
 # --- fuzz ----------------------------------------------------------------------
 soak_fuzz() {
     # cargo-fuzz needs nightly-only flags (-Z sanitizer); the one stable
@@ -261,10 +269,7 @@ response_timeout = \"5s\"
 # --- trapstorm -----------------------------------------------------------------
 soak_trapstorm() {
     local status=0 admin_url up_port token wasm=$ROOT/plugins/dist/flaky.wasm
-    if [[ ! -f $wasm ]]; then
-        step "scripts/build-plugins.sh (no $wasm)"
-        "$ROOT/scripts/build-plugins.sh" || die "scripts/build-plugins.sh failed"
-    fi
+    plugin_built "$wasm"
     admin_url=$(authgw_test_admin_url "$ROOT") || die "no PostgreSQL for the test database"
     up_port=$(authgw_qa_free_port)
     # Default plugin limits (4 instances, 5 ms, 16 MiB): those are under test.
@@ -297,10 +302,7 @@ plugins = [\"flaky\"]
 # --- hostile -------------------------------------------------------------------
 soak_hostile() {
     local status=0 admin_url up_port token wasm=$ROOT/plugins/dist/role-rules.wasm
-    if [[ ! -f $wasm ]]; then
-        step "scripts/build-plugins.sh (no $wasm)"
-        "$ROOT/scripts/build-plugins.sh" || die "scripts/build-plugins.sh failed"
-    fi
+    plugin_built "$wasm"
     admin_url=$(authgw_test_admin_url "$ROOT") || die "no PostgreSQL for the test database"
     # hostile.py runs the recording upstream on this port.
     up_port=$(authgw_qa_free_port)
