@@ -8,26 +8,16 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::upstream::{Echo, route};
 use common::*;
-use gateway::config::{AuthMode, Config, RouteConfig};
+use gateway::config::{AuthMode, RouteConfig};
 use gateway::plugins::PluginSpec;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// A gateway whose routes are `routes`.
-async fn gateway_with(routes: Vec<RouteConfig>, tweak: impl FnOnce(&mut Config)) -> TestApp {
-    spawn_app_with(move |c| {
-        c.routes = routes;
-        tweak(c);
-    })
-    .await
-}
 
 /// Writes `request` on a fresh connection and reads the whole answer (the
 /// request must say `Connection: close`): the head, lower-cased, and the
@@ -50,29 +40,6 @@ async fn raw(addr: SocketAddr, request: &str) -> (String, Vec<u8>) {
         body = dechunk(&body);
     }
     (head, body)
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = raw.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size = usize::from_str_radix(
-            std::str::from_utf8(&raw[..line_end])
-                .unwrap()
-                .split(';')
-                .next()
-                .unwrap()
-                .trim(),
-            16,
-        )
-        .unwrap();
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&raw[..size]);
-        raw = &raw[size + 2..];
-    }
 }
 
 /// The echo upstream's JSON answer, from a raw exchange.
@@ -293,18 +260,6 @@ async fn deprecated_trust_forwarded_for_trusts_every_peer() {
         (history.as_str(), session.as_str()),
         ("198.51.100.7", "198.51.100.7")
     );
-}
-
-fn dist(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/dist")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/build-plugins.sh",
-        path.display()
-    );
-    path
 }
 
 /// A plugin that asks to set (or remove) a hop-by-hop or framing header

@@ -8,19 +8,10 @@ use std::time::{Duration, Instant};
 
 use common::upstream::{self, Echo, route};
 use common::*;
-use gateway::config::{AuthMode, Config, OneOrMany, RouteConfig};
+use gateway::config::{AuthMode, Config, OneOrMany};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A gateway whose routes are `routes`.
-async fn gateway_with(routes: Vec<RouteConfig>, tweak: impl FnOnce(&mut Config)) -> TestApp {
-    spawn_app_with(move |c| {
-        c.routes = routes;
-        tweak(c);
-    })
-    .await
-}
 
 /// What the echo upstream saw: its JSON answer.
 fn seen_header<'a>(echo: &'a Value, name: &str) -> Option<&'a str> {

@@ -12,24 +12,8 @@ use std::path::PathBuf;
 use common::upstream::{Echo, route};
 use common::*;
 use gateway::config::{AuthMode, Config, EscapedSlashes, RouteConfig};
-use gateway::plugins::PluginSpec;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn plugin(name: &str, file: &str, config: Value) -> PluginSpec {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/dist")
-        .join(format!("{file}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/build-plugins.sh",
-        path.display()
-    );
-    let mut spec = PluginSpec::new(name, path);
-    spec.config = config;
-    spec.instances = 2;
-    spec
-}
 
 fn cinema_rules() -> Value {
     let raw = std::fs::read_to_string(
@@ -102,7 +86,7 @@ async fn raw_get(app: &TestApp, target: &str, host: &str, token: Option<&str>) -
         }
     }
     let body = if chunked {
-        dechunk(body)
+        String::from_utf8(dechunk(body.as_bytes())).unwrap()
     } else {
         body.to_string()
     };
@@ -111,19 +95,6 @@ async fn raw_get(app: &TestApp, target: &str, host: &str, token: Option<&str>) -
         content_type,
         body: serde_json::from_str(&body).unwrap_or(Value::String(body)),
     }
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap();
-        if size == 0 {
-            break;
-        }
-        out.push_str(&after[..size]);
-        rest = &after[size + 2..];
-    }
-    out
 }
 
 async fn get(app: &TestApp, target: &str) -> Raw {

@@ -14,25 +14,6 @@ use gateway::plugins::PluginSpec;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-fn dist(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/dist")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/build-plugins.sh",
-        path.display()
-    );
-    path
-}
-
-fn plugin(name: &str, file: &str, config: Value) -> PluginSpec {
-    let mut spec = PluginSpec::new(name, dist(file));
-    spec.config = config;
-    spec.instances = 2;
-    spec
-}
-
 /// A route to `upstream` guarded by `plugins`, in order.
 fn guarded(
     name: &str,

@@ -494,3 +494,62 @@ pub fn claims(token: &str) -> Value {
         .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
+
+/// `plugins/dist/<name>.wasm`, which scripts/build-plugins.sh builds.
+pub fn dist(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build-plugins.sh first",
+        path.display()
+    );
+    path
+}
+
+/// A `[[plugins]]` entry named `name` for `plugins/dist/<file>.wasm` with
+/// `config`, two warm instances.
+pub fn plugin(name: &str, file: &str, config: Value) -> gateway::plugins::PluginSpec {
+    let mut spec = gateway::plugins::PluginSpec::new(name, dist(file));
+    spec.config = config;
+    spec.instances = 2;
+    spec
+}
+
+/// A gateway whose routes are `routes`, with `tweak` applied after.
+pub async fn gateway_with(
+    routes: Vec<gateway::config::RouteConfig>,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
+    spawn_app_with(move |c| {
+        c.routes = routes;
+        tweak(c);
+    })
+    .await
+}
+
+/// The body of a `Transfer-Encoding: chunked` response, chunk extensions
+/// ignored.
+pub fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&raw[..line_end])
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .trim(),
+            16,
+        )
+        .unwrap();
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
