@@ -150,8 +150,9 @@ impl Proxy {
         let runtime = self.runtime.load_full();
         let request_id = headers::request_id(req.headers());
         let method = req.method().clone();
-        // 0. target: from here on, req.uri().path() is the canonical path.
-        let target = path::rewrite(&mut req);
+        // 0. target: from here on, req.uri().path() is the canonical path
+        // (made so by the front layer in api::router, or here).
+        let target = path::rewrite_once(&mut req);
         let path = req.uri().path().to_string();
         let mut access = Access {
             route: None,

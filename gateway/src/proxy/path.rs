@@ -130,7 +130,23 @@ pub fn rewrite<B>(req: &mut Request<B>) -> Result<bool, PathError> {
             Some(PathAndQuery::try_from(target).map_err(|_| PathError::Unforwardable)?);
         *req.uri_mut() = Uri::from_parts(parts).map_err(|_| PathError::Unforwardable)?;
     }
+    req.extensions_mut().insert(Rewritten { escaped_slash });
     Ok(escaped_slash)
+}
+
+/// Left on a request by [`rewrite`]: its path is canonical already.
+#[derive(Clone, Copy)]
+struct Rewritten {
+    escaped_slash: bool,
+}
+
+/// [`rewrite`], unless it ran on `req` already (the front layer in front of
+/// the API/proxy dispatch): then its answer, without a second scan.
+pub fn rewrite_once<B>(req: &mut Request<B>) -> Result<bool, PathError> {
+    match req.extensions().get::<Rewritten>() {
+        Some(done) => Ok(done.escaped_slash),
+        None => rewrite(req),
+    }
 }
 
 /// A route's `escaped_slashes` applied to a canonical path that holds
