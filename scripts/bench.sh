@@ -405,7 +405,7 @@ step "authgw db upgrade; keys generate --alg ES256; admin create"
 "$BIN" keys generate --alg ES256 >>"$OUT/setup.log" 2>&1 || { cat "$OUT/setup.log" >&2; die "authgw keys generate failed"; }
 printf '%s\n' "$ADMIN_PASSWORD" | "$BIN" admin create --login "$ADMIN_LOGIN" --password-stdin >>"$OUT/setup.log" 2>&1 \
     || { cat "$OUT/setup.log" >&2; die "authgw admin create failed"; }
-KEY_FILE=$(find "$OUT/keys" -maxdepth 1 -type f | head -n 1)
+KEY_FILE=$(find "$OUT/keys" -maxdepth 1 -type f -name '*.pem' | head -n 1)
 [[ -n $KEY_FILE ]] || die "no key file in $OUT/keys after authgw keys generate"
 PUB=$OUT/conf/es256-public.pem
 openssl pkey -in "$KEY_FILE" -pubout -out "$PUB" 2>>"$OUT/setup.log" || die "openssl pkey -pubout failed on $KEY_FILE"

@@ -112,12 +112,17 @@ AUTHGW_KEYS_DIR=${AUTHGW_KEYS_DIR:-$DATA/keys}
 export AUTHGW_KEYS_DIR
 mkdir -p "$AUTHGW_KEYS_DIR" || die "cannot create keys directory $AUTHGW_KEYS_DIR"
 chmod 700 "$AUTHGW_KEYS_DIR" 2>/dev/null || true
+# A keys directory from before server secrets (issue 19) gets one once.
+if compgen -G "$AUTHGW_KEYS_DIR/*.pem" >/dev/null && ! compgen -G "$AUTHGW_KEYS_DIR/*.secret" >/dev/null; then
+    step "authgw keys generate --kind secret (keys dir $AUTHGW_KEYS_DIR has signing keys but no secret)"
+    authgw keys generate --kind secret >&2 || die "'authgw keys generate --kind secret' failed (keys dir $AUTHGW_KEYS_DIR)"
+fi
 keys=$(authgw keys list) || die "'authgw keys list' failed (keys dir $AUTHGW_KEYS_DIR)"
 if [[ -z ${keys//[[:space:]]/} ]]; then
     step "authgw keys generate (keys dir $AUTHGW_KEYS_DIR)"
     authgw keys generate >&2 || die "'authgw keys generate' failed (keys dir $AUTHGW_KEYS_DIR)"
 else
-    step "signing keys: $(printf '%s\n' "$keys" | grep -c .) in $AUTHGW_KEYS_DIR"
+    step "keys and secrets: $(printf '%s\n' "$keys" | grep -c .) in $AUTHGW_KEYS_DIR"
 fi
 
 # --- demo admin --------------------------------------------------------------

@@ -189,7 +189,7 @@ auth = \"required\"
         --stop-cmd "$stop_cmd" --start-cmd "$start_cmd" --timeout 5 \
         --proxy-prefix /echo --upstream-port "$echo_port" \
         | tee "$WORK/dbfault.txt" || status=1
-    grep -E '^(outage|500s|slowest|recovery|readiness|refresh rotations|proxy|db fault)' "$WORK/dbfault.txt" \
+    grep -E '^(outage|500s|slowest|recovery|readiness|refresh rotations|refreshes answered|proxy|db fault)' "$WORK/dbfault.txt" \
         | sed 's/^/dbfault /' >>"$FIGURES" || true
     no_panics dbfault || status=1
     authgw_qa_stop

@@ -17,10 +17,10 @@ use crate::revocation::RevocationSet;
 use crate::store::failures::{self, Claim};
 use crate::store::history::{self, LoginEvent, Outcome};
 use crate::store::revocations::{self, Kind, Revocation};
-use crate::store::sessions::{self, ClientInfo, Consumed, SessionInfo};
+use crate::store::sessions::{self, ClientInfo, Consumed, SessionInfo, Successor};
 use crate::store::users::{self, User};
 use crate::store::{Db, Page};
-use crate::tokens::{self, Claims, Tokens};
+use crate::tokens::{self, Claims, RefreshToken, Tokens};
 
 /// A freshly issued access/refresh token pair.
 #[derive(Debug, Clone)]
@@ -250,64 +250,104 @@ impl Auth {
     /// user's current roles read again from the database. Runs under the
     /// user's lock ([`sessions::lock_user`]), like every revocation, so a
     /// revocation either sees the new token or makes the refresh fail.
+    ///
+    /// The next token is derived from `presented` under the newest server
+    /// secret ([`RefreshToken::successor`]). The same token presented again
+    /// within `tokens.refresh_reuse_grace` (a racing tab, a retry after a lost
+    /// answer) gets the same successor, recomputed, with a fresh access token
+    /// and no second rotation; unless the successor was rotated further
+    /// (409). After the grace, a second use is theft: the session dies.
     pub async fn refresh(&self, presented: String, info: ClientInfo) -> Result<TokenPair> {
-        let hash = tokens::refresh_token_hash(&presented).ok_or(Error::InvalidRefreshToken)?;
+        let presented = RefreshToken::parse(&presented).ok_or(Error::InvalidRefreshToken)?;
         let grace = self.config.tokens.refresh_reuse_grace;
         let session = self.session_lifetime();
         let lifetime = self.revocation_lifetime();
-        let (next, next_hash) = tokens::new_refresh_token();
+        let ring = self.tokens.keyring();
+        let next = presented.successor(ring.secrets().current());
+        // What any secret of the ring would have derived: the successor of a
+        // token rotated just before a secret rotation is still recognised.
+        let candidates: Vec<RefreshToken> = ring
+            .secrets()
+            .all()
+            .iter()
+            .map(|secret| presented.successor(secret))
+            .collect();
+        let hashes: Vec<Vec<u8>> = candidates.iter().map(|c| c.hash.clone()).collect();
         enum Step {
-            Issued(Box<User>, Uuid),
+            Issued(Box<User>, Uuid, Option<usize>),
             Reused(Vec<Revocation>),
             Refused(Error),
         }
+        let next_hash = next.hash.clone();
         let step = self
             .db
             .run(move |c| {
                 let mut tx = c.transaction()?;
-                let Some(owner) = sessions::token_owner(&mut tx, &hash)? else {
+                let Some(owner) = sessions::token_owner(&mut tx, &presented.hash)? else {
                     return Ok(Step::Refused(Error::InvalidRefreshToken));
                 };
                 sessions::lock_user(&mut tx, owner)?;
-                let step = match sessions::consume(&mut tx, &hash, grace, session.max_age)? {
-                    Consumed::Rotated {
-                        user_id,
-                        session_id,
-                        started_at,
-                    } => {
-                        sessions::issue(
-                            &mut tx,
+                let step =
+                    match sessions::consume(&mut tx, &presented.hash, grace, session.max_age)? {
+                        Consumed::Rotated {
                             user_id,
                             session_id,
-                            &next_hash,
-                            session,
-                            Some(started_at),
-                            &info,
-                        )?;
-                        match users::get(&mut tx, user_id)? {
-                            Some(user) => Step::Issued(Box::new(user), session_id),
-                            None => Step::Refused(Error::InvalidRefreshToken),
+                            started_at,
+                        } => {
+                            sessions::issue(
+                                &mut tx,
+                                user_id,
+                                session_id,
+                                &next_hash,
+                                session,
+                                Some(started_at),
+                                &info,
+                            )?;
+                            match users::get(&mut tx, user_id)? {
+                                Some(user) => Step::Issued(Box::new(user), session_id, None),
+                                None => Step::Refused(Error::InvalidRefreshToken),
+                            }
                         }
-                    }
-                    Consumed::Reused { session_id, .. } => {
-                        sessions::revoke_session(&mut tx, session_id)?;
-                        Step::Reused(revocations::revoke(
-                            &mut tx,
-                            Kind::Session,
-                            &[session_id],
-                            "refresh token reuse",
-                            lifetime,
-                        )?)
-                    }
-                    Consumed::AlreadyRotated => Step::Refused(Error::RefreshTokenAlreadyRotated),
-                    Consumed::Invalid => Step::Refused(Error::InvalidRefreshToken),
-                };
+                        Consumed::Reused { session_id, .. } => {
+                            sessions::revoke_session(&mut tx, session_id)?;
+                            Step::Reused(revocations::revoke(
+                                &mut tx,
+                                Kind::Session,
+                                &[session_id],
+                                "refresh token reuse",
+                                lifetime,
+                            )?)
+                        }
+                        Consumed::AlreadyRotated { session_id } => {
+                            match sessions::successor(&mut tx, session_id, &hashes)? {
+                                Successor::Live { index, user_id } => {
+                                    match users::get(&mut tx, user_id)? {
+                                        Some(user) => {
+                                            Step::Issued(Box::new(user), session_id, Some(index))
+                                        }
+                                        None => Step::Refused(Error::InvalidRefreshToken),
+                                    }
+                                }
+                                Successor::Gone => Step::Refused(Error::RefreshTokenAlreadyRotated),
+                                Successor::Dead => Step::Refused(Error::InvalidRefreshToken),
+                            }
+                        }
+                        Consumed::Invalid => Step::Refused(Error::InvalidRefreshToken),
+                    };
                 tx.commit()?;
                 Ok(step)
             })
             .await?;
         match step {
-            Step::Issued(user, session_id) => self.pair(&user, session_id, next),
+            Step::Issued(user, session_id, None) => self.pair(&user, session_id, next.token),
+            Step::Issued(user, session_id, Some(index)) => {
+                tracing::info!(%session_id, "refresh token presented again within the grace; same successor");
+                let again = candidates
+                    .into_iter()
+                    .nth(index)
+                    .ok_or_else(|| Error::Internal("successor index out of range".into()))?;
+                self.pair(&user, session_id, again.token)
+            }
             Step::Reused(revoked) => {
                 tracing::warn!("refresh token reuse detected; session revoked");
                 self.revocations.insert(&revoked);

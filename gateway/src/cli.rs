@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{Config, ConfigError, LogFormat, SigningAlgorithm};
 use crate::error::Error;
 use crate::store::{self, migrations, roles, users};
-use crate::{admin, passwords, tokens};
+use crate::{admin, passwords, secrets, tokens};
 
 #[derive(Parser)]
 #[command(
@@ -113,14 +113,29 @@ enum AdminCommand {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Write a new signing key into the keys directory; it signs from the next start.
+    /// Write a new signing key (it signs from the next start or reload) or a
+    /// new server secret (it derives refresh successors from then on) into
+    /// the keys directory. A signing key into a directory with no secret yet
+    /// brings a secret too.
     Generate {
-        /// Algorithm [default: tokens.algorithm]
+        /// What to generate
+        #[arg(long, value_enum, default_value_t = KeyKind::Signing)]
+        kind: KeyKind,
+        /// Algorithm of a signing key [default: tokens.algorithm]
         #[arg(long, value_enum)]
         alg: Option<SigningAlgorithm>,
     },
-    /// List keys: kid, algorithm, file, and which one signs.
+    /// List keys and secrets: id, algorithm, file, and which one is in use
+    /// (signing / deriving) or kept for the past (verify-only / re-derive).
     List,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KeyKind {
+    /// A JWT signing key (PKCS#8 PEM).
+    Signing,
+    /// A 32-byte HMAC secret (refresh successors).
+    Secret,
 }
 
 #[derive(Subcommand)]
@@ -477,10 +492,34 @@ fn keys(config: &Config, cmd: KeysCommand) -> Result<(), Failure> {
     tokens::install_crypto_provider();
     let dir = &config.tokens.keys_dir;
     match cmd {
-        KeysCommand::Generate { alg } => {
+        KeysCommand::Generate {
+            kind: KeyKind::Secret,
+            alg: Some(_),
+        } => {
+            return Err(Failure::Usage(
+                "--alg applies to signing keys, not to --kind secret".into(),
+            ));
+        }
+        KeysCommand::Generate {
+            kind: KeyKind::Secret,
+            alg: None,
+        } => {
+            let path = secrets::generate(dir)?;
+            let ring = secrets::SecretRing::load(dir)?;
+            println!("{}\t{}", ring.current().kid(), path.display());
+        }
+        KeysCommand::Generate {
+            kind: KeyKind::Signing,
+            alg,
+        } => {
+            let had_secret = secrets::any_in(dir);
             let path = tokens::generate_key(dir, alg.unwrap_or(config.tokens.algorithm))?;
             let ring = tokens::Keyring::load(dir)?;
             println!("{}\t{}", ring.signing_kid(), path.display());
+            if !had_secret {
+                let secret = ring.secrets().current();
+                println!("{}\t{}", secret.kid(), secret.path().display());
+            }
         }
         KeysCommand::List => {
             let ring = match tokens::Keyring::load(dir) {
@@ -495,6 +534,15 @@ fn keys(config: &Config, cmd: KeysCommand) -> Result<(), Failure> {
                     "verify-only"
                 };
                 println!("{}\t{}\t{}\t{role}", k.kid, k.alg.name(), k.path.display());
+            }
+            let current = ring.secrets().current().kid();
+            for s in ring.secrets().all() {
+                let role = if s.kid() == current {
+                    "deriving"
+                } else {
+                    "re-derive"
+                };
+                println!("{}\tHMAC-SHA256\t{}\t{role}", s.kid(), s.path().display());
             }
         }
     }

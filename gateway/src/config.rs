@@ -345,8 +345,9 @@ pub struct TokenConfig {
     pub access_ttl: Duration,
     #[serde(deserialize_with = "duration")]
     pub refresh_ttl: Duration,
-    /// A consumed refresh token presented again within this window gets 409
-    /// and logs nobody out (two tabs racing); after it, the session is revoked.
+    /// A consumed refresh token presented again within this window gets its
+    /// successor again (racing tabs, a retry after a lost answer; 409 if the
+    /// successor was rotated further); after it, the session is revoked.
     #[serde(deserialize_with = "duration")]
     pub refresh_reuse_grace: Duration,
     /// Tolerated clock difference when checking `exp` and `nbf`.
@@ -367,7 +368,7 @@ impl Default for TokenConfig {
             keys_dir: PathBuf::from("keys"),
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
-            refresh_reuse_grace: Duration::from_secs(10),
+            refresh_reuse_grace: Duration::from_secs(30),
             clock_skew: Duration::from_secs(30),
             session_max_age: Duration::from_secs(90 * 24 * 3600),
         }

@@ -20,8 +20,12 @@ pub enum Error {
     /// A consumed refresh token came back after the grace: the session is revoked.
     #[error("the refresh token was already used; the session has been revoked")]
     RefreshTokenReused,
-    /// A consumed refresh token came back within the grace: nobody is logged out.
-    #[error("the refresh token was already rotated by a concurrent request")]
+    /// A consumed refresh token came back within the grace, but its successor
+    /// was rotated further already: nobody is logged out, and the caller
+    /// holds (or a sibling tab holds) a newer token.
+    #[error(
+        "this refresh token's successor was already rotated further; use the newest refresh token"
+    )]
     RefreshTokenAlreadyRotated,
     /// A caller of introspection did not authenticate as a configured client.
     #[error("{0}")]

@@ -9,7 +9,8 @@
 //! - [`api`]: HTTP routes, request/response shapes, problem+json mapping.
 //! - [`auth`]: Auth API use cases (signup, login, refresh, logout, ...).
 //! - [`admin`]: administrative actions with their audit rows (HTTP and CLI).
-//! - [`tokens`]: JWT keys, signing, verification, refresh-token hashing.
+//! - [`tokens`]: JWT keys, signing, verification, refresh tokens and their successors.
+//! - [`secrets`]: server secrets (HMAC keys in the keys directory) and what they derive.
 //! - [`plugins`]: WebAssembly policy plugins (host, pools, chain, authoring tools).
 //! - [`introspection`]: who may call token introspection (HTTP Basic, hashed secrets).
 //! - [`passwords`]: argon2id hashing behind a bounded queue.
@@ -35,6 +36,7 @@ pub mod passwords;
 pub mod plugins;
 pub mod proxy;
 pub mod revocation;
+pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod tokens;

@@ -1,9 +1,11 @@
-//! Access tokens (JWT, RFC 9068 profile) and refresh tokens (random UUIDs).
+//! Access tokens (JWT, RFC 9068 profile) and refresh tokens (UUIDs: random
+//! at login, derived from their predecessor at each refresh).
 //!
 //! Keys live in `tokens.keys_dir` as PKCS#8 PEM files named
 //! `<UTC timestamp>-<alg>.pem`. The newest signs; all verify and are published
 //! in the JWKS. Verification pins the algorithm to the key the `kid` names,
-//! never to the token's own header.
+//! never to the token's own header. The same directory holds the server
+//! secrets ([`crate::secrets`]) that derive refresh successors.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use uuid::Uuid;
 
 use crate::config::{SigningAlgorithm, TokenConfig};
 use crate::error::{Error, Result};
+use crate::secrets::{self, Purpose, Secret, SecretRing};
 
 /// The `typ` header of every access token (RFC 9068).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
@@ -76,8 +79,13 @@ impl SigningAlgorithm {
 }
 
 /// Writes a new private key into `dir` (created if missing) with mode 0600 and
-/// returns its path. The new key signs from the next start on.
+/// returns its path. The new key signs from the next start on. A directory
+/// with no secret yet gets one too ([`secrets::generate`]): a keys directory
+/// made by this function is complete.
 pub fn generate_key(dir: &Path, alg: SigningAlgorithm) -> Result<PathBuf> {
+    if !secrets::any_in(dir) {
+        secrets::generate(dir)?;
+    }
     let fail = |what: &str| Error::Internal(format!("key generation failed: {what}"));
     let der: Vec<u8> = match alg {
         SigningAlgorithm::EdDsa => Ed25519KeyPair::generate()
@@ -106,7 +114,30 @@ pub fn generate_key(dir: &Path, alg: SigningAlgorithm) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+/// The files of the keys directory `dir` ending in `.ext`, sorted by name
+/// (oldest first: names start with their UTC timestamp). A missing directory
+/// has none.
+pub(crate) fn files_with_extension(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == ext))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(Error::Internal(format!(
+                "cannot read keys directory {}: {e}",
+                dir.display()
+            )));
+        }
+    };
+    files.sort();
+    Ok(files)
+}
+
+/// Creates `path` (never overwrites) with mode 0600 and writes `bytes`.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -131,33 +162,21 @@ struct VerifyingKey {
     key: DecodingKey,
 }
 
-/// Every key in the keys directory: the newest signs, all verify.
+/// Every key in the keys directory: the newest signs, all verify; and the
+/// server secrets.
 pub struct Keyring {
     signing: (String, Algorithm, EncodingKey),
     verifying: HashMap<String, VerifyingKey>,
     jwks: JwkSet,
     keys: Vec<KeyInfo>,
+    secrets: SecretRing,
 }
 
 impl Keyring {
     /// Loads `dir`. An empty or missing directory is an error that says how to fix it.
     pub fn load(dir: &Path) -> Result<Self> {
         install_crypto_provider();
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-            Ok(entries) => entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "pem"))
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                return Err(Error::Internal(format!(
-                    "cannot read keys directory {}: {e}",
-                    dir.display()
-                )));
-            }
-        };
-        files.sort();
+        let files = files_with_extension(dir, "pem")?;
         let mut verifying = HashMap::new();
         let mut jwks = JwkSet { keys: Vec::new() };
         let mut keys = Vec::new();
@@ -186,11 +205,13 @@ impl Keyring {
             ))
         })?;
         jwks.keys.reverse(); // newest first
+        let secrets = SecretRing::load(dir)?;
         Ok(Self {
             signing,
             verifying,
             jwks,
             keys,
+            secrets,
         })
     }
 
@@ -205,6 +226,11 @@ impl Keyring {
 
     pub fn signing_kid(&self) -> &str {
         &self.signing.0
+    }
+
+    /// The server secrets of the directory.
+    pub fn secrets(&self) -> &SecretRing {
+        &self.secrets
     }
 }
 
@@ -402,17 +428,52 @@ impl Tokens {
     }
 }
 
-/// A new refresh token (a random UUID v4) and the SHA-256 stored for it.
+/// A refresh token as issued (hyphenated lower-case UUID) and the SHA-256
+/// stored for it: the table never holds the token itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    pub token: String,
+    pub hash: Vec<u8>,
+}
+
+impl std::fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefreshToken(..)")
+    }
+}
+
+impl RefreshToken {
+    fn of(id: Uuid) -> Self {
+        let token = id.hyphenated().to_string();
+        let hash = Sha256::digest(token.as_bytes()).to_vec();
+        Self { token, hash }
+    }
+
+    /// A presented token, in its canonical form; `None` if it is not a UUID.
+    pub fn parse(token: &str) -> Option<Self> {
+        Uuid::parse_str(token).ok().map(Self::of)
+    }
+
+    /// The successor of this token under `secret`:
+    /// `HMAC-SHA-256(secret, token)` as a UUID. Recomputed, never read back,
+    /// when the same token comes back within `tokens.refresh_reuse_grace`,
+    /// so racing tabs and retried requests get the same successor while the
+    /// table still holds only hashes.
+    pub fn successor(&self, secret: &Secret) -> Self {
+        Self::of(secret.derive_uuid(Purpose::RefreshSuccessor, self.token.as_bytes()))
+    }
+}
+
+/// A new refresh token that starts a session (a random UUID v4) and the
+/// SHA-256 stored for it.
 pub fn new_refresh_token() -> (String, Vec<u8>) {
-    let token = Uuid::new_v4().to_string();
-    let hash = Sha256::digest(token.as_bytes()).to_vec();
+    let RefreshToken { token, hash } = RefreshToken::of(Uuid::new_v4());
     (token, hash)
 }
 
 /// The stored hash of a presented refresh token; `None` if it is not a UUID.
 pub fn refresh_token_hash(token: &str) -> Option<Vec<u8>> {
-    let parsed = Uuid::parse_str(token).ok()?;
-    Some(Sha256::digest(parsed.hyphenated().to_string().as_bytes()).to_vec())
+    RefreshToken::parse(token).map(|t| t.hash)
 }
 
 #[cfg(test)]
@@ -498,5 +559,35 @@ mod tests {
         );
         assert_eq!(refresh_token_hash(&token), Some(hash));
         assert_eq!(refresh_token_hash("' OR 1=1 --"), None);
+    }
+
+    /// A successor is a function of the token and the secret: the same pair
+    /// gives the same successor (in any spelling of the token), another
+    /// secret or another token gives another; it looks like any v4 token and
+    /// its hash is the one a presented copy of it gets.
+    #[test]
+    fn successors_are_derived_per_secret() {
+        let secret = |byte: u8| Secret::from_bytes(&[byte; 32], PathBuf::new());
+        let (a, b) = (secret(1), secret(2));
+        let (t, _) = new_refresh_token();
+        let Some(presented) = RefreshToken::parse(&t) else {
+            panic!("parse")
+        };
+        let Some(upper) = RefreshToken::parse(&t.to_uppercase()) else {
+            panic!("parse")
+        };
+        let s = presented.successor(&a);
+        assert_eq!(s, upper.successor(&a));
+        assert_ne!(s, presented.successor(&b));
+        let (other, _) = new_refresh_token();
+        assert_ne!(
+            RefreshToken::parse(&other).map(|o| o.successor(&a)),
+            Some(s.clone())
+        );
+        assert_eq!(
+            Uuid::parse_str(&s.token).map(|u| u.get_version_num()).ok(),
+            Some(4)
+        );
+        assert_eq!(refresh_token_hash(&s.token), Some(s.hash));
     }
 }

@@ -377,27 +377,6 @@ async fn refresh_carries_current_roles() {
     assert_eq!(check.body["roles"], json!(["adult", "subscriber"]));
 }
 
-/// A consumed token presented again within the grace gets 409 and logs
-/// nobody out: the winner's new token keeps working.
-#[tokio::test]
-async fn reuse_within_grace_is_409_and_harmless() {
-    let app = spawn_app().await;
-    let (_, _, refresh) = app.user("alice").await;
-    let first = app.refresh(&refresh).await;
-    assert_eq!(first.status, 200);
-    let again = app.refresh(&refresh).await;
-    again.assert_problem(409, "refresh_token_already_rotated");
-    let access = s(&first.body["access_token"]);
-    assert_eq!(
-        app.get("/api/v1/auth/check", Some(access)).await.status,
-        200
-    );
-    assert_eq!(
-        app.refresh(s(&first.body["refresh_token"])).await.status,
-        200
-    );
-}
-
 /// A consumed token presented after the grace revokes the whole session:
 /// 401, and both the session's refresh and access tokens die at once.
 #[tokio::test]
@@ -431,20 +410,7 @@ async fn reuse_after_grace_revokes_the_session() {
     );
 }
 
-/// Twenty concurrent refreshes with one token: exactly one succeeds (the
-/// database decides), the rest get 409.
-#[tokio::test]
-async fn concurrent_refresh_has_exactly_one_winner() {
-    let app = spawn_app().await;
-    let (_, _, refresh) = app.user("alice").await;
-    let attempts = (0..20).map(|_| app.refresh(&refresh));
-    let replies = futures::future::join_all(attempts).await;
-    let ok = replies.iter().filter(|r| r.status == 200).count();
-    let conflicts = replies.iter().filter(|r| r.status == 409).count();
-    assert_eq!(ok, 1, "{replies:?}");
-    assert_eq!(conflicts, 19, "{replies:?}");
-    assert_eq!(app.db.count("SELECT count(*) FROM refresh_tokens"), 2);
-}
+// Racing and repeated refreshes within the grace: tests/idempotent_refresh.rs.
 
 /// Unknown, malformed, expired and revoked refresh tokens get 401.
 #[tokio::test]

@@ -209,8 +209,10 @@ fn cli_admin_set_password() {
     assert_eq!(stderr(&missing), "error: user 'nobody' not found\n");
 }
 
-/// `keys generate` writes a private (0600) key and prints its kid; `keys list`
-/// shows every key with the newest as the signer.
+/// `keys generate` writes a private (0600) key and prints its kid, plus a
+/// secret the first time; `keys list` shows every key with the newest as the
+/// signer and every secret with the newest deriving; `--kind secret` rotates
+/// the secret.
 #[test]
 fn cli_keys_generate_and_list() {
     let dir = tempfile::tempdir().unwrap();
@@ -231,18 +233,46 @@ fn cli_keys_generate_and_list() {
     );
     let (code, first, err) = run(&["keys", "generate"]);
     assert_eq!(code, Some(0), "{err}");
-    let path = first.trim().split('\t').nth(1).unwrap().to_string();
+    let printed: Vec<&str> = first.lines().collect();
+    assert_eq!(printed.len(), 2, "{first}");
+    let path = printed[0].split('\t').nth(1).unwrap().to_string();
     assert!(path.ends_with("-eddsa.pem"), "{path}");
+    let secret = printed[1].split('\t').nth(1).unwrap().to_string();
+    assert!(secret.ends_with(".secret"), "{secret}");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    for file in [&path, &secret] {
+        assert_eq!(
+            std::fs::metadata(file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
     let (code, second, _) = run(&["keys", "generate", "--alg", "RS256"]);
     assert_eq!(code, Some(0));
+    assert_eq!(second.lines().count(), 1, "a secret exists: no second one");
     let (_, list, _) = run(&["keys", "list"]);
     let lines: Vec<&str> = list.lines().collect();
-    assert_eq!(lines.len(), 2);
+    assert_eq!(lines.len(), 3, "{list}");
+    assert!(
+        lines[2].ends_with("\tderiving") && lines[2].contains("\tHMAC-SHA256\t"),
+        "{list}"
+    );
+    let (code, rotated, err) = run(&["keys", "generate", "--kind", "secret"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (_, list, _) = run(&["keys", "list"]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 4, "{list}");
+    assert!(lines[2].ends_with("\tre-derive"), "{list}");
+    assert!(
+        lines[3].ends_with("\tderiving")
+            && lines[3].starts_with(rotated.split('\t').next().unwrap()),
+        "{list}"
+    );
+    let (code, _, err) = run(&["keys", "generate", "--kind", "secret", "--alg", "ES256"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        err,
+        "error: --alg applies to signing keys, not to --kind secret\n"
+    );
     assert!(
         lines[0].ends_with("verify-only") && lines[0].contains("\tEdDSA\t"),
         "{list}"

@@ -17,15 +17,19 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// The (only) private key in a keys directory; the directory also holds a secret.
+fn key_in(dir: &std::path::Path) -> EncodingKey {
+    let path = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "pem"))
+        .unwrap();
+    EncodingKey::from_ed_pem(&std::fs::read(path).unwrap()).unwrap()
+}
+
 /// The private key the server signs with, read from its keys directory.
 fn server_key(app: &TestApp) -> EncodingKey {
-    let path = std::fs::read_dir(app.keys.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    EncodingKey::from_ed_pem(&std::fs::read(path).unwrap()).unwrap()
+    key_in(app.keys.path())
 }
 
 /// Claims like the server's, for a real user and session, with `patch` applied.
@@ -152,13 +156,7 @@ async fn forged_tokens_are_refused() {
 
     // A key the server does not know, claiming the server's kid.
     let stranger_dir = keys_dir();
-    let stranger = std::fs::read_dir(stranger_dir.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let stranger = EncodingKey::from_ed_pem(&std::fs::read(stranger).unwrap()).unwrap();
+    let stranger = key_in(stranger_dir.path());
     assert_refused(
         &app,
         &sign(&stranger, &kid, &claims(&access)),

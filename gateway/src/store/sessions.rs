@@ -93,8 +93,10 @@ pub enum Consumed {
         session_id: Uuid,
         started_at: DateTime<Utc>,
     },
-    /// Already consumed, within the grace period: a concurrent tab won.
-    AlreadyRotated,
+    /// Already consumed, within the grace period: a concurrent tab won, or
+    /// the answer to the call that consumed it was lost. Its successor may
+    /// be handed out again ([`successor`]).
+    AlreadyRotated { session_id: Uuid },
     /// Already consumed, after the grace period: reuse, the session must die.
     Reused { user_id: Uuid, session_id: Uuid },
     /// Unknown, expired, revoked, past the session's `max_age`, or of a
@@ -143,11 +145,58 @@ pub fn consume(
         (row.get(2), row.get(3), row.get(4));
     Ok(match (revoked, used, in_grace) {
         (true, _, _) | (false, false, _) => Consumed::Invalid,
-        (false, true, Some(true)) => Consumed::AlreadyRotated,
+        (false, true, Some(true)) => Consumed::AlreadyRotated {
+            session_id: row.get(1),
+        },
         (false, true, _) => Consumed::Reused {
             user_id: row.get(0),
             session_id: row.get(1),
         },
+    })
+}
+
+/// The state of a consumed token's successor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Successor {
+    /// `candidates[index]` is the successor and is still unused: the same
+    /// token may be handed out again.
+    Live { index: usize, user_id: Uuid },
+    /// The successor was itself rotated (the winning tab moved on), or none
+    /// of the candidates is in the session (derived under a secret no longer
+    /// in the keys directory, or issued before successors were derived).
+    Gone,
+    /// The successor is revoked or expired, or its session is dead.
+    Dead,
+}
+
+/// Which of `candidates` (hashes of the successors a consumed token has under
+/// each known secret) is its successor in `session_id`, and in what state.
+/// Call it after [`lock_user`], with [`consume`]'s `AlreadyRotated`.
+pub fn successor(
+    client: &mut impl GenericClient,
+    session_id: Uuid,
+    candidates: &[Vec<u8>],
+) -> Result<Successor> {
+    let Some(row) = client.query_opt(
+        "SELECT t.token_hash, t.user_id, t.used_at IS NOT NULL,
+                t.revoked_at IS NULL AND t.expires_at > now()
+                AND NOT EXISTS (SELECT 1 FROM refresh_tokens r
+                                WHERE r.session_id = t.session_id AND r.revoked_at IS NOT NULL)
+         FROM refresh_tokens t
+         WHERE t.session_id = $1 AND t.token_hash = ANY($2)
+         LIMIT 1",
+        &[&session_id, &candidates],
+    )?
+    else {
+        return Ok(Successor::Gone);
+    };
+    let (hash, user_id, used, alive): (Vec<u8>, Uuid, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    Ok(match candidates.iter().position(|c| *c == hash) {
+        Some(_) if !alive => Successor::Dead,
+        Some(_) if used => Successor::Gone,
+        Some(index) => Successor::Live { index, user_id },
+        None => Successor::Gone,
     })
 }
 
