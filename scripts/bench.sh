@@ -653,9 +653,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     # One chain per pgbench client, in sessions of the benchmark user.
     psql -X -w -q -v ON_ERROR_STOP=1 -d "$DB_URL" -v tag="$r" -v uid="$USER_ID" -v n="$POOL_SIZE" >/dev/null <<'SQL' \
         || die "cannot seed the pgbench refresh chains"
-INSERT INTO refresh_tokens (user_id, session_id, token_hash, expires_at, user_agent, ip)
+INSERT INTO refresh_tokens (user_id, session_id, token_hash, session_started_at, expires_at, user_agent, ip)
 SELECT :'uid'::uuid, gen_random_uuid(), sha256(convert_to(format('%s-%s-%s', :tag, c, 0), 'UTF8')),
-       now() + interval '30 days', 'pgbench', '127.0.0.1'
+       now(), now() + interval '30 days', 'pgbench', '127.0.0.1'
   FROM generate_series(0, :n - 1) AS c;
 SQL
     taskset -c "$LOAD_CPUS" pgbench -n -M extended -c "$POOL_SIZE" -j 1 -T "$DURATION_S" \
