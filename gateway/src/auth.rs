@@ -263,15 +263,19 @@ impl Auth {
         let session = self.session_lifetime();
         let lifetime = self.revocation_lifetime();
         let ring = self.tokens.keyring();
-        let next = presented.successor(ring.secrets().current());
-        // What any secret of the ring would have derived: the successor of a
-        // token rotated just before a secret rotation is still recognised.
+        // What each secret of the ring derives, oldest first: the successor of
+        // a token rotated just before a secret rotation is still recognised.
+        // The last, the newest secret's, is the next token.
         let candidates: Vec<RefreshToken> = ring
             .secrets()
             .all()
             .iter()
             .map(|secret| presented.successor(secret))
             .collect();
+        let next = candidates
+            .last()
+            .cloned()
+            .ok_or_else(|| Error::Internal("no server secret".into()))?;
         let hashes: Vec<Vec<u8>> = candidates.iter().map(|c| c.hash.clone()).collect();
         enum Step {
             Issued(Box<User>, Uuid, Option<usize>),
