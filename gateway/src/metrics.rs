@@ -248,6 +248,16 @@ fn render_plugins(out: &mut String, plugins: &[(String, PluginStats)]) {
         &|s| vec![(String::new(), s.recycled)],
     );
     family(
+        "plugin_instances_retired",
+        "Healthy plugin instances retired after a call, by reason (memory past recycle_at, max_calls_per_instance)",
+        &|s| {
+            s.retired
+                .iter()
+                .map(|(r, n)| (format!(",reason=\"{}\"", r.as_str()), *n))
+                .collect()
+        },
+    );
+    family(
         "plugin_inline_instantiations",
         "Plugin instances made on the request path",
         &|s| vec![(String::new(), s.inline_instantiations)],

@@ -9,8 +9,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use gateway::plugins::{
-    Decision, FailureKind, Header, HostConfig, Identity, Needs, Plugin, PluginError, PluginHost,
-    PluginSet, PluginSpec, Request, chain_needs, run_chain,
+    ByteSize, Decision, FailureKind, Header, HostConfig, Identity, Needs, Plugin, PluginError,
+    PluginHost, PluginSet, PluginSpec, Request, Retirement, chain_needs, run_chain,
 };
 use serde_json::json;
 
@@ -312,6 +312,71 @@ fn memory_bomb_is_stopped_at_the_memory_limit() {
         Decision::allow()
     );
     assert_eq!(chain[0].stats().failures_of(FailureKind::Memory), 1);
+}
+
+/// A guest that leaks 64 KiB on every call never fails one: 100,000 calls
+/// at a 16 MiB limit all allow, because each instance is retired once its
+/// memory passes `recycle_at` (75 % of the limit), after its answer, and
+/// replaced. Without the retirement the first instance fails at call 239
+/// (a memory failure, 503); checked by disabling it.
+#[test]
+fn a_leaking_guest_is_recycled_before_its_limit() {
+    let mut s = spec("leaky", "leaky", json!({}));
+    s.instances = 2;
+    let set = load(&[s]);
+    let chain = [one(&set, "leaky")];
+    for i in 0..100_000 {
+        if let Err(failure) = run_chain(&chain, &request("/films"), None) {
+            panic!("call {i} failed: {failure}");
+        }
+    }
+    let stats = chain[0].stats();
+    assert_eq!(stats.calls, 100_000);
+    assert!(stats.failures.iter().all(|(_, n)| *n == 0), "{stats:?}");
+    // About (12 MiB - the start) / 64 KiB calls per instance.
+    let retired = stats.retired_for(Retirement::Memory);
+    assert!((400..=1000).contains(&retired), "{stats:?}");
+}
+
+/// `max_calls_per_instance` retires an instance after that many calls, with
+/// no failed call; the pool keeps serving.
+#[test]
+fn instances_are_retired_after_max_calls() {
+    let mut s = spec("allow-all", "allow-all", json!({}));
+    s.instances = 2;
+    s.max_calls_per_instance = Some(10);
+    let set = load(&[s]);
+    let chain = [one(&set, "allow-all")];
+    for _ in 0..100 {
+        assert_eq!(
+            run_chain(&chain, &request("/x"), None).unwrap(),
+            Decision::allow()
+        );
+    }
+    let stats = chain[0].stats();
+    let retired = stats.retired_for(Retirement::Calls);
+    assert!((5..=10).contains(&retired), "{stats:?}");
+    assert_eq!(stats.retired_for(Retirement::Memory), 0);
+}
+
+/// A plugin that starts at or above its `recycle_at` would retire an
+/// instance on every call: it is a load error naming the key, and a
+/// `recycle_at` above `memory_limit` or a zero `max_calls_per_instance` is
+/// refused as config.
+#[test]
+fn recycling_limits_that_cannot_work_are_load_errors() {
+    let mut s = spec("tight", "allow-all", json!({}));
+    s.recycle_at = Some(ByteSize(64 * 1024));
+    let err = load_err(s).to_string();
+    assert!(err.contains("recycle_at") && err.contains("tight"), "{err}");
+    let mut s = spec("over", "allow-all", json!({}));
+    s.recycle_at = Some(ByteSize(64 * 1024 * 1024));
+    let err = load_err(s).to_string();
+    assert!(err.contains("recycle_at"), "{err}");
+    let mut s = spec("zero", "allow-all", json!({}));
+    s.max_calls_per_instance = Some(0);
+    let err = load_err(s).to_string();
+    assert!(err.contains("max_calls_per_instance"), "{err}");
 }
 
 /// A plugin that traps on every other call of an instance fails closed on

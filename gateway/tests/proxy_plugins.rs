@@ -226,6 +226,13 @@ async fn runaway_plugins_fail_closed_and_recover() {
         metrics.contains("authgw_plugin_instances_recycled_total{plugin=\"spin\"} 3"),
         "{metrics}"
     );
+    // Failed instances are recycled, not retired: retirement is for healthy ones.
+    for reason in ["memory", "calls"] {
+        let line = format!(
+            "authgw_plugin_instances_retired_total{{plugin=\"spin\",reason=\"{reason}\"}} 0"
+        );
+        assert!(metrics.contains(&line), "{metrics}");
+    }
 }
 
 /// After a runaway call, the same route serves the next allowed request.

@@ -161,6 +161,8 @@ impl PluginHost {
             name: Arc::from(spec.name.as_str()),
             pre,
             memory_limit: spec.memory_limit.as_usize(),
+            recycle_at: spec.recycle_threshold(),
+            max_calls: spec.max_calls_per_instance,
             config_json: spec.config_json(),
             deadline_ticks: deadline_ticks(spec.deadline),
             ticker: self.shared.ticker.clone(),

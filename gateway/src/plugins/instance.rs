@@ -11,6 +11,7 @@ use super::epoch::Ticker;
 use super::error::FailureKind;
 use super::needs::Needs;
 use super::sandbox::State;
+use super::spec::ByteSize;
 
 /// Budget of instantiation plus `configure`, in epoch ticks: configuration
 /// may parse a large config, and happens off the request path.
@@ -21,6 +22,10 @@ pub(crate) struct Blueprint {
     pub(crate) name: Arc<str>,
     pub(crate) pre: Pre,
     pub(crate) memory_limit: usize,
+    /// Retire an instance whose memory reached this ([`Instance::retirement`]).
+    pub(crate) recycle_at: usize,
+    /// Retire an instance after this many calls.
+    pub(crate) max_calls: Option<u64>,
     pub(crate) config_json: String,
     /// Epoch ticks one `decide` may take.
     pub(crate) deadline_ticks: u64,
@@ -53,6 +58,29 @@ pub(crate) struct Instance {
     store: Store<State>,
     plugin: Bound,
     ticker: Arc<Ticker>,
+    /// `decide` calls served.
+    calls: u64,
+}
+
+/// Why a healthy instance is retired after a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retirement {
+    /// Its memory reached `recycle_at`.
+    Memory,
+    /// It served `max_calls_per_instance` calls.
+    Calls,
+}
+
+impl Retirement {
+    pub const ALL: [Retirement; 2] = [Retirement::Memory, Retirement::Calls];
+
+    /// Its label in `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Retirement::Memory => "memory",
+            Retirement::Calls => "calls",
+        }
+    }
 }
 
 /// Why an instance could not be made: the plugin refused its config, or a
@@ -61,6 +89,11 @@ pub(crate) struct Instance {
 pub(crate) enum CreateError {
     Refused(String),
     Failed(FailureKind, String),
+    /// A fresh instance is already at `recycle_at` (bytes, both).
+    StartsTooLarge {
+        memory: usize,
+        recycle_at: usize,
+    },
 }
 
 impl std::fmt::Display for CreateError {
@@ -68,6 +101,13 @@ impl std::fmt::Display for CreateError {
         match self {
             CreateError::Refused(msg) => write!(f, "configure refused the config: {msg}"),
             CreateError::Failed(kind, detail) => write!(f, "{kind} while starting: {detail}"),
+            CreateError::StartsTooLarge { memory, recycle_at } => write!(
+                f,
+                "recycle_at: the plugin starts with {} of linear memory, at or above recycle_at ({}): \
+                 every call would retire its instance; raise memory_limit (recycle_at defaults to 75 % of it)",
+                ByteSize(*memory as u64),
+                ByteSize(*recycle_at as u64)
+            ),
         }
     }
 }
@@ -107,6 +147,7 @@ impl Instance {
             store,
             plugin,
             ticker: bp.ticker.clone(),
+            calls: 0,
         };
         Ok((instance, needs))
     }
@@ -120,6 +161,7 @@ impl Instance {
         identity: Option<&Identity>,
     ) -> Result<WitDecision, (FailureKind, String)> {
         self.store.set_epoch_deadline(deadline_ticks);
+        self.calls += 1;
         let plugin = &self.plugin;
         guarded(&self.ticker, &mut self.store, |store| match plugin {
             Bound::Current(p) => p
@@ -132,6 +174,24 @@ impl Instance {
                     .map(from_v0_1)
             }
         })
+    }
+
+    /// Whether this instance should be retired now that a call is done: its
+    /// memory reached `recycle_at` (a guest that keeps growing would fail a
+    /// request at `memory_limit` later), or it served `max_calls`.
+    pub(crate) fn retirement(&self, bp: &Blueprint) -> Option<Retirement> {
+        if self.store.data().memory_high >= bp.recycle_at {
+            Some(Retirement::Memory)
+        } else if bp.max_calls.is_some_and(|max| self.calls >= max) {
+            Some(Retirement::Calls)
+        } else {
+            None
+        }
+    }
+
+    /// The largest linear memory of this instance, in bytes.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.store.data().memory_high
     }
 }
 

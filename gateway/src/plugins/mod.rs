@@ -39,6 +39,7 @@ pub use chain::{Decision, chain_needs, run_chain};
 pub use epoch::EPOCH_TICK;
 pub use error::{FailureKind, PluginError, PluginFailure};
 pub use host::{PluginHost, PluginSet};
+pub use instance::Retirement;
 pub use needs::{CallerParts, Needs, RequestParts};
 pub use pool::Plugin;
 pub use spec::{ByteSize, HostConfig, PluginSpec};

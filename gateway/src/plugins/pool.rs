@@ -4,7 +4,10 @@
 //! Instances are taken from the pool for one call and put back after it.
 //! The pool is filled at load; when it is empty a call instantiates inline
 //! (counted). An instance whose call failed is dropped and a replacement is
-//! made on a background thread, so other requests are served as before.
+//! made on a background thread, so other requests are served as before. So
+//! is a healthy one, after its answer, whose memory reached `recycle_at` or
+//! that served `max_calls_per_instance` calls (counted as retired): a guest
+//! that leaks is replaced before its limit fails a request.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -53,6 +56,12 @@ impl Plugin {
         // The first instance tells what the plugin reads; the config is the
         // same for every instance, so the answer is too.
         let (first, needs) = Instance::create(&blueprint)?;
+        if first.memory_bytes() >= blueprint.recycle_at {
+            return Err(CreateError::StartsTooLarge {
+                memory: first.memory_bytes(),
+                recycle_at: blueprint.recycle_at,
+            });
+        }
         let mut warm = Vec::with_capacity(instances);
         warm.push(first);
         for _ in 1..instances {
@@ -123,7 +132,14 @@ impl Plugin {
                 return Err(self.fail(kind, detail));
             }
         };
-        self.put_back(instance);
+        match instance.retirement(&self.blueprint) {
+            Some(reason) => {
+                drop(instance);
+                self.counters.retired(reason);
+                self.replace_one();
+            }
+            None => self.put_back(instance),
+        }
         if let WitDecision::Deny(_) = decision {
             self.counters.deny();
         }

@@ -27,6 +27,9 @@ pub(crate) struct State {
     /// Set when the plugin asked for memory past its limit: a trap that
     /// follows is reported as [`super::FailureKind::Memory`].
     pub(crate) memory_exhausted: bool,
+    /// The largest linear memory granted so far, in bytes (memories only
+    /// grow, so this is the size of the largest one).
+    pub(crate) memory_high: usize,
     plugin: Arc<str>,
 }
 
@@ -49,6 +52,7 @@ impl State {
             table: ResourceTable::new(),
             limits,
             memory_exhausted: false,
+            memory_high: 0,
             plugin,
         }
     }
@@ -75,7 +79,9 @@ impl ResourceLimiter for State {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let granted = self.limits.memory_growing(current, desired, maximum);
-        if !matches!(granted, Ok(true)) {
+        if matches!(granted, Ok(true)) {
+            self.memory_high = self.memory_high.max(desired);
+        } else {
             self.memory_exhausted = true;
         }
         granted

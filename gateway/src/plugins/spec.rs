@@ -59,6 +59,16 @@ pub struct PluginSpec {
     /// Instances kept warm (each serves one request at a time).
     #[serde(default = "default_instances")]
     pub instances: usize,
+    /// An instance whose linear memory reached this is retired once its
+    /// answer is returned, and replaced in the background, so a guest that
+    /// leaks never fails a request at `memory_limit`. Default: 75 % of
+    /// `memory_limit`.
+    #[serde(default)]
+    pub recycle_at: Option<ByteSize>,
+    /// An instance that served this many calls is retired the same way
+    /// (default: no limit).
+    #[serde(default)]
+    pub max_calls_per_instance: Option<u64>,
 }
 
 impl PluginSpec {
@@ -71,7 +81,16 @@ impl PluginSpec {
             memory_limit: default_memory_limit(),
             deadline: default_deadline(),
             instances: default_instances(),
+            recycle_at: None,
+            max_calls_per_instance: None,
         }
+    }
+
+    /// The memory size at which an instance is retired: `recycle_at`, or
+    /// 75 % of `memory_limit`.
+    pub(crate) fn recycle_threshold(&self) -> usize {
+        let bytes = self.recycle_at.map_or(self.memory_limit.0 / 4 * 3, |b| b.0);
+        usize::try_from(bytes).unwrap_or(usize::MAX)
     }
 
     /// The `config` as the JSON text `configure` receives.
@@ -109,9 +128,20 @@ impl PluginSpec {
         }
         if host.pooling_allocator && self.memory_limit > host.max_memory_limit {
             return Err(format!(
-                "memory_limit: {} exceeds plugins.max_memory_limit ({}); raise that or turn off plugins.pooling_allocator",
+                "memory_limit: {} exceeds plugin_host.max_memory_limit ({}); raise that or turn off plugin_host.pooling_allocator",
                 self.memory_limit, host.max_memory_limit
             ));
+        }
+        if let Some(at) = self.recycle_at
+            && (at.0 == 0 || at > self.memory_limit)
+        {
+            return Err(format!(
+                "recycle_at: {at} is not in (0, memory_limit = {}]",
+                self.memory_limit
+            ));
+        }
+        if self.max_calls_per_instance == Some(0) {
+            return Err("max_calls_per_instance: must be at least 1".into());
         }
         Ok(())
     }

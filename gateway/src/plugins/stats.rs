@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::error::FailureKind;
+use super::instance::Retirement;
 
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -10,6 +11,7 @@ pub(crate) struct Counters {
     denies: AtomicU64,
     failures: [AtomicU64; FailureKind::ALL.len()],
     recycled: AtomicU64,
+    retired: [AtomicU64; Retirement::ALL.len()],
     inline_instantiations: AtomicU64,
     refill_errors: AtomicU64,
 }
@@ -25,6 +27,8 @@ pub struct PluginStats {
     pub failures: Vec<(FailureKind, u64)>,
     /// Instances thrown away after a failure (each is replaced).
     pub recycled: u64,
+    /// Healthy instances retired after a call, by reason (each is replaced).
+    pub retired: Vec<(Retirement, u64)>,
     /// Instances made on the request path because the pool was empty.
     pub inline_instantiations: u64,
     /// Background replacements that failed (the pool runs short; calls then
@@ -33,6 +37,14 @@ pub struct PluginStats {
 }
 
 impl PluginStats {
+    /// The instances retired for `reason`.
+    pub fn retired_for(&self, reason: Retirement) -> u64 {
+        self.retired
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+
     /// The failures of one kind.
     pub fn failures_of(&self, kind: FailureKind) -> u64 {
         self.failures
@@ -66,6 +78,14 @@ impl Counters {
         self.recycled.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn retired(&self, reason: Retirement) {
+        let i = Retirement::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or_default();
+        self.retired[i].fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn inline_instantiation(&self) {
         self.inline_instantiations.fetch_add(1, Relaxed);
     }
@@ -83,6 +103,11 @@ impl Counters {
                 .map(|k| (*k, self.failures[index(*k)].load(Relaxed)))
                 .collect(),
             recycled: self.recycled.load(Relaxed),
+            retired: Retirement::ALL
+                .iter()
+                .zip(&self.retired)
+                .map(|(r, n)| (*r, n.load(Relaxed)))
+                .collect(),
             inline_instantiations: self.inline_instantiations.load(Relaxed),
             refill_errors: self.refill_errors.load(Relaxed),
         }
