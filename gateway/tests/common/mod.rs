@@ -553,3 +553,67 @@ pub fn dechunk(mut raw: &[u8]) -> Vec<u8> {
         raw = &raw[size + 2..];
     }
 }
+
+/// Writes `request` on a fresh connection and reads the whole answer (the
+/// request must say `Connection: close`): the head, lower-cased, and the
+/// body, de-chunked.
+pub async fn raw(addr: SocketAddr, request: &str) -> (String, Vec<u8>) {
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut sock, request.as_bytes())
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut sock, &mut all),
+    )
+    .await
+    .expect("the gateway answers and closes")
+    .unwrap();
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
+    let mut body = all[end + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (head, body)
+}
+
+/// The quickstart's cinema rules (plugins/role-rules/examples/cinema.json).
+pub fn cinema_rules() -> Value {
+    let raw = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../plugins/role-rules/examples/cinema.json"),
+    )
+    .unwrap();
+    serde_json::from_str(&raw).unwrap()
+}
+
+/// A user with `roles` (created and granted through the admin API); returns
+/// a fresh access token that carries them.
+pub async fn user_with_roles(app: &TestApp, admin: &str, login: &str, roles: &[&str]) -> String {
+    let (id, _, _) = app.user(login).await;
+    for role in roles {
+        let created = app
+            .post("/api/v1/roles", Some(admin), json!({"name": role}))
+            .await;
+        assert!(
+            created.status == 201 || created.status == 409,
+            "{}",
+            created.body
+        );
+        let granted = app
+            .send(
+                reqwest::Method::PUT,
+                &format!("/api/v1/users/{id}/roles/{role}"),
+                Some(admin),
+                None,
+            )
+            .await;
+        assert!(granted.status.is_success(), "{}", granted.body);
+    }
+    app.tokens(login).await.0
+}
