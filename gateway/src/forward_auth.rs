@@ -11,8 +11,8 @@
 //! - Its path goes through the proxy's canonicalizer ([`path::canonicalize`]):
 //!   what is judged is the canonical path, and what cannot be made
 //!   canonical is refused.
-//! - On allow: 200 with the identity headers (`X-User-*`, only for a
-//!   caller with a token), the plugins' header sets and `X-Request-Id`.
+//! - On allow: 200 with the identity headers (`X-User-*`, empty for an
+//!   anonymous caller), the plugins' header sets and `X-Request-Id`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
@@ -27,7 +27,9 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::{Decision, Metrics};
 use crate::proxy::headers::{self, X_REQUEST_ID};
-use crate::proxy::{Access, Allowed, Proxy, Purpose, path};
+use crate::proxy::{
+    Access, Allowed, Proxy, Purpose, X_USER_ADMIN, X_USER_ID, X_USER_LOGIN, X_USER_ROLES, path,
+};
 
 /// The prefix Envoy's `path_prefix` names; the original path follows it.
 pub const EXT_AUTHZ_PREFIX: &str = "/api/v1/authz/ext-authz";
@@ -189,13 +191,22 @@ pub fn answer(
 }
 
 /// 200 with what the calling proxy copies onto the upstream request: the
-/// identity headers (a caller with a token only) and the plugins' header
-/// sets. A plugin's removals cannot be said in a response; they do not apply.
+/// identity headers and the plugins' header sets. For an anonymous caller
+/// (an optional or public route) the identity headers are there and empty:
+/// a proxy that copies them (Traefik, Caddy, Envoy) then overwrites what a
+/// client sent under those names instead of letting it through, and nginx
+/// sends none. A plugin's removals cannot be said in a response; they do
+/// not apply.
 fn allow(allowed: Allowed) -> Response<Body> {
     let mut response = Response::new(Body::empty());
     let h = response.headers_mut();
-    if let Some(claims) = &allowed.identity {
-        headers::set_identity(h, claims);
+    match &allowed.identity {
+        Some(claims) => headers::set_identity(h, claims),
+        None => {
+            for name in [X_USER_ID, X_USER_LOGIN, X_USER_ROLES, X_USER_ADMIN] {
+                h.insert(name, HeaderValue::from_static(""));
+            }
+        }
     }
     allowed.changes.apply(h);
     response
