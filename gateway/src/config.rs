@@ -887,6 +887,42 @@ mod tests {
         assert_eq!(c.server.max_body_bytes, 65_536);
     }
 
+    /// `authz.login_url` is an http(s) URL or a path, `authz.redirect_param`
+    /// a plain name, and a route may omit `upstream` (decision-only).
+    #[test]
+    fn authz_keys_and_decision_only_routes() {
+        let check = |raw: &str| {
+            Config::parse(raw, "g.toml")
+                .and_then(|c| c.validate("g.toml").map(|()| c))
+                .map_err(|e| e.to_string())
+        };
+        for good in [
+            "https://login.example/in?app=x",
+            "http://127.0.0.1:3000/login",
+            "/login",
+        ] {
+            let c = check(&format!("[authz]\nlogin_url = {good:?}\n"));
+            assert!(c.is_ok(), "{good}: {:?}", c.err());
+        }
+        for bad in [
+            "javascript:alert(1)",
+            "//evil.example/",
+            "login",
+            "ftp://x/",
+        ] {
+            let err = check(&format!("[authz]\nlogin_url = {bad:?}\n"))
+                .err()
+                .unwrap_or_default();
+            assert!(err.starts_with("g.toml: authz.login_url"), "{bad}: {err}");
+        }
+        let err = check("[authz]\nredirect_param = \"a&b\"\n")
+            .err()
+            .unwrap_or_default();
+        assert!(err.starts_with("g.toml: authz.redirect_param"), "{err}");
+        let c = check("[[routes]]\nname = \"v\"\nprefix = \"/v\"\n");
+        assert!(c.is_ok_and(|c| c.routes[0].upstream.to_vec().is_empty()));
+    }
+
     /// An unknown key is refused with its dotted path.
     #[test]
     fn unknown_key_is_named() {
