@@ -9,6 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use Shape::{Nginx, Traefik};
 use common::upstream::{Echo, route};
 use common::*;
 use gateway::config::{AuthMode, Config, OneOrMany, RouteConfig};
@@ -64,65 +65,68 @@ async fn viewers(app: &TestApp) -> (String, String) {
     (sub, trial)
 }
 
-/// nginx's subrequest: `auth_request /_authgw;` with the location of
-/// docs/forward-auth/nginx.conf (`proxy_set_header X-Original-URI
-/// $request_uri; X-Original-Method $request_method; X-Forwarded-Host
-/// $host`), which keeps the client's other headers (nginx
-/// ngx_http_auth_request_module: the subrequest is a copy of the request's
-/// headers, without its body).
-async fn nginx_asks(
-    app: &TestApp,
-    method: &str,
-    uri: &str,
-    token: Option<&str>,
-    extra: &[(&str, &str)],
-) -> Reply {
-    let mut req = app
-        .http
-        .get(app.url(AUTH_REQUEST))
-        .header("x-original-uri", uri)
-        .header("x-original-method", method)
-        .header("x-forwarded-host", "cinema.example");
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    for (k, v) in extra {
-        req = req.header(*k, *v);
-    }
-    reply(req.send().await.unwrap()).await
+/// Which proxy's request shape a call has.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// nginx's subrequest: `auth_request /_authgw;` with the location of
+    /// docs/forward-auth/nginx.conf (`proxy_set_header X-Original-URI
+    /// $request_uri; X-Original-Method $request_method; X-Forwarded-Host
+    /// $host`), which keeps the client's other headers (nginx
+    /// ngx_http_auth_request_module: the subrequest is a copy of the
+    /// request's headers, without its body).
+    Nginx,
+    /// Traefik's forwardAuth request (traefik/traefik
+    /// pkg/middlewares/auth/forward.go and docs/content/middlewares/http/
+    /// forwardauth.md: a GET to `address` with the client's headers and
+    /// X-Forwarded-For, -Method, -Proto, -Host, -Uri; a 2xx is an allow,
+    /// any other answer goes to the client as it is). Caddy's
+    /// `forward_auth` (caddyserver/caddy
+    /// modules/caddyhttp/reverseproxy/forwardauth) sends the same headers
+    /// on a GET.
+    Traefik,
 }
 
-/// Traefik's forwardAuth request (traefik/traefik
-/// pkg/middlewares/auth/forward.go: `http.NewRequest(http.MethodGet,
-/// fa.address, nil)`, the client's headers copied, then `writeHeader` sets
-/// X-Forwarded-For, -Method, -Proto, -Host, -Uri; a 2xx is an allow, any
-/// other answer goes to the client as it is). Caddy's `forward_auth`
-/// (caddyserver/caddy modules/caddyhttp/reverseproxy/forwardauth) sends the
-/// same headers on a GET.
-async fn traefik_asks(
+/// A decision call in `shape` for the original `method` and `uri`, with the
+/// caller's token and extra client headers. Redirects are answers under
+/// test, never followed.
+async fn asks(
     app: &TestApp,
+    shape: Shape,
     method: &str,
     uri: &str,
     token: Option<&str>,
     extra: &[(&str, &str)],
 ) -> Reply {
-    // A browser's redirect is the answer under test, not followed.
+    let (endpoint, described): (&str, Vec<(&str, &str)>) = match shape {
+        Shape::Nginx => (
+            AUTH_REQUEST,
+            vec![
+                ("x-original-uri", uri),
+                ("x-original-method", method),
+                ("x-forwarded-host", "cinema.example"),
+            ],
+        ),
+        Shape::Traefik => (
+            FORWARD_AUTH,
+            vec![
+                ("x-forwarded-method", method),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "cinema.example"),
+                ("x-forwarded-uri", uri),
+                ("x-forwarded-for", "203.0.113.7"),
+            ],
+        ),
+    };
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let mut req = client
-        .get(app.url(FORWARD_AUTH))
-        .header("x-forwarded-method", method)
-        .header("x-forwarded-proto", "https")
-        .header("x-forwarded-host", "cinema.example")
-        .header("x-forwarded-uri", uri)
-        .header("x-forwarded-for", "203.0.113.7");
+    let mut req = client.get(app.url(endpoint));
+    for (k, v) in described.iter().chain(extra) {
+        req = req.header(*k, *v);
+    }
     if let Some(t) = token {
         req = req.bearer_auth(t);
-    }
-    for (k, v) in extra {
-        req = req.header(*k, *v);
     }
     reply(req.send().await.unwrap()).await
 }
@@ -164,7 +168,7 @@ async fn auth_request_answers_only_200_401_403() {
     let app = cinema(&echo, |_| {}).await;
     let (sub, trial) = viewers(&app).await;
 
-    let ok = nginx_asks(&app, "GET", "/films/premium/42?x=1", Some(&sub), &[]).await;
+    let ok = asks(&app, Nginx, "GET", "/films/premium/42?x=1", Some(&sub), &[]).await;
     assert_eq!(ok.status, StatusCode::OK, "{:?}", ok.body);
     assert_eq!(ok.header("x-user-login"), Some("sub"));
     assert_eq!(ok.header("x-user-roles"), Some("subscriber"));
@@ -173,7 +177,7 @@ async fn auth_request_answers_only_200_401_403() {
     assert_eq!(ok.header("x-authgw-plan"), Some("sub"));
     assert!(ok.header("x-request-id").is_some());
 
-    let anonymous = nginx_asks(&app, "GET", "/vault/x", None, &[]).await;
+    let anonymous = asks(&app, Nginx, "GET", "/vault/x", None, &[]).await;
     anonymous.assert_problem(401, "invalid_token");
     assert!(
         anonymous
@@ -184,7 +188,7 @@ async fn auth_request_answers_only_200_401_403() {
     );
     // The cinema rules' own 401 (an anonymous caller on a member path).
     assert_eq!(
-        nginx_asks(&app, "GET", "/films/trial/1", None, &[])
+        asks(&app, Nginx, "GET", "/films/trial/1", None, &[])
             .await
             .status,
         401
@@ -198,7 +202,7 @@ async fn auth_request_answers_only_200_401_403() {
         ("GET", "/films/a\\..\\..\\vault", Some(&sub)), // backslash: 400
         ("GET", "/../films/1", Some(&sub)),         // above the root: 400
     ] {
-        let r = nginx_asks(&app, method, uri, token.map(|t| t.as_str()), &[]).await;
+        let r = asks(&app, Nginx, method, uri, token.map(|t| t.as_str()), &[]).await;
         assert_eq!(r.status, 403, "{method} {uri}: {:?}", r.body);
         assert_eq!(r.header("content-type"), Some("application/problem+json"));
     }
@@ -208,11 +212,11 @@ async fn auth_request_answers_only_200_401_403() {
         "/films//premium/",
         "/films/%70remium/",
     ] {
-        let r = nginx_asks(&app, "GET", uri, Some(&trial), &[]).await;
+        let r = asks(&app, Nginx, "GET", uri, Some(&trial), &[]).await;
         assert_eq!(r.status, 403, "{uri}: {:?}", r.body);
     }
     for uri in ["/films/../vault/x", "/films/%2e%2e/vault/x"] {
-        let r = nginx_asks(&app, "GET", uri, None, &[]).await;
+        let r = asks(&app, Nginx, "GET", uri, None, &[]).await;
         assert_eq!(r.status, 401, "{uri}: {:?}", r.body);
     }
     // An original request nginx did not describe is not guessed at.
@@ -226,8 +230,9 @@ async fn auth_request_answers_only_200_401_403() {
     )
     .await;
     bare.assert_problem(403, "forbidden");
-    let twice = nginx_asks(
+    let twice = asks(
         &app,
+        Nginx,
         "GET",
         "/films/1",
         Some(&sub),
@@ -252,7 +257,7 @@ async fn spoofed_identity_headers_are_not_echoed() {
         ("x-user-login", "root"),
         ("x-user-admin", "true"),
     ];
-    let anonymous = nginx_asks(&app, "GET", "/films", None, &spoof).await;
+    let anonymous = asks(&app, Nginx, "GET", "/films", None, &spoof).await;
     assert_eq!(anonymous.status, 200, "{:?}", anonymous.body);
     for name in ["x-user-id", "x-user-login", "x-user-roles", "x-user-admin"] {
         assert_eq!(
@@ -263,7 +268,7 @@ async fn spoofed_identity_headers_are_not_echoed() {
     }
     // header-stamp's {login} is empty for an anonymous caller, never "root".
     assert_ne!(anonymous.header("x-authgw-plan"), Some("root"));
-    let member = traefik_asks(&app, "GET", "/films", Some(&sub), &spoof).await;
+    let member = asks(&app, Traefik, "GET", "/films", Some(&sub), &spoof).await;
     assert_eq!(member.status, 200, "{:?}", member.body);
     assert_eq!(member.header("x-user-login"), Some("sub"));
     assert_eq!(member.header("x-user-admin"), Some("false"));
@@ -287,21 +292,21 @@ async fn forward_auth_statuses_and_login_redirect() {
     .await;
     let (sub, trial) = viewers(&app).await;
 
-    let ok = traefik_asks(&app, "GET", "/films/premium/42", Some(&sub), &[]).await;
+    let ok = asks(&app, Traefik, "GET", "/films/premium/42", Some(&sub), &[]).await;
     assert_eq!(ok.status, 200, "{:?}", ok.body);
     assert_eq!(ok.header("x-user-login"), Some("sub"));
     assert_eq!(ok.header("x-authgw-plan"), Some("sub"));
 
-    let paid = traefik_asks(&app, "GET", "/films/premium/42", Some(&trial), &[]).await;
+    let paid = asks(&app, Traefik, "GET", "/films/premium/42", Some(&trial), &[]).await;
     paid.assert_problem(402, "policy_denied");
     assert_eq!(paid.body["detail"], "requires one of the roles: subscriber");
-    let missing = traefik_asks(&app, "GET", "/vault/x", None, &[]).await;
+    let missing = asks(&app, Traefik, "GET", "/vault/x", None, &[]).await;
     missing.assert_problem(401, "invalid_token");
     assert!(missing.header("www-authenticate").is_some());
-    traefik_asks(&app, "GET", "/nowhere", Some(&sub), &[])
+    asks(&app, Traefik, "GET", "/nowhere", Some(&sub), &[])
         .await
         .assert_problem(404, "not_found");
-    traefik_asks(&app, "POST", "/films/1", Some(&sub), &[])
+    asks(&app, Traefik, "POST", "/films/1", Some(&sub), &[])
         .await
         .assert_problem(403, "policy_denied");
     for uri in [
@@ -310,7 +315,7 @@ async fn forward_auth_statuses_and_login_redirect() {
         "films/1",
         "/a%00",
     ] {
-        let r = traefik_asks(&app, "GET", uri, Some(&sub), &[]).await;
+        let r = asks(&app, Traefik, "GET", uri, Some(&sub), &[]).await;
         assert_eq!(r.status, 400, "{uri}: {:?}", r.body);
         assert_eq!(r.header("content-type"), Some("application/problem+json"));
     }
@@ -325,12 +330,12 @@ async fn forward_auth_statuses_and_login_redirect() {
     )
     .await;
     no_uri.assert_problem(400, "invalid_original_request");
-    let bad_method = traefik_asks(&app, "G(ET", "/films", None, &[]).await;
+    let bad_method = asks(&app, Traefik, "G(ET", "/films", None, &[]).await;
     bad_method.assert_problem(400, "invalid_original_request");
 
     // A browser that is not logged in goes to the login page.
     let browser = [("accept", "text/html,application/xhtml+xml;q=0.9")];
-    let to_login = traefik_asks(&app, "GET", "/vault/a%20b?q=1", None, &browser).await;
+    let to_login = asks(&app, Traefik, "GET", "/vault/a%20b?q=1", None, &browser).await;
     assert_eq!(to_login.status, 302, "{:?}", to_login.body);
     assert_eq!(
         to_login.header("location"),
@@ -341,13 +346,20 @@ async fn forward_auth_statuses_and_login_redirect() {
     // A logged-in browser refused by a rule is not sent to log in again,
     // and an API client gets its 401.
     assert_eq!(
-        traefik_asks(&app, "GET", "/films/premium/1", Some(&trial), &browser)
-            .await
-            .status,
+        asks(
+            &app,
+            Traefik,
+            "GET",
+            "/films/premium/1",
+            Some(&trial),
+            &browser
+        )
+        .await
+        .status,
         402
     );
     assert_eq!(
-        traefik_asks(&app, "GET", "/vault/x", None, &[])
+        asks(&app, Traefik, "GET", "/vault/x", None, &[])
             .await
             .status,
         401
@@ -409,8 +421,8 @@ async fn untrusted_peers_get_403_everywhere() {
     let app = cinema(&echo, |_| {}).await;
     let (sub, _) = viewers(&app).await;
     let outsider = client_from("127.0.0.2");
-    let send = |path: &str| {
-        outsider
+    let send = |client: &reqwest::Client, path: &str| {
+        client
             .get(app.url(path))
             .bearer_auth(&sub)
             .header("x-original-uri", "/films")
@@ -421,26 +433,11 @@ async fn untrusted_peers_get_403_everywhere() {
             .send()
     };
     for path in [AUTH_REQUEST, FORWARD_AUTH, "/api/v1/authz/ext-authz/films"] {
-        let r = reply(send(path).await.unwrap()).await;
+        let r = reply(send(&outsider, path).await.unwrap()).await;
         r.assert_problem(403, "forbidden");
         assert!(r.header("x-user-id").is_none());
-    }
-    // The same calls from the trusted proxy are allowed.
-    for path in [AUTH_REQUEST, FORWARD_AUTH, "/api/v1/authz/ext-authz/films"] {
-        let r = reply(
-            app.http
-                .get(app.url(path))
-                .bearer_auth(&sub)
-                .header("x-original-uri", "/films")
-                .header("x-original-method", "GET")
-                .header("x-forwarded-method", "GET")
-                .header("x-forwarded-uri", "/films")
-                .header("x-forwarded-host", "cinema.example")
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        // The same call from the trusted proxy is allowed.
+        let r = reply(send(&app.http, path).await.unwrap()).await;
         assert_eq!(r.status, 200, "{path}: {:?}", r.body);
     }
 }
@@ -454,7 +451,7 @@ async fn decision_only_routes_are_not_proxied() {
     let app = cinema(&echo, |_| {}).await;
     let (sub, _) = viewers(&app).await;
     assert_eq!(
-        nginx_asks(&app, "GET", "/vault/x", Some(&sub), &[])
+        asks(&app, Nginx, "GET", "/vault/x", Some(&sub), &[])
             .await
             .status,
         200
@@ -474,20 +471,20 @@ async fn plugin_failures_fail_closed_and_every_answer_is_counted() {
     let echo = Echo::start("films").await;
     let app = cinema(&echo, |_| {}).await;
     let started = Instant::now();
-    let failed = traefik_asks(&app, "GET", "/spin/x", None, &[]).await;
+    let failed = asks(&app, Traefik, "GET", "/spin/x", None, &[]).await;
     failed.assert_problem(503, "policy_failed");
     assert!(failed.header("retry-after").is_some());
-    nginx_asks(&app, "GET", "/spin/x", None, &[])
+    asks(&app, Nginx, "GET", "/spin/x", None, &[])
         .await
         .assert_problem(403, "forbidden");
     let (head, _) = envoy_asks(&app, "GET", "/spin/x", None).await;
     assert_eq!(status_of(&head), 503, "{head}");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(
-        nginx_asks(&app, "GET", "/films", None, &[]).await.status,
+        asks(&app, Nginx, "GET", "/films", None, &[]).await.status,
         200
     );
-    nginx_asks(&app, "GET", "/films/..;/x", None, &[]).await;
+    asks(&app, Nginx, "GET", "/films/..;/x", None, &[]).await;
     reply(
         client_from("127.0.0.3")
             .get(app.url(FORWARD_AUTH))
@@ -517,31 +514,17 @@ async fn a_revoked_token_is_refused_within_a_second() {
     let app = cinema(&echo, |_| {}).await;
     let (_, token, _) = app.user("leaver").await;
     assert_eq!(
-        nginx_asks(&app, "GET", "/vault/x", Some(&token), &[])
+        asks(&app, Nginx, "GET", "/vault/x", Some(&token), &[])
             .await
             .status,
         200
     );
-    let out = app
-        .send(
-            reqwest::Method::POST,
-            "/api/v1/auth/logout",
-            Some(&token),
-            None,
-        )
-        .await;
-    assert!(out.status.is_success(), "{:?}", out.body);
-    let revoked = Instant::now();
-    loop {
-        let r = nginx_asks(&app, "GET", "/vault/x", Some(&token), &[]).await;
-        if r.status == 401 {
-            break;
-        }
-        assert!(
-            revoked.elapsed() < Duration::from_secs(1),
-            "still allowed after {:?}",
-            revoked.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.logout(&token).await;
+    refused_within_a_second(|| async {
+        asks(&app, Nginx, "GET", "/vault/x", Some(&token), &[])
+            .await
+            .status
+            == 401
+    })
+    .await;
 }

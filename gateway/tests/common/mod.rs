@@ -392,6 +392,19 @@ impl TestApp {
         self.tokens(login).await.0
     }
 
+    /// `POST /api/v1/auth/logout` with `token`, which must succeed.
+    pub async fn logout(&self, token: &str) {
+        let out = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/auth/logout",
+                Some(token),
+                None,
+            )
+            .await;
+        assert!(out.status.is_success(), "{:?}", out.body);
+    }
+
     /// Triggers graceful shutdown and waits for the server to finish.
     pub async fn stop(&mut self) -> std::io::Result<()> {
         if let Some(tx) = self.shutdown.take() {
@@ -616,4 +629,31 @@ pub async fn user_with_roles(app: &TestApp, admin: &str, login: &str, roles: &[&
         assert!(granted.status.is_success(), "{}", granted.body);
     }
     app.tokens(login).await.0
+}
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `refused` until it says true; fails if that takes a second or more
+/// (a revoked token must be refused within a second).
+pub async fn refused_within_a_second<F, Fut>(mut refused: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !refused().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still allowed after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
