@@ -397,9 +397,9 @@ async fn ext_authz_allows_only_with_200_and_keeps_the_original_path_apart() {
     assert_eq!(status_of(&head), 404, "{head}");
 
     for path in [
-        "/../../v1/auth/check",
-        "/films/../../../v1/auth/check",
-        "/%2e%2e/%2e%2e/v1/auth/check",
+        "/../../auth/check",
+        "/films/../../../auth/check",
+        "/%2e%2e/%2e%2e/auth/check",
         "/..",
     ] {
         let (head, _) = envoy_asks(&app, "GET", path, Some(&sub)).await;
