@@ -144,12 +144,10 @@ pub fn answer(
                         Error::BadRequest { .. } => "invalid",
                         _ => "deny",
                     };
-                    let status_401 = is_unauthenticated(&e);
-                    let response = match login_redirect(config, endpoint, &req, &original) {
-                        Some(to) if status_401 => to,
-                        _ => e.into_response(),
-                    };
-                    (outcome, response)
+                    let to_login = is_unauthenticated(&e)
+                        .then(|| login_redirect(config, endpoint, &req, &original))
+                        .flatten();
+                    (outcome, to_login.unwrap_or_else(|| e.into_response()))
                 }
             };
             (outcome, response, Some(original))
