@@ -14,7 +14,10 @@
 #   c. HAProxy checking an ES256 JWT (jwt_verify, iss, aud, exp) and a role
 #      claim before proxying;
 #   d. authgw proxying with an ES256 token, the role-rules plugin (the cinema
-#      rules) and the revocation check.
+#      rules) and the revocation check;
+#   e. nginx with auth_request to authgw (docs/forward-auth/nginx.conf, a
+#      keep-alive upstream to authgw): the same decision as d, made for
+#      nginx; its req/s are decisions/s.
 # Then: /api/v1/auth/check req/s; login/s against cores ÷ argon2id verify
 # time; refresh/s against pgbench running the same SQL transaction; the proxy
 # p99 during a login flood against its baseline; authgw's RSS with 10 000 idle
@@ -199,7 +202,7 @@ if [[ ! -f $WASM ]]; then
 fi
 [[ -f $WASM ]] || die "$WASM missing after scripts/build-plugins.sh"
 
-mkdir -p "$OUT"/{conf,raw,keys,nginx-up,nginx-proxy} || die "cannot create $OUT"
+mkdir -p "$OUT"/{conf,raw,keys,nginx-up,nginx-proxy,nginx-authz} || die "cannot create $OUT"
 chmod 700 "$OUT/keys"
 : >"$OUT/results.jsonl"
 step "results in $OUT"
@@ -282,14 +285,16 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
 
-read -r P_UP P_NGX P_HAP P_AUTH P_ADMIN < <(free_ports 5)
+read -r P_UP P_NGX P_HAP P_AUTH P_ADMIN P_NGXA < <(free_ports 6)
 UPSTREAM=http://127.0.0.1:$P_UP
 declare -A URL=(
     [direct]=http://127.0.0.1:$P_UP/films/premium/1
     [nginx]=http://127.0.0.1:$P_NGX/films/premium/1
     [haproxy]=http://127.0.0.1:$P_HAP/films/premium/1
     [authgw]=http://127.0.0.1:$P_AUTH/films/premium/1
+    [nginx-authz]=http://127.0.0.1:$P_NGXA/films/premium/1
 )
+SYSTEMS=(direct nginx haproxy authgw nginx-authz)
 API=http://127.0.0.1:$P_AUTH
 WRK_ARGS="wrk -t$THREADS -c$CONNS -d$DURATION --latency (taskset -c $LOAD_CPUS)"
 
@@ -363,6 +368,8 @@ listen = "127.0.0.1:$P_AUTH"
 # would empty the 10 000 idle connections of the RSS measurement while they
 # are being opened. No other measurement leaves a connection idle.
 header_read_timeout = "120s"
+# nginx (e.) asks for forward-auth decisions from here.
+trusted_proxies = ["127.0.0.1"]
 
 [database]
 url = "$DB_URL"
@@ -458,6 +465,13 @@ EOF
 }
 EOF
 } >"$OUT/conf/nginx-proxy.conf"
+# e: the server block of docs/forward-auth/nginx.conf, as the tests run it.
+{
+    nginx_common "$OUT/nginx-authz"
+    sed -e "s/@LISTEN@/127.0.0.1:$P_NGXA/" -e "s/@AUTHGW@/127.0.0.1:$P_AUTH/" -e "s/@APP@/127.0.0.1:$P_UP/" \
+        "$ROOT/docs/forward-auth/nginx.conf"
+    echo "}"
+} >"$OUT/conf/nginx-authz.conf"
 
 # HAProxy: what authgw checks, as far as HAProxy can: the signature with the
 # algorithm pinned to ES256, iss, aud, exp, and for /films/premium the role
@@ -497,7 +511,7 @@ backend upstream
 EOF
 
 # --- start everything --------------------------------------------------------
-step "starting the upstream nginx (:$P_UP), nginx proxy (:$P_NGX), HAProxy (:$P_HAP), authgw (:$P_AUTH)"
+step "starting the upstream nginx (:$P_UP), nginx proxy (:$P_NGX), HAProxy (:$P_HAP), authgw (:$P_AUTH), nginx auth_request (:$P_NGXA)"
 haproxy -c -f "$OUT/conf/haproxy.cfg" >"$OUT/haproxy-check.log" 2>&1 \
     || { cat "$OUT/haproxy-check.log" >&2; die "HAProxy refuses $OUT/conf/haproxy.cfg"; }
 start nginx-upstream "$LOAD_CPUS" nginx -p "$OUT/nginx-up" -c "$OUT/conf/nginx-upstream.conf" \
@@ -506,10 +520,13 @@ start nginx-proxy "$SUT_CPUS" nginx -p "$OUT/nginx-proxy" -c "$OUT/conf/nginx-pr
     -e "$OUT/nginx-proxy.error.log" -g 'daemon off;'
 start haproxy "$SUT_CPUS" haproxy -db -f "$OUT/conf/haproxy.cfg"
 start authgw "$SUT_CPUS" "$BIN" serve
+start nginx-authz "$SUT_CPUS" nginx -p "$OUT/nginx-authz" -c "$OUT/conf/nginx-authz.conf" \
+    -e "$OUT/nginx-authz.error.log" -g 'daemon off;'
 wait_http nginx-upstream "$UPSTREAM/"
 wait_http nginx-proxy "http://127.0.0.1:$P_NGX/"
 wait_http haproxy "http://127.0.0.1:$P_HAP/"
 wait_http authgw "$API/healthz"
+wait_http nginx-authz "http://127.0.0.1:$P_NGXA/"
 
 # --- users and tokens --------------------------------------------------------
 # post PATH JSON [TOKEN]: the body of a successful POST, else die.
@@ -546,11 +563,11 @@ status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 sig=${TOKEN##*.}
 if [[ ${sig:5:1} == A ]]; then flip=B; else flip=A; fi
 FORGED=${TOKEN%.*}.${sig:0:5}$flip${sig:6}
-for sys_ in direct nginx haproxy authgw; do
+for sys_ in "${SYSTEMS[@]}"; do
     body=$(curl -s -H "Authorization: Bearer $TOKEN" "${URL[$sys_]}") || die "$sys_: no answer at ${URL[$sys_]}"
     [[ $body == ok ]] || die "$sys_ answered '$body' instead of 'ok' at ${URL[$sys_]}"
 done
-for sys_ in haproxy authgw; do
+for sys_ in haproxy authgw nginx-authz; do
     s=$(status "${URL[$sys_]}")
     [[ $s == 401 ]] || die "$sys_ let a request without a token through ($s)"
     s=$(status -H "Authorization: Bearer $FORGED" "${URL[$sys_]}")
@@ -577,14 +594,14 @@ fi
 if want proxy; then
 # --- a-d: the proxies, alternated --------------------------------------------
 step "warm-up: 2 s of wrk on each system"
-for sys_ in direct nginx haproxy authgw; do
+for sys_ in "${SYSTEMS[@]}"; do
     BENCH_LUA_DIR=$BENCH taskset -c "$LOAD_CPUS" wrk -t"$THREADS" -c"$CONNS" -d2s -s "$BENCH/get.lua" \
         -H "Authorization: Bearer $TOKEN" "${URL[$sys_]}" >"$OUT/raw/warmup-$sys_.txt" 2>&1 \
         || die "wrk warm-up failed on $sys_ (see $OUT/raw/warmup-$sys_.txt)"
 done
 for ((r = 1; r <= ROUNDS; r++)); do
-    step "proxy round $r/$ROUNDS: direct, nginx, haproxy, authgw ($DURATION each)"
-    for sys_ in direct nginx haproxy authgw; do
+    step "proxy round $r/$ROUNDS: ${SYSTEMS[*]} ($DURATION each)"
+    for sys_ in "${SYSTEMS[@]}"; do
         perf_pid=
         if [[ ${BENCH_PERF:-0} == 1 && $sys_ == authgw && $r == "$ROUNDS" ]]; then
             perf record -F 499 -g -o "$OUT/perf.data" -p "${PID_OF[authgw]}" -- sleep "$DURATION_S" \

@@ -67,6 +67,30 @@ else
 fi
 export AUTHGW_TEST_DATABASE_URL
 
+# --- the real proxies of the forward-auth tests -------------------------------
+# gateway/tests/forward_auth_proxies.rs runs nginx (auth_request) and Caddy
+# (forward_auth) from Debian in front of an echo app; it fails under CI when
+# they are missing, so install them here (as root, with apt-get).
+step "nginx and caddy for the forward-auth tests"
+proxies_missing=()
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || proxies_missing+=(nginx-light)
+command -v caddy >/dev/null 2>&1 || proxies_missing+=(caddy)
+if ((${#proxies_missing[@]})); then
+    if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        printf 'installing %s with apt-get\n' "${proxies_missing[*]}" >&2
+        apt-get -q update >&2 || die "apt-get update failed"
+        DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends "${proxies_missing[@]}" >&2 \
+            || die "apt-get install ${proxies_missing[*]} failed"
+        # The packages start their system services; the tests run their own.
+        for svc in nginx caddy; do
+            if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi
+        done
+    else
+        printf '\n!!!!!!!! %s missing and not installable here (not root or no apt-get):\n' "${proxies_missing[*]}" >&2
+        printf '!!!!!!!! the forward-auth proxy tests will fail under CI and be skipped otherwise\n\n' >&2
+    fi
+fi
+
 step "cargo test --workspace --all-targets --no-fail-fast $*"
 cargo test --workspace --all-targets --no-fail-fast "$@" || die "tests failed"
 

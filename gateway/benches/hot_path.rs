@@ -2,7 +2,11 @@
 //! - verification per algorithm (EdDSA against ES256 and RS256);
 //! - the revocation-set lookup added to a verification (10 000 live entries);
 //! - `/api/v1/auth/check` over HTTP against `/healthz` on the same server
-//!   (what JWT checking adds to a request; no database is involved in either);
+//!   (what JWT checking adds to a request; no database is involved in either),
+//!   and beside them one forward-auth decision (`/api/v1/authz/auth-request`,
+//!   nginx's shape: the cached token and the cinema rules of the role-rules
+//!   plugin), over HTTP and in process (`forward_auth::answer`, and the
+//!   decision alone, `Proxy::decide`);
 //! - argon2id hashing with the OWASP parameters (what a login costs);
 //! - ES256 verification cold against the verified-token cache (hit, miss),
 //!   and the revocation lookup alone;
@@ -17,8 +21,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use gateway::forward_auth::{self, Endpoint};
+use gateway::proxy::{Access, Purpose};
+
+mod common;
+
+use common::dist;
 use criterion::{Criterion, criterion_group, criterion_main};
 use gateway::config::{Config, PasswordConfig, SigningAlgorithm, TokenConfig};
 use gateway::revocation::RevocationSet;
@@ -106,7 +121,27 @@ fn http_check_vs_healthz(c: &mut Criterion) {
     // No database: /check and /healthz never touch it.
     config.database.url = "postgresql://postgres@127.0.0.1:1/none".into();
     config.tokens.keys_dir = keys.path().to_path_buf();
-    let (base, token) = rt.block_on(async {
+    // One forward-auth route, decision-only, with the quickstart's cinema
+    // rules; the benchmark's client (127.0.0.1) is the trusted proxy.
+    config.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    let mut cinema = gateway::plugins::PluginSpec::new("cinema", dist("role-rules"));
+    cinema.config = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../plugins/role-rules/examples/cinema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    cinema.deadline = Duration::from_secs(1);
+    config.plugins = vec![cinema];
+    config.routes = Config::parse(
+        "[[routes]]\nname = \"films\"\nprefix = \"/films\"\nauth = \"optional\"\nplugins = [\"cinema\"]\n",
+        "bench.toml",
+    )
+    .unwrap()
+    .routes;
+    let (base, token, state) = rt.block_on(async {
         let gateway = gateway::server::Gateway::build(config).unwrap();
         let token = gateway
             .state()
@@ -114,10 +149,11 @@ fn http_check_vs_healthz(c: &mut Criterion) {
             .tokens
             .issue(Uuid::new_v4(), "alice", &roles(), false, Uuid::new_v4())
             .unwrap();
+        let state = gateway.state().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(gateway.serve(listener, std::future::pending()));
-        (base, token)
+        (base, token, state)
     });
     let http = reqwest::Client::new();
     let mut group = c.benchmark_group("http");
@@ -136,6 +172,68 @@ fn http_check_vs_healthz(c: &mut Criterion) {
                 .await
                 .unwrap();
             assert_eq!(r.status(), 200);
+        })
+    });
+    group.bench_function("GET /api/v1/authz/auth-request (cinema)", |b| {
+        b.to_async(&rt).iter(|| async {
+            let r = http
+                .get(format!("{base}/api/v1/authz/auth-request"))
+                .bearer_auth(&token)
+                .header("x-original-uri", "/films/premium/1")
+                .header("x-original-method", "GET")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        })
+    });
+    group.finish();
+
+    // The same decision in process: no socket, no HTTP.
+    let nginx_asks = || {
+        let mut req = Request::get("/api/v1/authz/auth-request")
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-original-uri", "/films/premium/1")
+            .header("x-original-method", "GET")
+            .header("host", "cinema.example")
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        req
+    };
+    let mut group = c.benchmark_group("decision (in process)");
+    group.bench_function("forward_auth::answer (auth-request, cinema)", |b| {
+        b.iter(|| {
+            let r = forward_auth::answer(
+                &state.proxy,
+                &state.auth.config,
+                &state.metrics,
+                Endpoint::AuthRequest,
+                nginx_asks(),
+            );
+            assert_eq!(r.status(), 200);
+        })
+    });
+    let runtime = state.proxy.runtime();
+    let original = Request::get("/films/premium/1")
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .unwrap();
+    group.bench_function("Proxy::decide (route, cached token, cinema)", |b| {
+        b.iter(|| {
+            let mut access = Access::default();
+            state
+                .proxy
+                .decide(
+                    &runtime,
+                    black_box(&original),
+                    Some("cinema.example"),
+                    false,
+                    Purpose::Decision,
+                    &mut access,
+                )
+                .unwrap();
         })
     });
     group.finish();

@@ -16,24 +16,15 @@ use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 
+mod common;
+
+use common::dist;
 use criterion::{Criterion, criterion_group, criterion_main};
 use gateway::plugins::{
     CallerParts, HostConfig, Needs, Plugin, PluginHost, PluginSpec, RequestParts, chain_needs,
     run_chain,
 };
 use serde_json::json;
-
-fn dist(name: &str) -> std::path::PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/dist")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/build-plugins.sh",
-        path.display()
-    );
-    path
-}
 
 /// 19 rules that do not match `/films/premium/42`, then the one that does.
 fn twenty_rules() -> serde_json::Value {

@@ -39,6 +39,8 @@ pub struct Config {
     pub log: LogConfig,
     pub proxy: ProxyConfig,
     pub admin: AdminConfig,
+    /// The forward-auth endpoints (`/api/v1/authz/*`): see `forward_auth`.
+    pub authz: AuthzConfig,
     /// Who may call token introspection.
     pub introspection: IntrospectionConfig,
     pub revocation: RevocationConfig,
@@ -70,6 +72,27 @@ impl Default for ProxyConfig {
         Self {
             token_cookie: None,
             token_cache_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// The forward-auth endpoints (`/api/v1/authz/*`, docs/forward-auth.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthzConfig {
+    /// Where `/api/v1/authz/forward-auth` sends a browser (`Accept:
+    /// text/html`) that is not logged in: a 302 to this URL with the original
+    /// URL in the `redirect_param` query parameter. Unset: a 401 problem.
+    pub login_url: Option<String>,
+    /// The query parameter of `login_url` that carries the original URL.
+    pub redirect_param: String,
+}
+
+impl Default for AuthzConfig {
+    fn default() -> Self {
+        Self {
+            login_url: None,
+            redirect_param: "rd".into(),
         }
     }
 }
@@ -145,6 +168,13 @@ pub enum OneOrMany {
     Many(Vec<String>),
 }
 
+/// No upstream: a decision-only route (forward-auth).
+impl Default for OneOrMany {
+    fn default() -> Self {
+        OneOrMany::Many(Vec::new())
+    }
+}
+
 impl OneOrMany {
     pub fn to_vec(&self) -> Vec<String> {
         match self {
@@ -167,7 +197,10 @@ pub struct RouteConfig {
     /// Only these methods (others fall through to shorter prefixes).
     #[serde(default)]
     pub methods: Option<Vec<String>>,
-    /// `http://host:port[/base]`, one or several (round-robin).
+    /// `http://host:port[/base]`, one or several (round-robin). None: the
+    /// route only answers forward-auth decisions (`/api/v1/authz/*`), and a
+    /// proxied request that lands on it gets a 404 problem.
+    #[serde(default)]
     pub upstream: OneOrMany,
     #[serde(default)]
     pub auth: AuthMode,
@@ -736,9 +769,6 @@ impl Config {
                 ));
             }
             let upstreams = r.upstream.to_vec();
-            if upstreams.is_empty() {
-                return Err(fail("upstream", "needs at least one URL".into()));
-            }
             for u in &upstreams {
                 let uri: axum::http::Uri = u
                     .parse()
@@ -793,6 +823,32 @@ impl Config {
                 });
             }
         }
+        if let Some(url) = &self.authz.login_url {
+            let uri = url.parse::<axum::http::Uri>().ok();
+            let absolute = uri.as_ref().is_some_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+            });
+            if !(absolute || (url.starts_with('/') && !url.starts_with("//") && uri.is_some())) {
+                return Err(ConfigError {
+                    origin: origin.into(),
+                    key: "authz.login_url".into(),
+                    reason: format!("{url:?}: must be an http(s) URL or a path starting with '/'"),
+                });
+            }
+        }
+        if self.authz.redirect_param.is_empty()
+            || !self
+                .authz
+                .redirect_param
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(ConfigError {
+                origin: origin.into(),
+                key: "authz.redirect_param".into(),
+                reason: "must be a non-empty name of letters, digits, '-', '_' or '.'".into(),
+            });
+        }
         if let Some(cookie) = &self.proxy.token_cookie
             && (cookie.is_empty() || cookie.contains([';', '=', ' ', ',']))
         {
@@ -830,6 +886,42 @@ mod tests {
         assert_eq!(c.revocation.when_stale, d.revocation.when_stale);
         assert_eq!(c.passwords.memory_kib, 19_456);
         assert_eq!(c.server.max_body_bytes, 65_536);
+    }
+
+    /// `authz.login_url` is an http(s) URL or a path, `authz.redirect_param`
+    /// a plain name, and a route may omit `upstream` (decision-only).
+    #[test]
+    fn authz_keys_and_decision_only_routes() {
+        let check = |raw: &str| {
+            Config::parse(raw, "g.toml")
+                .and_then(|c| c.validate("g.toml").map(|()| c))
+                .map_err(|e| e.to_string())
+        };
+        for good in [
+            "https://login.example/in?app=x",
+            "http://127.0.0.1:3000/login",
+            "/login",
+        ] {
+            let c = check(&format!("[authz]\nlogin_url = {good:?}\n"));
+            assert!(c.is_ok(), "{good}: {:?}", c.err());
+        }
+        for bad in [
+            "javascript:alert(1)",
+            "//evil.example/",
+            "login",
+            "ftp://x/",
+        ] {
+            let err = check(&format!("[authz]\nlogin_url = {bad:?}\n"))
+                .err()
+                .unwrap_or_default();
+            assert!(err.starts_with("g.toml: authz.login_url"), "{bad}: {err}");
+        }
+        let err = check("[authz]\nredirect_param = \"a&b\"\n")
+            .err()
+            .unwrap_or_default();
+        assert!(err.starts_with("g.toml: authz.redirect_param"), "{err}");
+        let c = check("[[routes]]\nname = \"v\"\nprefix = \"/v\"\n");
+        assert!(c.is_ok_and(|c| c.routes[0].upstream.to_vec().is_empty()));
     }
 
     /// An unknown key is refused with its dotted path.

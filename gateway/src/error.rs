@@ -34,6 +34,9 @@ pub enum Error {
     Forbidden(String),
     #[error("{what} '{name}' not found")]
     NotFound { what: &'static str, name: String },
+    /// A route covers the path, but not for this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// A uniqueness conflict; `code` is the machine-readable problem code.
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },

@@ -16,6 +16,7 @@
 //! - [`passwords`]: argon2id hashing behind a bounded queue.
 //! - [`revocation`]: the in-memory revocation set and its LISTEN thread.
 //! - [`proxy`]: the edge proxy's pipeline, routes, upstream client, headers.
+//! - [`forward_auth`]: the proxy's decision for nginx, Traefik, Caddy and Envoy.
 //! - [`metrics`]: Prometheus metrics for the admin listener.
 //! - [`store`]: all SQL, migrations and the database access helper.
 //! - [`error`]: the one domain error type.
@@ -29,6 +30,7 @@ pub mod client_ip;
 pub mod client_key;
 pub mod config;
 pub mod error;
+pub mod forward_auth;
 pub mod introspection;
 pub mod listener;
 pub mod metrics;

@@ -28,6 +28,16 @@ pub struct RouteLabel {
     pub route: String,
 }
 
+/// A forward-auth answer: which endpoint, what came of it, with what status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Decision {
+    pub endpoint: &'static str,
+    /// allow, deny, invalid (unreadable original request), failed (a plugin
+    /// failed: closed), untrusted (the caller is not a trusted proxy).
+    pub outcome: &'static str,
+    pub status: u16,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
     pub reason: &'static str,
@@ -42,6 +52,8 @@ pub struct Metrics {
     pub upstream_latency: Family<RouteLabel, Histogram>,
     /// Refused tokens on proxied requests by reason (missing, expired, revoked, invalid).
     pub auth_failures: Family<Reason, Counter>,
+    /// Forward-auth answers by endpoint, outcome and status.
+    pub decisions: Family<Decision, Counter>,
     revocations: Gauge,
     revocation_sync_age: Gauge<f64, AtomicU64>,
     pool_in_use: Gauge,
@@ -110,6 +122,12 @@ impl Metrics {
             "Tokens refused on proxied requests, by reason",
             auth_failures.clone(),
         );
+        let decisions = Family::<Decision, Counter>::default();
+        registry.register(
+            "authz_decisions",
+            "Forward-auth answers (/api/v1/authz/*) by endpoint, outcome and status",
+            decisions.clone(),
+        );
         let mut gauge = |name: &str, help: &str| {
             let g = Gauge::default();
             registry.register(name, help, g.clone());
@@ -164,6 +182,7 @@ impl Metrics {
             requests,
             upstream_latency,
             auth_failures,
+            decisions,
             revocations,
             revocation_sync_age,
             pool_in_use,

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::upstream::{Echo, route};
@@ -18,29 +17,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// Writes `request` on a fresh connection and reads the whole answer (the
-/// request must say `Connection: close`): the head, lower-cased, and the
-/// body, de-chunked.
-async fn raw(addr: SocketAddr, request: &str) -> (String, Vec<u8>) {
-    let mut sock = TcpStream::connect(addr).await.unwrap();
-    sock.write_all(request.as_bytes()).await.unwrap();
-    let mut all = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut all))
-        .await
-        .expect("the gateway answers and closes")
-        .unwrap();
-    let end = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete head");
-    let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
-    let mut body = all[end + 4..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
-        body = dechunk(&body);
-    }
-    (head, body)
-}
 
 /// The echo upstream's JSON answer, from a raw exchange.
 fn echoed(head: &str, body: &[u8]) -> Value {

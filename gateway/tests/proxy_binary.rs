@@ -23,14 +23,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A 1 GiB request body streams through the proxy to the upstream, which
 /// counts every byte, while the gateway's peak RSS stays far below the body
 /// size; every proxied request logs one JSON access line with request id,

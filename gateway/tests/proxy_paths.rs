@@ -7,22 +7,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::upstream::{Echo, route};
 use common::*;
 use gateway::config::{AuthMode, Config, EscapedSlashes, RouteConfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn cinema_rules() -> Value {
-    let raw = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../plugins/role-rules/examples/cinema.json"),
-    )
-    .unwrap();
-    serde_json::from_str(&raw).unwrap()
-}
 
 /// The quickstart's shape: `/films` (optional, cinema rules) and `/vault`
 /// (required) on one upstream.

@@ -4,15 +4,14 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::upstream::{Echo, route};
 use common::*;
 use gateway::config::{AuthMode, Config, RouteConfig};
 use gateway::plugins::PluginSpec;
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use reqwest::StatusCode;
+use serde_json::json;
 
 /// A route to `upstream` guarded by `plugins`, in order.
 fn guarded(
@@ -26,41 +25,6 @@ fn guarded(
         plugins: plugins.iter().map(|p| p.to_string()).collect(),
         ..route(name, prefix, upstream, auth)
     }
-}
-
-fn cinema_rules() -> Value {
-    let raw = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../plugins/role-rules/examples/cinema.json"),
-    )
-    .unwrap();
-    serde_json::from_str(&raw).unwrap()
-}
-
-/// A user with `roles` (created and granted through the admin API); returns
-/// a fresh access token that carries them.
-async fn user_with_roles(app: &TestApp, admin: &str, login: &str, roles: &[&str]) -> String {
-    let (id, _, _) = app.user(login).await;
-    for role in roles {
-        let created = app
-            .post("/api/v1/roles", Some(admin), json!({"name": role}))
-            .await;
-        assert!(
-            created.status == 201 || created.status == 409,
-            "{}",
-            created.body
-        );
-        let granted = app
-            .send(
-                Method::PUT,
-                &format!("/api/v1/users/{id}/roles/{role}"),
-                Some(admin),
-                None,
-            )
-            .await;
-        assert!(granted.status.is_success(), "{}", granted.body);
-    }
-    app.tokens(login).await.0
 }
 
 /// role-rules decides through the proxy: a subscriber reaches premium films;

@@ -57,6 +57,7 @@ names = {
     "nginx": "b. nginx reverse proxy, no auth",
     "haproxy": "c. HAProxy 2.6, ES256 jwt_verify + role claim",
     "authgw": "d. authgw, ES256 + role-rules plugin + revocation",
+    "nginx-authz": "e. nginx auth_request → authgw (the decision of d)",
 }
 w("| system | req/s | p50 | p99 | errors / non-2xx | runs (req/s) |")
 w("| --- | ---: | ---: | ---: | ---: | --- |")
@@ -71,6 +72,11 @@ a = proxy["authgw"][0]
 r_ngx, r_hap, r_dir = ratio(a, proxy["nginx"][0]), ratio(a, proxy["haproxy"][0]), ratio(a, proxy["direct"][0])
 w(f"Ratios (req/s): authgw/nginx **{num(r_ngx, '{:.2f}')}×**, authgw/haproxy **{num(r_hap, '{:.2f}')}×**, "
   f"authgw/direct **{num(r_dir, '{:.2f}')}×**.")
+w("")
+e = proxy["nginx-authz"][0]
+w(f"Forward-auth: nginx auth_request → authgw **{num(e)} decisions/s**; "
+  f"e/nginx plain **{num(ratio(e, proxy['nginx'][0]), '{:.2f}')}×**, "
+  f"e/authgw's own proxy **{num(ratio(e, a), '{:.2f}')}×**.")
 w("")
 
 # --- auth API ------------------------------------------------------------

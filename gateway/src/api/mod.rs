@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod authz;
 pub mod extract;
 pub mod problem;
 mod ratelimit;
@@ -61,6 +62,12 @@ async fn canonical_target(
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // An Envoy ext_authz call carries the original path after a literal
+    // prefix; that path is made canonical on its own (forward_auth), so a
+    // `..` in it cannot climb into the prefix and reach another endpoint.
+    if crate::forward_auth::ext_authz_target(req.uri().path()).is_some() {
+        return next.run(req).await;
+    }
     match crate::proxy::path::rewrite(&mut req) {
         Ok(_) => next.run(req).await,
         Err(e) => crate::error::Error::from(e).into_response(),
@@ -88,6 +95,7 @@ fn routes(state: AppState) -> Router {
         .route("/api/v1/auth/check", get(auth::check))
         .merge(auth::me_routes())
         .merge(admin::routes())
+        .merge(authz::routes())
         .fallback(proxy)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(

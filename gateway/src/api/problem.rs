@@ -76,6 +76,9 @@ fn problem(e: Error) -> Problem {
         }
         Error::Forbidden(detail) => p(StatusCode::FORBIDDEN, "forbidden", detail),
         Error::NotFound { .. } => p(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        Error::MethodNotAllowed(detail) => {
+            p(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", detail)
+        }
         Error::Conflict { code, detail } => p(StatusCode::CONFLICT, code, detail),
         Error::BadRequest {
             code,

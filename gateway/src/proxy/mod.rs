@@ -9,7 +9,10 @@
 //!    (signature or the verified-token cache, claims, revocation set; never
 //!    the database), per the route's `auth` mode;
 //! 3. **policy**: the route's plugins, in order (first deny wins);
-//! 4. **pick upstream**: round-robin;
+//!
+//!    phases 1 to 3 are [`Proxy::decide`], the one decision the
+//!    forward-auth endpoints ([`crate::forward_auth`]) run too;
+//! 4. **pick upstream**: round-robin (a decision-only route has none: 404);
 //! 5. **upstream request filter**: identity, forwarding and request-id
 //!    headers; spoofed `X-User-*` (or `X_User_*`) and hop-by-hop headers
 //!    removed, and forwarding headers too unless the peer is a trusted
@@ -96,12 +99,32 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
 }
 
-/// What the access log line and the metrics need from the pipeline.
-struct Access {
-    route: Option<Arc<Route>>,
-    user: Option<uuid::Uuid>,
+/// What the access log line and the metrics need from the pipeline (and
+/// from a forward-auth decision), filled as far as it got.
+#[derive(Default)]
+pub struct Access {
+    pub route: Option<Arc<Route>>,
+    pub user: Option<uuid::Uuid>,
     /// The client's IP ([`crate::client_ip`]), once the pipeline reached phase 5.
-    client: Option<IpAddr>,
+    pub client: Option<IpAddr>,
+}
+
+/// Who asks for a decision: the proxy itself, for a request it will
+/// forward, or a forward-auth endpoint, for another proxy
+/// ([`crate::forward_auth`]). Only a decision may land on a decision-only
+/// route (one without `upstream`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    Proxy,
+    Decision,
+}
+
+/// An allowed request: its route, the caller (none when anonymous) and
+/// the header changes its plugins asked for.
+pub struct Allowed {
+    pub route: Arc<Route>,
+    pub identity: Option<Arc<Claims>>,
+    pub changes: policy::HeaderChanges,
 }
 
 impl Proxy {
@@ -154,11 +177,7 @@ impl Proxy {
         // (made so by the front layer in api::router, or here).
         let target = path::rewrite_once(&mut req);
         let path = req.uri().path().to_string();
-        let mut access = Access {
-            route: None,
-            user: None,
-            client: None,
-        };
+        let mut access = Access::default();
         let outcome = match target {
             Ok(escaped_slash) => {
                 self.pipeline(
@@ -175,14 +194,7 @@ impl Proxy {
         let response = match outcome {
             Ok(response) => response,
             Err(e) => {
-                if let Error::InvalidToken(why) = &e {
-                    self.metrics
-                        .auth_failures
-                        .get_or_create(&Reason {
-                            reason: failure_reason(why),
-                        })
-                        .inc();
-                }
+                self.count_refused_token(&e);
                 e.into_response()
             }
         };
@@ -206,41 +218,27 @@ impl Proxy {
         request_id: HeaderValue,
         access: &mut Access,
     ) -> Result<Response<Body>> {
-        // 1. route
+        // 1 to 3: route, request filter, policy
         let host = request_host(&req);
-        let lookup = runtime
-            .routes
-            .find(host.as_deref(), req.uri().path(), req.method());
-        path::check_escaped_slashes(escaped_slash, lookup.escaped_slashes())?;
-        let route = match lookup {
-            Lookup::Found(route) => route.clone(),
-            Lookup::MethodNotAllowed => {
-                return Ok(crate::api::problem::respond(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "this route does not accept the method".into(),
-                ));
-            }
-            Lookup::NotFound => {
-                return Err(Error::NotFound {
-                    what: "route",
-                    name: req.uri().path().to_string(),
-                });
-            }
-        };
-        access.route = Some(route.clone());
-
-        // 2. request filter: who is calling
-        let cookie = runtime.token_cookie.as_deref();
-        let identity = self.request_filter(&route, req.headers(), cookie)?;
-        access.user = identity.as_ref().map(|c| c.sub);
+        let Allowed {
+            route,
+            identity,
+            changes,
+        } = self.decide(
+            runtime,
+            &req,
+            host.as_deref(),
+            escaped_slash,
+            Purpose::Proxy,
+            access,
+        )?;
         let asks_upgrade = upgrade::requested(req.headers())?;
+        let cookie = runtime.token_cookie.as_deref();
 
-        // 3. policy
-        let changes = policy::decide(&route, &req, host.as_deref(), identity.as_deref())?;
-
-        // 4. pick upstream
-        let upstream = route.pick_upstream();
+        // 4. pick upstream (decide found none on a decision-only route)
+        let upstream = route
+            .pick_upstream()
+            .ok_or_else(|| not_found(req.uri().path()))?;
 
         // 5. upstream request filter
         let wants_upgrade = route.config.websocket && asks_upgrade;
@@ -323,6 +321,71 @@ impl Proxy {
         Ok(response.map(|b| Body::new(IdleTimeout::new(b, idle))))
     }
 
+    /// Phases 1 to 3, the whole decision, in memory: the route for (host,
+    /// canonical path, method), else 404 (405 when only the method is
+    /// wrong; an encoded slash the route refuses, 400); the token of
+    /// `Authorization` or the token cookie per the route's `auth` mode; then
+    /// the route's plugins. The proxy runs it on the client's request before
+    /// forwarding, and the forward-auth endpoints on the original request
+    /// another proxy describes ([`crate::forward_auth`]): one decision for
+    /// both. A proxied request that lands on a decision-only route is a 404.
+    pub fn decide<B>(
+        &self,
+        runtime: &Runtime,
+        req: &Request<B>,
+        host: Option<&str>,
+        escaped_slash: bool,
+        purpose: Purpose,
+        access: &mut Access,
+    ) -> Result<Allowed> {
+        // 1. route
+        let lookup = runtime.routes.find(host, req.uri().path(), req.method());
+        path::check_escaped_slashes(escaped_slash, lookup.escaped_slashes())?;
+        let route = match lookup {
+            Lookup::Found(route) => route.clone(),
+            Lookup::MethodNotAllowed => {
+                return Err(Error::MethodNotAllowed(
+                    "this route does not accept the method".into(),
+                ));
+            }
+            Lookup::NotFound => return Err(not_found(req.uri().path())),
+        };
+        if purpose == Purpose::Proxy && route.upstreams.is_empty() {
+            return Err(not_found(req.uri().path()));
+        }
+        access.route = Some(route.clone());
+
+        // 2. request filter: who is calling
+        let cookie = runtime.token_cookie.as_deref();
+        let identity = self.request_filter(&route, req.headers(), cookie)?;
+        access.user = identity.as_ref().map(|c| c.sub);
+
+        // 3. policy
+        let changes = policy::decide(&route, req, host, identity.as_deref())?;
+        Ok(Allowed {
+            route,
+            identity,
+            changes,
+        })
+    }
+
+    /// The runtime serving now (routes, plugins, token cookie).
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Counts a refused token under its reason (`proxy_auth_failures`).
+    fn count_refused_token(&self, e: &Error) {
+        if let Error::InvalidToken(why) = e {
+            self.metrics
+                .auth_failures
+                .get_or_create(&Reason {
+                    reason: failure_reason(why),
+                })
+                .inc();
+        }
+    }
+
     /// Phase 2: verifies the token per the route's `auth` mode.
     fn request_filter(
         &self,
@@ -387,9 +450,17 @@ fn response_filter(mut response: Response<Body>, request_id: HeaderValue) -> Res
     response
 }
 
+/// No route for `path` (or, for a proxied request, a decision-only one).
+fn not_found(path: &str) -> Error {
+    Error::NotFound {
+        what: "route",
+        name: path.to_string(),
+    }
+}
+
 /// The host the client asked for, as routes match it ([`path::canonical_host`]:
 /// lower-case, no port, no trailing dot): `Host`, else the URI's authority (HTTP/2).
-fn request_host(req: &Request<Body>) -> Option<String> {
+fn request_host<B>(req: &Request<B>) -> Option<String> {
     let raw = req
         .headers()
         .get(header::HOST)

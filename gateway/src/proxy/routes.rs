@@ -88,10 +88,11 @@ impl Route {
         self.config.auth
     }
 
-    /// Round-robin over the route's upstreams.
-    pub fn pick_upstream(&self) -> &Upstream {
+    /// Round-robin over the route's upstreams; none for a decision-only
+    /// route (no `upstream`).
+    pub fn pick_upstream(&self) -> Option<&Upstream> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.upstreams.len().max(1);
-        &self.upstreams[i.min(self.upstreams.len() - 1)]
+        self.upstreams.get(i)
     }
 
     /// Whether `path` is under this route's prefix, on a segment boundary:
@@ -344,13 +345,13 @@ mod tests {
         let Lookup::Found(a) = t.find(None, "/api/films/7", &Method::GET) else {
             panic!("route a expected");
         };
-        let up = a.pick_upstream().clone();
+        let up = a.pick_upstream().expect("an upstream").clone();
         assert_eq!(a.upstream_path(&up, "/api/films/7"), "/v2/7");
         assert_eq!(a.upstream_path(&up, "/api/films"), "/v2/");
         let Lookup::Found(b) = t.find(None, "/b/x", &Method::GET) else {
             panic!("route b expected");
         };
-        let up = b.pick_upstream().clone();
+        let up = b.pick_upstream().expect("an upstream").clone();
         assert_eq!(b.upstream_path(&up, "/b/x"), "/b/x");
     }
 }

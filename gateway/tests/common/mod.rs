@@ -392,6 +392,19 @@ impl TestApp {
         self.tokens(login).await.0
     }
 
+    /// `POST /api/v1/auth/logout` with `token`, which must succeed.
+    pub async fn logout(&self, token: &str) {
+        let out = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/auth/logout",
+                Some(token),
+                None,
+            )
+            .await;
+        assert!(out.status.is_success(), "{:?}", out.body);
+    }
+
     /// Triggers graceful shutdown and waits for the server to finish.
     pub async fn stop(&mut self) -> std::io::Result<()> {
         if let Some(tx) = self.shutdown.take() {
@@ -551,5 +564,96 @@ pub fn dechunk(mut raw: &[u8]) -> Vec<u8> {
         }
         out.extend_from_slice(&raw[..size]);
         raw = &raw[size + 2..];
+    }
+}
+
+/// Writes `request` on a fresh connection and reads the whole answer (the
+/// request must say `Connection: close`): the head, lower-cased, and the
+/// body, de-chunked.
+pub async fn raw(addr: SocketAddr, request: &str) -> (String, Vec<u8>) {
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut sock, request.as_bytes())
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut sock, &mut all),
+    )
+    .await
+    .expect("the gateway answers and closes")
+    .unwrap();
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
+    let mut body = all[end + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (head, body)
+}
+
+/// The quickstart's cinema rules (plugins/role-rules/examples/cinema.json).
+pub fn cinema_rules() -> Value {
+    let raw = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../plugins/role-rules/examples/cinema.json"),
+    )
+    .unwrap();
+    serde_json::from_str(&raw).unwrap()
+}
+
+/// A user with `roles` (created and granted through the admin API); returns
+/// a fresh access token that carries them.
+pub async fn user_with_roles(app: &TestApp, admin: &str, login: &str, roles: &[&str]) -> String {
+    let (id, _, _) = app.user(login).await;
+    for role in roles {
+        let created = app
+            .post("/api/v1/roles", Some(admin), json!({"name": role}))
+            .await;
+        assert!(
+            created.status == 201 || created.status == 409,
+            "{}",
+            created.body
+        );
+        let granted = app
+            .send(
+                reqwest::Method::PUT,
+                &format!("/api/v1/users/{id}/roles/{role}"),
+                Some(admin),
+                None,
+            )
+            .await;
+        assert!(granted.status.is_success(), "{}", granted.body);
+    }
+    app.tokens(login).await.0
+}
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `refused` until it says true; fails if that takes a second or more
+/// (a revoked token must be refused within a second).
+pub async fn refused_within_a_second<F, Fut>(mut refused: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !refused().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still allowed after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
