@@ -546,10 +546,9 @@ fn plugin_check_reports_the_interface_version_and_exit_codes() {
     let out = authgw(&["plugin", "check", rules.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
+    let first = stdout.lines().next().unwrap_or_default();
     assert!(
-        stdout
-            .trim_end()
-            .ends_with("exports authgw:policy/policy@0.2.0"),
+        first.ends_with("exports authgw:policy/policy@0.2.0"),
         "{stdout}"
     );
     let old = dist("legacy");
@@ -557,7 +556,9 @@ fn plugin_check_reports_the_interface_version_and_exit_codes() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout)
-            .trim_end()
+            .lines()
+            .next()
+            .unwrap_or_default()
             .ends_with("exports authgw:policy/policy@0.1.0"),
         "{}",
         text(&out.stdout)
@@ -575,6 +576,104 @@ fn plugin_check_reports_the_interface_version_and_exit_codes() {
     let out = authgw(&["plugin", "check", "no/such/plugin.wasm"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).starts_with("error: cannot read no/such/plugin.wasm"));
+}
+
+/// `plugin check` also instantiates the plugin and calls `configure` under
+/// the limits it is given, as the gateway does at load, and says what memory
+/// it starts with: a plugin that cannot start under its limit, or refuses
+/// its config, fails the check (exit 1); a limit out of range is exit 2
+/// naming the option.
+#[test]
+fn plugin_check_configures_the_plugin_under_its_limits() {
+    let rules = dist("role-rules");
+    let rules = rules.to_str().unwrap();
+    let cinema = example("cinema.json");
+    let out = authgw(&[
+        "plugin",
+        "check",
+        rules,
+        "--config",
+        cinema.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let second = stdout.lines().nth(1).unwrap_or_default();
+    assert!(
+        second.starts_with("configured under memory_limit 16MiB: starts with ")
+            && second.ends_with("of linear memory (instances are retired at 12MiB)"),
+        "{stdout}"
+    );
+
+    let out = authgw(&["plugin", "check", rules, "--memory-limit", "1MiB"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("error: ") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("memory") || stderr.contains("recycle_at"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"rules": [{"path": "films"}]}"#).unwrap();
+    let out = authgw(&["plugin", "check", rules, "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("configure refused the config"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = authgw(&["plugin", "check", rules, "--deadline", "5s"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).starts_with("error: --deadline: "),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// `plugin test --repeat N` runs every case N times under the given limits
+/// and reports each case's and the whole run's median and p99 call time.
+#[test]
+fn plugin_test_repeats_and_reports_call_times() {
+    let rules = dist("role-rules");
+    let (config, cases) = (example("cinema.json"), example("cinema-cases.toml"));
+    let out = authgw(&[
+        "plugin",
+        "test",
+        rules.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--cases",
+        cases.to_str().unwrap(),
+        "--repeat",
+        "50",
+        "--memory-limit",
+        "32MiB",
+        "--deadline",
+        "50ms",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.last(), Some(&"7 passed, 0 failed"));
+    let total = lines[lines.len() - 2];
+    assert!(
+        total.starts_with("call time over 350 calls: median ") && total.contains(" µs, p99 "),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("pass: ") && l.contains("(median "))
+            .count()
+            == 7,
+        "{stdout}"
+    );
 }
 
 /// `plugin test` prints a pass line per case and exits 0 when all pass; a

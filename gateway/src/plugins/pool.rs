@@ -24,6 +24,8 @@ pub struct Plugin {
     interface_version: String,
     /// What its `decide` reads, from `configure`.
     needs: Needs,
+    /// The linear memory of its first instance once configured, in bytes.
+    start_memory: usize,
     /// Warm instances; at most `target` are kept.
     pool: Mutex<Vec<Instance>>,
     target: usize,
@@ -62,6 +64,7 @@ impl Plugin {
                 recycle_at: blueprint.recycle_at,
             });
         }
+        let start_memory = first.memory_bytes();
         let mut warm = Vec::with_capacity(instances);
         warm.push(first);
         for _ in 1..instances {
@@ -71,6 +74,7 @@ impl Plugin {
             blueprint,
             interface_version,
             needs,
+            start_memory,
             pool: Mutex::new(warm),
             target: instances,
             owed: AtomicUsize::new(0),
@@ -92,6 +96,16 @@ impl Plugin {
     /// What its `decide` reads (everything, for a 0.1.0 plugin).
     pub fn needs(&self) -> &Needs {
         &self.needs
+    }
+
+    /// The linear memory a fresh instance has once configured, in bytes.
+    pub fn start_memory(&self) -> usize {
+        self.start_memory
+    }
+
+    /// The memory size at which an instance is retired (`recycle_at`).
+    pub fn recycle_at(&self) -> usize {
+        self.blueprint.recycle_at
     }
 
     /// The counters since load.
