@@ -676,6 +676,62 @@ fn plugin_test_repeats_and_reports_call_times() {
     );
 }
 
+/// A host started again with the same `cache_dir` (a restart) takes the
+/// compiled plugin from wasmtime's cache instead of compiling it, and the
+/// cached code decides the same; an empty `cache_dir` turns the cache off.
+/// `authgw plugin compile` warms the same cache.
+#[test]
+fn a_restart_takes_compiled_plugins_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let config = HostConfig {
+        cache_dir: cache.clone(),
+        ..HostConfig::default()
+    };
+    let specs = [spec("roles", "role-rules", cinema_config())];
+    let first = PluginHost::new(&config).unwrap();
+    first.load(&specs, Path::new("/")).unwrap();
+    let (hits, misses) = first.cache_stats().unwrap();
+    assert!(
+        hits == 0 && misses >= 1,
+        "first start: {hits} hits, {misses} misses"
+    );
+    let second = PluginHost::new(&config).unwrap();
+    let set = second.load(&specs, Path::new("/")).unwrap();
+    let (hits, misses) = second.cache_stats().unwrap();
+    assert!(
+        hits >= 1 && misses == 0,
+        "restart: {hits} hits, {misses} misses"
+    );
+    let chain = [one(&set, "roles")];
+    assert_eq!(
+        run_chain(&chain, &request("/films"), None).unwrap(),
+        Decision::allow()
+    );
+    let off = PluginHost::new(&HostConfig {
+        cache_dir: PathBuf::new(),
+        ..HostConfig::default()
+    })
+    .unwrap();
+    assert_eq!(off.cache_stats(), None);
+
+    let warm = dir.path().join("warm");
+    let (rules, warm_arg) = (dist("allow-all"), warm.to_str().unwrap().to_string());
+    let compile = || {
+        let out = authgw(&[
+            "plugin",
+            "compile",
+            rules.to_str().unwrap(),
+            "--cache-dir",
+            &warm_arg,
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert!(compile().contains("compiled into the cache"));
+    assert!(compile().contains("already in the cache"));
+}
+
 /// `plugin test` prints a pass line per case and exits 0 when all pass; a
 /// wrong expectation is a FAIL line and exit 1; an invalid cases file is
 /// exit 2 naming the file and the key.

@@ -36,13 +36,34 @@ impl std::fmt::Display for AuthoringError {
     }
 }
 
-/// One host for a one-shot tool: no pooling reservations needed.
+/// One host for a one-shot tool: no pooling reservations needed; the
+/// compiled-code cache at its default place (`plugin_host.cache_dir`).
 fn tool_host() -> Result<PluginHost, AuthoringError> {
+    tool_host_caching_in(&super::spec::default_cache_dir())
+}
+
+fn tool_host_caching_in(cache_dir: &Path) -> Result<PluginHost, AuthoringError> {
     let config = HostConfig {
         pooling_allocator: false,
+        cache_dir: cache_dir.to_path_buf(),
         ..HostConfig::default()
     };
     PluginHost::new(&config).map_err(|e| AuthoringError::Failed(e.to_string()))
+}
+
+/// `plugin compile`: compiles `file` into the compiled-code cache in
+/// `cache_dir`, so the gateway's next start or reload finds it there.
+/// Returns whether it was there already.
+pub fn compile(file: &Path, cache_dir: &Path) -> Result<bool, AuthoringError> {
+    readable(file)?;
+    if cache_dir.as_os_str().is_empty() {
+        return Err(AuthoringError::Input(
+            "--cache-dir: empty; there is nothing to warm without a cache".into(),
+        ));
+    }
+    let host = tool_host_caching_in(cache_dir)?;
+    host.compile(file).map_err(AuthoringError::Failed)?;
+    Ok(host.cache_stats().is_some_and(|(hits, _)| hits > 0))
 }
 
 fn readable(file: &Path) -> Result<(), AuthoringError> {
@@ -459,6 +480,15 @@ pub enum PluginCommand {
         #[command(flatten)]
         limits: ToolLimits,
     },
+    /// Compile a plugin into the compiled-code cache, so that the gateway's
+    /// next start or reload with it does not compile it again.
+    Compile {
+        /// The component (.wasm).
+        file: std::path::PathBuf,
+        /// The cache, as `plugin_host.cache_dir` in gateway.toml
+        #[arg(long, value_name = "DIR", default_value = ".cache/plugins")]
+        cache_dir: std::path::PathBuf,
+    },
     /// Run the plugin's `decide` on the cases of a TOML file and compare the
     /// decisions with the expected ones (see docs/plugins.md).
     Test {
@@ -491,6 +521,16 @@ pub fn run(cmd: &PluginCommand) -> Result<(), AuthoringError> {
                 ByteSize(report.start_memory as u64),
                 ByteSize(report.recycle_at as u64)
             );
+            Ok(())
+        }
+        PluginCommand::Compile { file, cache_dir } => {
+            let cached = compile(file, cache_dir)?;
+            let how = if cached {
+                "already in the cache"
+            } else {
+                "compiled into the cache"
+            };
+            println!("ok: {} {how} at {}", file.display(), cache_dir.display());
             Ok(())
         }
         PluginCommand::Test {

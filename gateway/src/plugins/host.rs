@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -29,6 +29,8 @@ pub(crate) struct HostShared {
     linker: Linker<State>,
     config: HostConfig,
     pub(crate) ticker: Arc<Ticker>,
+    /// The compiled-code cache the engine uses (shares its counters).
+    cache: Option<wasmtime::Cache>,
 }
 
 impl Drop for HostShared {
@@ -56,7 +58,14 @@ impl std::fmt::Debug for PluginHost {
 impl PluginHost {
     /// Builds the engine and starts the epoch ticker.
     pub fn new(cfg: &HostConfig) -> Result<Self, PluginError> {
-        let engine = Engine::new(&engine_config(cfg)?).map_err(|e| {
+        let cache = if cfg.cache_dir.as_os_str().is_empty() {
+            None
+        } else {
+            Some(compile_cache(&cfg.cache_dir)?)
+        };
+        let mut config = engine_config(cfg)?;
+        config.cache(cache.clone());
+        let engine = Engine::new(&config).map_err(|e| {
             PluginError::Host(format!("cannot create the engine: {}", one_line(&e)))
         })?;
         let linker = host_linker(&engine)
@@ -66,6 +75,7 @@ impl PluginHost {
             linker,
             config: cfg.clone(),
             ticker: Arc::default(),
+            cache,
         });
         shared
             .ticker
@@ -77,6 +87,15 @@ impl PluginHost {
     /// The shared engine (for inspection tools).
     pub fn engine(&self) -> &Engine {
         &self.shared.engine
+    }
+
+    /// Compilations served from the compiled-code cache and compilations
+    /// done, since this host started; `None` without a cache.
+    pub fn cache_stats(&self) -> Option<(usize, usize)> {
+        self.shared
+            .cache
+            .as_ref()
+            .map(|c| (c.cache_hits(), c.cache_misses()))
     }
 
     /// Compiles every plugin once, checks it against the WIT world, and
@@ -111,17 +130,26 @@ impl PluginHost {
         Ok(PluginSet { plugins })
     }
 
-    /// Reads and compiles one component file.
-    pub(crate) fn compile(&self, path: &Path) -> Result<Component, String> {
+    /// Reads and compiles one component file, from the compiled-code cache
+    /// when it holds this component for this engine configuration.
+    pub fn compile(&self, path: &Path) -> Result<Component, String> {
         let bytes =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Component::from_binary(&self.shared.engine, &bytes).map_err(|e| {
+        let (hits, started) = (self.cache_stats().map(|(h, _)| h), Instant::now());
+        let component = Component::from_binary(&self.shared.engine, &bytes).map_err(|e| {
             format!(
                 "{} is not a WebAssembly component: {}",
                 path.display(),
                 one_line(&e)
             )
-        })
+        })?;
+        tracing::info!(
+            file = %path.display(),
+            from_cache = hits.is_some() && self.cache_stats().map(|(h, _)| h) > hits,
+            ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+            "plugin compiled"
+        );
+        Ok(component)
     }
 
     /// Type-checks a compiled component against the `plugin` world: its
@@ -217,7 +245,7 @@ fn engine_config(cfg: &HostConfig) -> Result<Config, PluginError> {
     if cfg.pooling_allocator {
         if cfg.pool_slots == 0 {
             return Err(PluginError::Host(
-                "plugins.pool_slots must be at least 1".into(),
+                "plugin_host.pool_slots must be at least 1".into(),
             ));
         }
         let slots = cfg.pool_slots;
@@ -234,6 +262,17 @@ fn engine_config(cfg: &HostConfig) -> Result<Config, PluginError> {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     Ok(config)
+}
+
+/// wasmtime's compiled-code cache in `dir` (made absolute against the
+/// working directory, created if missing).
+fn compile_cache(dir: &Path) -> Result<wasmtime::Cache, PluginError> {
+    let bad =
+        |e: String| PluginError::Host(format!("plugin_host.cache_dir {}: {e}", dir.display()));
+    let absolute = std::path::absolute(dir).map_err(|e| bad(e.to_string()))?;
+    let mut config = wasmtime::CacheConfig::new();
+    config.with_directory(absolute);
+    wasmtime::Cache::new(config).map_err(|e| bad(one_line(&e)))
 }
 
 fn host_linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {

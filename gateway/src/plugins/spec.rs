@@ -27,6 +27,12 @@ pub struct HostConfig {
     /// allocator it is the size of each reserved memory slot.
     #[serde(default = "default_memory_limit")]
     pub max_memory_limit: ByteSize,
+    /// Where compiled plugins are kept (wasmtime's cache, keyed by the
+    /// component's bytes and the engine's configuration), so a start or a
+    /// reload with unchanged plugins does not compile them again. Relative
+    /// to the working directory; "" turns the cache off.
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
 }
 
 impl Default for HostConfig {
@@ -35,8 +41,14 @@ impl Default for HostConfig {
             pooling_allocator: true,
             pool_slots: default_pool_slots(),
             max_memory_limit: default_memory_limit(),
+            cache_dir: default_cache_dir(),
         }
     }
+}
+
+/// `plugin_host.cache_dir`'s default.
+pub fn default_cache_dir() -> PathBuf {
+    PathBuf::from(".cache/plugins")
 }
 
 /// One plugin: which file, its config, and its limits.
