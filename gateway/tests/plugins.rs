@@ -732,6 +732,103 @@ fn a_restart_takes_compiled_plugins_from_the_cache() {
     assert!(compile().contains("already in the cache"));
 }
 
+/// The example policy (plugins/examples) decides the same in Rust
+/// (role-rules with premium-gate-role-rules.json) and in Python
+/// (componentize-py, plugins/dist/premium-gate-py.wasm): the same requests
+/// get the same decisions through `run_chain`, and `authgw plugin test`
+/// passes the shared cases file for both. The Python component embeds
+/// CPython: it starts at about 12.4 MiB, so it gets 64 MiB.
+#[test]
+fn the_example_policy_decides_the_same_in_rust_and_python() {
+    let host = PluginHost::new(&HostConfig {
+        pooling_allocator: false,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples");
+    let config = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(examples.join(name)).unwrap()).unwrap()
+    };
+    let rust = spec(
+        "gate-rust",
+        "role-rules",
+        config("premium-gate-role-rules.json"),
+    );
+    let mut python = spec("gate-py", "premium-gate-py", config("premium-gate.json"));
+    python.memory_limit = ByteSize(64 << 20);
+    let set = host.load(&[rust, python], Path::new("/")).unwrap();
+    let (rust, python) = ([one(&set, "gate-rust")], [one(&set, "gate-py")]);
+    let cases: [(&str, Option<&[&str]>, Decision); 5] = [
+        (
+            "/films/premium/42",
+            Some(&["subscriber"]),
+            Decision::allow(),
+        ),
+        (
+            "/films/premium/42",
+            Some(&["trial"]),
+            deny(402, "requires one of the roles: subscriber"),
+        ),
+        (
+            "/films/premium",
+            None,
+            Decision::Deny {
+                status: 401,
+                reason: String::new(),
+            },
+        ),
+        ("/films/premiumx", None, Decision::allow()),
+        ("/films", Some(&[]), Decision::allow()),
+    ];
+    for (path, roles, want) in cases {
+        let identity = roles.map(|r| user("alice", r));
+        let mut got = Vec::new();
+        for chain in [&rust, &python] {
+            let mut d = run_chain(chain, &request(path), identity.as_ref()).unwrap();
+            if let Decision::Deny {
+                status: 401,
+                reason,
+            } = &mut d
+            {
+                // The wording of "log in first" is each plugin's own.
+                reason.clear();
+            }
+            got.push(d);
+        }
+        assert_eq!(got, vec![want.clone(), want], "{path} {roles:?}");
+    }
+    let cases = examples.join("premium-gate-cases.toml");
+    for (file, config, limits) in [
+        ("role-rules", "premium-gate-role-rules.json", vec![]),
+        (
+            "premium-gate-py",
+            "premium-gate.json",
+            vec!["--memory-limit", "64MiB", "--deadline", "250ms"],
+        ),
+    ] {
+        let (wasm, config) = (dist(file), examples.join(config));
+        let mut args = vec![
+            "plugin",
+            "test",
+            wasm.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--cases",
+            cases.to_str().unwrap(),
+        ];
+        args.extend(limits);
+        let out = authgw(&args);
+        let stdout = text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{file}: {stdout}{}",
+            text(&out.stderr)
+        );
+        assert_eq!(stdout.lines().last(), Some("5 passed, 0 failed"), "{file}");
+    }
+}
+
 /// `plugin test` prints a pass line per case and exits 0 when all pass; a
 /// wrong expectation is a FAIL line and exit 1; an invalid cases file is
 /// exit 2 naming the file and the key.
