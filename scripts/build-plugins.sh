@@ -67,3 +67,24 @@ if [[ ! -f $PY_OUT || $PY_SRC/app.py -nt $PY_OUT || $PLUGINS/wit/policy.wit -nt 
     mv "$PY_OUT.tmp" "$PY_OUT"
     printf 'built plugins/dist/premium-gate-py.wasm\n' >&2
 fi
+
+# --- the JavaScript example (plugins/examples/js) ----------------------------
+# componentize-js, pinned by package-lock.json (npm ci the first time), called
+# directly: jco 1.35's `componentize` fails with "failed to get path
+# metadata". `-d http fetch-event` leaves out the WASI features the host does
+# not offer. Rebuilt when policy.js, the lock or the WIT is newer.
+JS_SRC=$PLUGINS/examples/js
+JS_OUT=$DIST/premium-gate-js.wasm
+if [[ ! -f $JS_OUT || $JS_SRC/policy.js -nt $JS_OUT || $JS_SRC/package-lock.json -nt $JS_OUT \
+    || $PLUGINS/wit/policy.wit -nt $JS_OUT ]]; then
+    command -v npm >/dev/null 2>&1 || die "npm not found; it builds the JavaScript example plugin (Debian: apt-get install npm)"
+    if [[ ! -x $JS_SRC/node_modules/.bin/componentize-js ]]; then
+        printf '==> npm ci in plugins/examples/js (componentize-js)\n' >&2
+        (cd "$JS_SRC" && npm ci --silent --no-audit --no-fund) || die "npm ci in plugins/examples/js failed"
+    fi
+    (cd "$JS_SRC" && node_modules/.bin/componentize-js policy.js --wit "$PLUGINS/wit" --world-name plugin \
+        -d http fetch-event -o "$JS_OUT.tmp" >/dev/null) \
+        || die "componentize-js failed on plugins/examples/js/policy.js"
+    mv "$JS_OUT.tmp" "$JS_OUT"
+    printf 'built plugins/dist/premium-gate-js.wasm\n' >&2
+fi

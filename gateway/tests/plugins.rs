@@ -338,6 +338,44 @@ fn a_leaking_guest_is_recycled_before_its_limit() {
     assert!((400..=1000).contains(&retired), "{stats:?}");
 }
 
+/// The JavaScript example at 32 MiB serves 100,000 calls with no failure:
+/// whatever its engine keeps, an instance is retired at `recycle_at` before
+/// it reaches the limit. Without retirement, call 60,094 fails here (memory,
+/// 503): checked by disabling it.
+#[test]
+fn the_js_example_serves_100_000_calls_without_a_failure() {
+    let host = PluginHost::new(&HostConfig {
+        pooling_allocator: false,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(examples.join("premium-gate.json")).unwrap())
+            .unwrap();
+    let mut js = spec("gate-js", "premium-gate-js", config);
+    js.memory_limit = ByteSize(32 << 20);
+    js.instances = 1;
+    let set = host.load(&[js], Path::new("/")).unwrap();
+    let chain = [one(&set, "gate-js")];
+    let trial = user("bob", &["trial"]);
+    for i in 0..100_000 {
+        let (path, identity) = if i % 2 == 0 {
+            ("/films/premium/42", Some(&trial))
+        } else {
+            ("/films", None)
+        };
+        if let Err(failure) = run_chain(&chain, &request(path), identity) {
+            panic!("call {i} failed: {failure}");
+        }
+    }
+    let stats = chain[0].stats();
+    assert_eq!(stats.calls, 100_000);
+    assert!(stats.failures.iter().all(|(_, n)| *n == 0), "{stats:?}");
+    // Its memory does grow: 2 instances retired here (24 MiB of 32).
+    assert!(stats.retired_for(Retirement::Memory) >= 1, "{stats:?}");
+}
+
 /// `max_calls_per_instance` retires an instance after that many calls, with
 /// no failed call; the pool keeps serving.
 #[test]
@@ -733,13 +771,14 @@ fn a_restart_takes_compiled_plugins_from_the_cache() {
 }
 
 /// The example policy (plugins/examples) decides the same in Rust
-/// (role-rules with premium-gate-role-rules.json) and in Python
-/// (componentize-py, plugins/dist/premium-gate-py.wasm): the same requests
-/// get the same decisions through `run_chain`, and `authgw plugin test`
-/// passes the shared cases file for both. The Python component embeds
-/// CPython: it starts at about 12.4 MiB, so it gets 64 MiB.
+/// (role-rules with premium-gate-role-rules.json), in Python
+/// (componentize-py, plugins/dist/premium-gate-py.wasm) and in JavaScript
+/// (componentize-js, premium-gate-js.wasm): the same requests get the same
+/// decisions through `run_chain`, and `authgw plugin test` passes the shared
+/// cases file for all three. The Python component embeds CPython (it starts
+/// at about 12.4 MiB: 64 MiB), the JS one SpiderMonkey (about 9 MiB: 32 MiB).
 #[test]
-fn the_example_policy_decides_the_same_in_rust_and_python() {
+fn the_example_policy_decides_the_same_in_rust_python_and_js() {
     let host = PluginHost::new(&HostConfig {
         pooling_allocator: false,
         ..HostConfig::default()
@@ -756,8 +795,14 @@ fn the_example_policy_decides_the_same_in_rust_and_python() {
     );
     let mut python = spec("gate-py", "premium-gate-py", config("premium-gate.json"));
     python.memory_limit = ByteSize(64 << 20);
-    let set = host.load(&[rust, python], Path::new("/")).unwrap();
-    let (rust, python) = ([one(&set, "gate-rust")], [one(&set, "gate-py")]);
+    let mut js = spec("gate-js", "premium-gate-js", config("premium-gate.json"));
+    js.memory_limit = ByteSize(32 << 20);
+    let set = host.load(&[rust, python, js], Path::new("/")).unwrap();
+    let (rust, python, js) = (
+        [one(&set, "gate-rust")],
+        [one(&set, "gate-py")],
+        [one(&set, "gate-js")],
+    );
     let cases: [(&str, Option<&[&str]>, Decision); 5] = [
         (
             "/films/premium/42",
@@ -783,7 +828,7 @@ fn the_example_policy_decides_the_same_in_rust_and_python() {
     for (path, roles, want) in cases {
         let identity = roles.map(|r| user("alice", r));
         let mut got = Vec::new();
-        for chain in [&rust, &python] {
+        for chain in [&rust, &python, &js] {
             let mut d = run_chain(chain, &request(path), identity.as_ref()).unwrap();
             if let Decision::Deny {
                 status: 401,
@@ -795,7 +840,11 @@ fn the_example_policy_decides_the_same_in_rust_and_python() {
             }
             got.push(d);
         }
-        assert_eq!(got, vec![want.clone(), want], "{path} {roles:?}");
+        assert_eq!(
+            got,
+            vec![want.clone(), want.clone(), want],
+            "{path} {roles:?}"
+        );
     }
     let cases = examples.join("premium-gate-cases.toml");
     for (file, config, limits) in [
@@ -804,6 +853,11 @@ fn the_example_policy_decides_the_same_in_rust_and_python() {
             "premium-gate-py",
             "premium-gate.json",
             vec!["--memory-limit", "64MiB", "--deadline", "250ms"],
+        ),
+        (
+            "premium-gate-js",
+            "premium-gate.json",
+            vec!["--memory-limit", "32MiB", "--deadline", "250ms"],
         ),
     ] {
         let (wasm, config) = (dist(file), examples.join(config));
