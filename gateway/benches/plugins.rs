@@ -8,6 +8,11 @@
 //! reads everything would get.
 //! Budget: role-rules' `decide` at most 2 µs at the median.
 //!
+//! `plugin_decide_example`: the example policy premium-gate (plugins/examples)
+//! in Rust (role-rules with premium-gate-role-rules.json), Python
+//! (componentize-py) and JavaScript (componentize-js), on the same request
+//! and caller (a subscriber, allowed): what the language costs.
+//!
 //! Needs plugins/dist/ (scripts/build-plugins.sh). Run with
 //! `cargo bench --bench plugins`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -98,5 +103,64 @@ fn decide(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decide);
+fn example_in_three_languages(c: &mut Criterion) {
+    // 64 MiB for CPython: no pooled slots.
+    let host = PluginHost::new(&HostConfig {
+        pooling_allocator: false,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples");
+    let config = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(examples.join(name)).unwrap()).unwrap()
+    };
+    let mut specs = Vec::new();
+    for (name, file, config, mib) in [
+        (
+            "rust",
+            "role-rules",
+            config("premium-gate-role-rules.json"),
+            16,
+        ),
+        ("python", "premium-gate-py", config("premium-gate.json"), 64),
+        ("js", "premium-gate-js", config("premium-gate.json"), 32),
+    ] {
+        let mut spec = PluginSpec::new(name, dist(file));
+        spec.config = config;
+        spec.instances = 1;
+        spec.memory_limit = gateway::plugins::ByteSize(mib << 20);
+        spec.deadline = std::time::Duration::from_secs(1);
+        specs.push(spec);
+    }
+    let set = host.load(&specs, Path::new("/")).unwrap();
+    let parts = RequestParts {
+        method: "GET",
+        path: "/films/premium/42",
+        query: None,
+        host: Some("cinema.example"),
+        route: "films",
+    };
+    let roles = ["subscriber".to_string()];
+    let caller = CallerParts {
+        user_id: &"5f0c7e9a-0000-4000-8000-000000000001",
+        login: "alice",
+        session_id: &"5f0c7e9a-0000-4000-8000-000000000002",
+        roles: &roles,
+        is_admin: false,
+        expires_at: 4_102_444_800,
+    };
+    let mut group = c.benchmark_group("plugin_decide_example");
+    for name in ["rust", "python", "js"] {
+        let chain = [set.get(name).unwrap()];
+        let needs = chain_needs(&chain);
+        let request = needs.request(parts, []);
+        let identity = needs.identity(caller);
+        group.bench_function(name, |b| {
+            b.iter(|| run_chain(black_box(&chain), black_box(&request), Some(&identity)).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decide, example_in_three_languages);
 criterion_main!(benches);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::upstream::{Echo, route};
 use common::*;
 use gateway::config::{AuthMode, Config, RouteConfig};
-use gateway::plugins::PluginSpec;
+use gateway::plugins::{ByteSize, PluginSpec};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -268,4 +268,74 @@ async fn bad_plugins_are_startup_errors() {
         err.contains("routes[0].plugins") && err.contains("'ghost'"),
         "{err}"
     );
+}
+
+/// The example policy in Rust, Python and JavaScript behind the proxy (the
+/// components scripts/build-plugins.sh builds from plugins/examples): for
+/// each language a subscriber reaches the upstream, a trial user gets the
+/// policy's 402 and reason and never reaches it, an anonymous caller gets
+/// 401, and a path outside the gate passes.
+#[tokio::test]
+async fn the_example_policy_in_three_languages_guards_its_routes() {
+    let echo = Echo::start("films").await;
+    let gate =
+        |prefix: &str| json!({"prefix": prefix, "any_of": ["subscriber"], "deny_status": 402});
+    let interpreted = |name: &str, file: &str, prefix: &str, mib: u64| {
+        let mut spec = plugin(name, file, gate(prefix));
+        spec.memory_limit = ByteSize(mib << 20);
+        spec.deadline = Duration::from_millis(250);
+        spec.instances = 1;
+        spec
+    };
+    let app = spawn_app_with(|c: &mut Config| {
+        // 64 MiB for CPython: no pooled slots of that size for every test.
+        c.plugin_host.pooling_allocator = false;
+        c.plugins = vec![
+            plugin(
+                "gate-rust",
+                "role-rules",
+                json!({"rules": [{"path": "/rust/premium", "any_of": ["subscriber"], "deny_status": 402}], "default": "allow"}),
+            ),
+            interpreted("gate-py", "premium-gate-py", "/py/premium", 64),
+            interpreted("gate-js", "premium-gate-js", "/js/premium", 32),
+        ];
+        c.routes = ["rust", "py", "js"]
+            .iter()
+            .map(|lang| {
+                guarded(
+                    lang,
+                    &format!("/{lang}"),
+                    &echo.url(),
+                    AuthMode::Optional,
+                    &[&format!("gate-{lang}")],
+                )
+            })
+            .collect();
+    })
+    .await;
+    let admin = app.admin("root").await;
+    let subscriber = user_with_roles(&app, &admin, "sub", &["subscriber"]).await;
+    let trial = user_with_roles(&app, &admin, "tri", &["trial"]).await;
+    for lang in ["rust", "py", "js"] {
+        let premium = format!("/{lang}/premium/42");
+        let ok = app.get(&premium, Some(&subscriber)).await;
+        assert_eq!(ok.status, StatusCode::OK, "{lang}: {}", ok.body);
+        let hits = echo.hits();
+        let denied = app.get(&premium, Some(&trial)).await;
+        denied.assert_problem(402, "policy_denied");
+        assert_eq!(
+            denied.body["detail"], "requires one of the roles: subscriber",
+            "{lang}"
+        );
+        app.get(&premium, None)
+            .await
+            .assert_problem(401, "policy_denied");
+        assert_eq!(
+            echo.hits(),
+            hits,
+            "{lang}: a denied request reached the upstream"
+        );
+        let open = app.get(&format!("/{lang}/catalogue"), None).await;
+        assert_eq!(open.status, StatusCode::OK, "{lang}");
+    }
 }
