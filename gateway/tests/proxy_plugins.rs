@@ -339,3 +339,62 @@ async fn the_example_policy_in_three_languages_guards_its_routes() {
         assert_eq!(open.status, StatusCode::OK, "{lang}");
     }
 }
+
+/// An interpreted plugin that runs out of memory fails closed behind the
+/// proxy: the JavaScript example given only a little more memory than it
+/// starts with (and no retirement before the limit, `recycle_at` =
+/// `memory_limit`) soon cannot grow (at request 4,024 here); that request
+/// gets 503 `policy_failed`, never the upstream, and the next one is served
+/// by a fresh instance.
+#[tokio::test]
+async fn an_interpreted_plugin_out_of_memory_fails_closed() {
+    let echo = Echo::start("films").await;
+    let start = {
+        let host = gateway::plugins::PluginHost::new(&gateway::plugins::HostConfig {
+            pooling_allocator: false,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut spec = plugin("probe", "premium-gate-js", json!({}));
+        spec.memory_limit = ByteSize(32 << 20);
+        spec.instances = 1;
+        let set = host.load(&[spec], std::path::Path::new("/")).unwrap();
+        set.get("probe").unwrap().start_memory() as u64
+    };
+    let app = spawn_app_with(|c: &mut Config| {
+        c.plugin_host.pooling_allocator = false;
+        let mut js = plugin(
+            "gate-js",
+            "premium-gate-js",
+            json!({"prefix": "/js/premium"}),
+        );
+        js.memory_limit = ByteSize(start + (256 << 10));
+        js.recycle_at = Some(js.memory_limit);
+        js.deadline = Duration::from_millis(250);
+        js.instances = 1;
+        c.plugins = vec![js];
+        c.routes = vec![guarded(
+            "js",
+            "/js",
+            &echo.url(),
+            AuthMode::Optional,
+            &["gate-js"],
+        )];
+    })
+    .await;
+    let mut failed_at = None;
+    for i in 0..20_000 {
+        let hits = echo.hits();
+        let r = app.get("/js/catalogue", None).await;
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.assert_problem(503, "policy_failed");
+            assert_eq!(echo.hits(), hits, "a failed decision reached the upstream");
+            failed_at = Some(i);
+            break;
+        }
+        assert_eq!(r.status, StatusCode::OK, "call {i}: {}", r.body);
+    }
+    let failed_at = failed_at.expect("the JS instance never ran out of 256 KiB of headroom");
+    eprintln!("the JS example ran out of memory at request {failed_at}");
+    assert_eq!(app.get("/js/catalogue", None).await.status, StatusCode::OK);
+}
