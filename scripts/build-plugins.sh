@@ -45,28 +45,30 @@ for manifest in */Cargo.toml fixtures/*/Cargo.toml; do
     fi
 done
 
-# --- the Python example (plugins/examples/python) ----------------------------
+# --- Python components: the example (plugins/examples/python) and a fixture
 # componentize-py, pinned, in a venv of its own under the plugins' target
-# directory (installed from PyPI the first time). Rebuilt when app.py or the
-# WIT is newer than the component.
+# directory (installed from PyPI the first time). Each is rebuilt when its
+# app.py or the WIT is newer than the component.
 COMPONENTIZE_PY=0.25.1
 PY_VENV=$TARGET_DIR/componentize-py-$COMPONENTIZE_PY
-PY_SRC=$PLUGINS/examples/python
-PY_OUT=$DIST/premium-gate-py.wasm
-if [[ ! -f $PY_OUT || $PY_SRC/app.py -nt $PY_OUT || $PLUGINS/wit/policy.wit -nt $PY_OUT ]]; then
+build_python() { # SOURCE_DIR NAME
+    local src=$1 out=$DIST/$2.wasm
+    [[ ! -f $out || $src/app.py -nt $out || $PLUGINS/wit/policy.wit -nt $out ]] || return 0
     if [[ ! -x $PY_VENV/bin/componentize-py ]]; then
-        command -v python3 >/dev/null 2>&1 || die "python3 not found; it builds the Python example plugin"
+        command -v python3 >/dev/null 2>&1 || die "python3 not found; it builds the Python plugins"
         printf '==> componentize-py %s into %s\n' "$COMPONENTIZE_PY" "$PY_VENV" >&2
         python3 -m venv "$PY_VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
         "$PY_VENV/bin/pip" install --quiet "componentize-py==$COMPONENTIZE_PY" \
             || die "pip install componentize-py==$COMPONENTIZE_PY failed"
     fi
-    (cd "$PY_SRC" && "$PY_VENV/bin/componentize-py" -d "$PLUGINS/wit" -w plugin \
-        componentize app -o "$PY_OUT.tmp" >/dev/null) \
-        || die "componentize-py failed on plugins/examples/python/app.py"
-    mv "$PY_OUT.tmp" "$PY_OUT"
-    printf 'built plugins/dist/premium-gate-py.wasm\n' >&2
-fi
+    (cd "$src" && "$PY_VENV/bin/componentize-py" -d "$PLUGINS/wit" -w plugin \
+        componentize app -o "$out.tmp" >/dev/null) \
+        || die "componentize-py failed on $src/app.py"
+    mv "$out.tmp" "$out"
+    printf 'built plugins/dist/%s.wasm\n' "$2" >&2
+}
+build_python "$PLUGINS/examples/python" premium-gate-py
+build_python "$PLUGINS/fixtures/python-trap" python-trap
 
 # --- the JavaScript example (plugins/examples/js) ----------------------------
 # componentize-js, pinned by package-lock.json (npm ci the first time), called

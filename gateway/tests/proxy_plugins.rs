@@ -398,3 +398,40 @@ async fn an_interpreted_plugin_out_of_memory_fails_closed() {
     eprintln!("the JS example ran out of memory at request {failed_at}");
     assert_eq!(app.get("/js/catalogue", None).await.status, StatusCode::OK);
 }
+
+/// A Python plugin whose `decide` raises (the fixture python-trap, built
+/// with componentize-py) fails closed behind the proxy: 503 `policy_failed`,
+/// counted as a trap, never the upstream; the next request is served by a
+/// fresh instance.
+#[tokio::test]
+async fn a_python_plugin_that_raises_fails_closed() {
+    let echo = Echo::start("films").await;
+    let app = spawn_app_with(|c: &mut Config| {
+        c.plugin_host.pooling_allocator = false;
+        let mut py = plugin("py-trap", "python-trap", json!({}));
+        py.memory_limit = ByteSize(64 << 20);
+        py.deadline = Duration::from_millis(250);
+        py.instances = 1;
+        c.plugins = vec![py];
+        c.routes = vec![guarded(
+            "py",
+            "/py",
+            &echo.url(),
+            AuthMode::Optional,
+            &["py-trap"],
+        )];
+    })
+    .await;
+    assert_eq!(app.get("/py/ok", None).await.status, StatusCode::OK);
+    let hits = echo.hits();
+    app.get("/py/boom", None)
+        .await
+        .assert_problem(503, "policy_failed");
+    assert_eq!(echo.hits(), hits, "a failed decision reached the upstream");
+    assert_eq!(app.get("/py/ok", None).await.status, StatusCode::OK);
+    assert_eq!(
+        app.metric("authgw_plugin_failures_total{plugin=\"py-trap\",kind=\"trap\"}")
+            .await,
+        1.0
+    );
+}
