@@ -27,6 +27,18 @@ fn guarded(
     }
 }
 
+/// A `[[plugins]]` entry for an interpreted plugin (Python, JS): one
+/// instance, `mib` MiB of memory, a deadline of 250 ms (a busy test host).
+/// The gateway then needs `plugin_host.pooling_allocator = false`: no pooled
+/// slots of that size for every test.
+fn interpreted(name: &str, file: &str, config: serde_json::Value, mib: u64) -> PluginSpec {
+    let mut spec = plugin(name, file, config);
+    spec.memory_limit = ByteSize(mib << 20);
+    spec.deadline = Duration::from_millis(250);
+    spec.instances = 1;
+    spec
+}
+
 /// role-rules decides through the proxy: a subscriber reaches premium films;
 /// a trial user gets the rule's 402 and reason as a problem and never reaches
 /// the upstream; anonymous callers of a protected path get 401; and the
@@ -280,15 +292,7 @@ async fn the_example_policy_in_three_languages_guards_its_routes() {
     let echo = Echo::start("films").await;
     let gate =
         |prefix: &str| json!({"prefix": prefix, "any_of": ["subscriber"], "deny_status": 402});
-    let interpreted = |name: &str, file: &str, prefix: &str, mib: u64| {
-        let mut spec = plugin(name, file, gate(prefix));
-        spec.memory_limit = ByteSize(mib << 20);
-        spec.deadline = Duration::from_millis(250);
-        spec.instances = 1;
-        spec
-    };
     let app = spawn_app_with(|c: &mut Config| {
-        // 64 MiB for CPython: no pooled slots of that size for every test.
         c.plugin_host.pooling_allocator = false;
         c.plugins = vec![
             plugin(
@@ -296,8 +300,8 @@ async fn the_example_policy_in_three_languages_guards_its_routes() {
                 "role-rules",
                 json!({"rules": [{"path": "/rust/premium", "any_of": ["subscriber"], "deny_status": 402}], "default": "allow"}),
             ),
-            interpreted("gate-py", "premium-gate-py", "/py/premium", 64),
-            interpreted("gate-js", "premium-gate-js", "/js/premium", 32),
+            interpreted("gate-py", "premium-gate-py", gate("/py/premium"), 64),
+            interpreted("gate-js", "premium-gate-js", gate("/js/premium"), 32),
         ];
         c.routes = ["rust", "py", "js"]
             .iter()
@@ -363,15 +367,14 @@ async fn an_interpreted_plugin_out_of_memory_fails_closed() {
     };
     let app = spawn_app_with(|c: &mut Config| {
         c.plugin_host.pooling_allocator = false;
-        let mut js = plugin(
+        let mut js = interpreted(
             "gate-js",
             "premium-gate-js",
             json!({"prefix": "/js/premium"}),
+            0,
         );
         js.memory_limit = ByteSize(start + (256 << 10));
         js.recycle_at = Some(js.memory_limit);
-        js.deadline = Duration::from_millis(250);
-        js.instances = 1;
         c.plugins = vec![js];
         c.routes = vec![guarded(
             "js",
@@ -408,11 +411,7 @@ async fn a_python_plugin_that_raises_fails_closed() {
     let echo = Echo::start("films").await;
     let app = spawn_app_with(|c: &mut Config| {
         c.plugin_host.pooling_allocator = false;
-        let mut py = plugin("py-trap", "python-trap", json!({}));
-        py.memory_limit = ByteSize(64 << 20);
-        py.deadline = Duration::from_millis(250);
-        py.instances = 1;
-        c.plugins = vec![py];
+        c.plugins = vec![interpreted("py-trap", "python-trap", json!({}), 64)];
         c.routes = vec![guarded(
             "py",
             "/py",

@@ -272,6 +272,11 @@ fn compile_cache(dir: &Path) -> Result<wasmtime::Cache, PluginError> {
     let absolute = std::path::absolute(dir).map_err(|e| bad(e.to_string()))?;
     let mut config = wasmtime::CacheConfig::new();
     config.with_directory(absolute);
+    // No background recompression at zstd level 20 of entries used 256
+    // times: it took a few hundred MiB in whichever process did it (seen as
+    // RSS jumps of 200+ MiB in tests/cancellation.rs), for a cache of a few
+    // megabytes per plugin. Entries stay at the baseline level.
+    config.with_optimized_compression_usage_counter_threshold(u64::MAX);
     wasmtime::Cache::new(config).map_err(|e| bad(one_line(&e)))
 }
 
