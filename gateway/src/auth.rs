@@ -363,8 +363,23 @@ impl Auth {
 
     /// Ends the session of `claims`: its refresh tokens and its access tokens.
     pub async fn logout(&self, claims: &Claims) -> Result<()> {
-        self.end_session_of(claims.sid, claims.sub, "logout", false)
-            .await
+        self.logout_session(claims.sub, claims.sid).await
+    }
+
+    /// Ends session `sid` of `user_id` (logout by the refresh cookie).
+    pub async fn logout_session(&self, user_id: Uuid, sid: Uuid) -> Result<()> {
+        self.end_session_of(sid, user_id, "logout", false).await
+    }
+
+    /// The (user, session) of a refresh token of any state, for a logout
+    /// that shows the refresh cookie instead of an access token; unknown:
+    /// 401 `invalid_refresh_token`.
+    pub async fn session_of_refresh(&self, presented: &str) -> Result<(Uuid, Uuid)> {
+        let presented = RefreshToken::parse(presented).ok_or(Error::InvalidRefreshToken)?;
+        self.db
+            .run(move |c| sessions::session_of_token(c, &presented.hash))
+            .await?
+            .ok_or(Error::InvalidRefreshToken)
     }
 
     /// Ends every session of `user_id`. `current` is included even if the

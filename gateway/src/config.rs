@@ -44,6 +44,10 @@ pub struct Config {
     /// Who may call token introspection.
     pub introspection: IntrospectionConfig,
     pub revocation: RevocationConfig,
+    /// Browsers on other origins (`cors`); see [`CorsConfig`].
+    pub cors: CorsConfig,
+    /// Cookie sessions for browser apps; see [`AuthConfig`].
+    pub auth: AuthConfig,
     /// The edge proxy's routes; see [`RouteConfig`].
     pub routes: Vec<RouteConfig>,
     /// Policy plugins routes may name.
@@ -74,6 +78,84 @@ impl Default for ProxyConfig {
             token_cache_bytes: 16 * 1024 * 1024,
         }
     }
+}
+
+/// CORS for browser apps on other origins (docs/browser.md): on the Auth
+/// API and on proxied routes with `cors = true`. Empty `allowed_origins`:
+/// no CORS headers at all (same-origin only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Exact origins (`scheme://host[:port]`, as browsers send them). `"*"`
+    /// only while `allow_credentials = false`; `"null"` never. Also the
+    /// origins the CSRF check accepts besides the gateway's own.
+    pub allowed_origins: Vec<String>,
+    /// `Access-Control-Allow-Credentials: true`: the browser sends cookies
+    /// and `Authorization` cross-origin.
+    pub allow_credentials: bool,
+    pub allowed_methods: Vec<String>,
+    /// Request headers a page may send (`Access-Control-Allow-Headers`).
+    pub allowed_headers: Vec<String>,
+    /// Response headers a page may read (`Access-Control-Expose-Headers`).
+    pub exposed_headers: Vec<String>,
+    /// How long a browser may cache a preflight's answer.
+    #[serde(deserialize_with = "duration")]
+    pub max_age: Duration,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        Self {
+            allowed_origins: Vec::new(),
+            allow_credentials: true,
+            allowed_methods: names(&["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
+            allowed_headers: names(&[
+                "authorization",
+                "content-type",
+                "x-requested-with",
+                "x-request-id",
+            ]),
+            exposed_headers: names(&["x-request-id", "retry-after", "www-authenticate"]),
+            max_age: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Cookie sessions (docs/browser.md): a client that logs in with `"cookie":
+/// true` gets its refresh token as an HttpOnly cookie instead of in the JSON.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The cookies' `Secure` attribute (and their `__Secure-`/`__Host-`
+    /// names). `false` only while `server.listen` is a loopback address:
+    /// development on `http://localhost`.
+    pub cookie_secure: bool,
+    pub cookie_same_site: SameSite,
+    /// Also set the access token as an HttpOnly cookie (`Path=/`), which the
+    /// edge proxy reads as `proxy.token_cookie`, for server-rendered pages.
+    pub access_cookie: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            cookie_secure: true,
+            cookie_same_site: SameSite::Strict,
+            access_cookie: false,
+        }
+    }
+}
+
+/// The cookies' `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSite {
+    #[default]
+    Strict,
+    Lax,
+    /// Sent cross-site too (needs `cookie_secure`); the CSRF check still applies.
+    None,
 }
 
 /// The forward-auth endpoints (`/api/v1/authz/*`, docs/forward-auth.md).
@@ -219,6 +301,10 @@ pub struct RouteConfig {
     /// `%2F` / `%5C` in the path: "reject" (400) or "keep" (passed unchanged).
     #[serde(default)]
     pub escaped_slashes: EscapedSlashes,
+    /// CORS from `[cors]` on this route: preflights are answered by authgw
+    /// (never forwarded), the upstream's own `Access-Control-*` removed.
+    #[serde(default)]
+    pub cors: bool,
     /// Policy plugins run in order; the first deny wins.
     #[serde(default)]
     pub plugins: Vec<String>,
@@ -728,7 +814,86 @@ impl Config {
                 ));
             }
         }
+        self.validate_browser(origin)?;
         self.validate_routes(origin)
+    }
+
+    /// `[cors]` and the cookie keys of `[auth]`: nothing a browser would
+    /// refuse, and no combination tower-http's CORS layer rejects.
+    fn validate_browser(&self, origin: &str) -> Result<(), ConfigError> {
+        let fail = |key: &str, reason: String| ConfigError {
+            origin: origin.into(),
+            key: key.into(),
+            reason,
+        };
+        let cors = &self.cors;
+        for o in &cors.allowed_origins {
+            if o == "*" {
+                if cors.allow_credentials {
+                    return Err(fail(
+                        "cors.allowed_origins",
+                        "\"*\" cannot be combined with allow_credentials = true; list the origins"
+                            .into(),
+                    ));
+                }
+                if cors.allowed_origins.len() > 1 {
+                    return Err(fail(
+                        "cors.allowed_origins",
+                        "\"*\" stands alone or not at all".into(),
+                    ));
+                }
+                continue;
+            }
+            crate::cors::check_origin(o).map_err(|why| fail("cors.allowed_origins", why))?;
+        }
+        for m in &cors.allowed_methods {
+            if m == "*" || axum::http::Method::from_bytes(m.as_bytes()).is_err() {
+                return Err(fail(
+                    "cors.allowed_methods",
+                    format!("{m:?} is not an HTTP method (no wildcard)"),
+                ));
+            }
+        }
+        for (key, list) in [
+            ("cors.allowed_headers", &cors.allowed_headers),
+            ("cors.exposed_headers", &cors.exposed_headers),
+        ] {
+            for h in list {
+                if h == "*" || axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    return Err(fail(
+                        key,
+                        format!("{h:?} is not a header name (no wildcard)"),
+                    ));
+                }
+            }
+        }
+        let auth = &self.auth;
+        if !auth.cookie_secure && !self.server.listen.ip().is_loopback() {
+            return Err(fail(
+                "auth.cookie_secure",
+                format!(
+                    "false is only for development on localhost, and server.listen is {}",
+                    self.server.listen
+                ),
+            ));
+        }
+        if auth.cookie_same_site == SameSite::None && !auth.cookie_secure {
+            return Err(fail(
+                "auth.cookie_same_site",
+                "\"none\" needs cookie_secure = true (browsers refuse it otherwise)".into(),
+            ));
+        }
+        if let Some(name) = &self.proxy.token_cookie
+            && auth.access_cookie
+            && !auth.cookie_secure
+            && (name.starts_with("__Host-") || name.starts_with("__Secure-"))
+        {
+            return Err(fail(
+                "proxy.token_cookie",
+                format!("{name:?}: a __Host-/__Secure- cookie needs auth.cookie_secure = true"),
+            ));
+        }
+        Ok(())
     }
 
     /// Route names unique, prefixes absolute, upstreams plain `http://` URLs
@@ -886,6 +1051,12 @@ mod tests {
         assert_eq!(c.revocation.when_stale, d.revocation.when_stale);
         assert_eq!(c.passwords.memory_kib, 19_456);
         assert_eq!(c.server.max_body_bytes, 65_536);
+        assert_eq!(c.cors.allowed_headers, d.cors.allowed_headers);
+        assert_eq!(c.cors.exposed_headers, d.cors.exposed_headers);
+        assert_eq!(c.cors.allowed_methods, d.cors.allowed_methods);
+        assert_eq!(c.cors.max_age, d.cors.max_age);
+        assert_eq!(c.auth.cookie_same_site, d.auth.cookie_same_site);
+        assert!(c.auth.cookie_secure && !c.auth.access_cookie && c.cors.allow_credentials);
     }
 
     /// `authz.login_url` is an http(s) URL or a path, `authz.redirect_param`
@@ -922,6 +1093,71 @@ mod tests {
         assert!(err.starts_with("g.toml: authz.redirect_param"), "{err}");
         let c = check("[[routes]]\nname = \"v\"\nprefix = \"/v\"\n");
         assert!(c.is_ok_and(|c| c.routes[0].upstream.to_vec().is_empty()));
+    }
+
+    /// `[cors]` and `[auth]`: nothing a browser would ignore or tower-http
+    /// would panic on; insecure cookies only on loopback.
+    #[test]
+    fn browser_keys() {
+        let check = |raw: &str| {
+            Config::parse(raw, "g.toml")
+                .and_then(|c| c.validate("g.toml").map(|()| c))
+                .map_err(|e| e.to_string())
+        };
+        let c = check(
+            "[cors]\nallowed_origins = [\"https://cinema.example\", \"http://localhost:3000\"]\n",
+        );
+        assert!(c.is_ok(), "{:?}", c.err());
+        assert!(check("[cors]\nallowed_origins = [\"*\"]\nallow_credentials = false\n").is_ok());
+        for (raw, key) in [
+            (
+                "[cors]\nallowed_origins = [\"*\"]\n",
+                "cors.allowed_origins",
+            ),
+            (
+                "[cors]\nallowed_origins = [\"*\", \"https://a.example\"]\nallow_credentials = false\n",
+                "cors.allowed_origins",
+            ),
+            (
+                "[cors]\nallowed_origins = [\"null\"]\n",
+                "cors.allowed_origins",
+            ),
+            (
+                "[cors]\nallowed_origins = [\"https://cinema.example/\"]\n",
+                "cors.allowed_origins",
+            ),
+            (
+                "[cors]\nallowed_headers = [\"*\"]\n",
+                "cors.allowed_headers",
+            ),
+            (
+                "[cors]\nallowed_methods = [\"*\"]\n",
+                "cors.allowed_methods",
+            ),
+            (
+                "[cors]\nexposed_headers = [\"bad header\"]\n",
+                "cors.exposed_headers",
+            ),
+            (
+                "[server]\nlisten = \"0.0.0.0:8080\"\n[auth]\ncookie_secure = false\n",
+                "auth.cookie_secure",
+            ),
+            (
+                "[auth]\ncookie_same_site = \"none\"\ncookie_secure = false\n",
+                "auth.cookie_same_site",
+            ),
+            (
+                "[auth]\ncookie_secure = false\naccess_cookie = true\n[proxy]\ntoken_cookie = \"__Host-at\"\n",
+                "proxy.token_cookie",
+            ),
+        ] {
+            let err = check(raw).err().unwrap_or_default();
+            assert!(err.starts_with(&format!("g.toml: {key}")), "{raw}: {err}");
+        }
+        let c = check("[server]\nlisten = \"127.0.0.1:8080\"\n[auth]\ncookie_secure = false\n");
+        assert!(c.is_ok(), "{:?}", c.err());
+        let c = check("[[routes]]\nname = \"v\"\nprefix = \"/v\"\ncors = true\n");
+        assert!(c.is_ok_and(|c| c.routes[0].cors));
     }
 
     /// An unknown key is refused with its dotted path.

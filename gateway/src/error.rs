@@ -32,6 +32,10 @@ pub enum Error {
     InvalidClient(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A cookie-authenticated request that changes state did not prove it
+    /// came from the app (`csrf`): 403 `csrf_rejected`.
+    #[error("{0}")]
+    CsrfRejected(String),
     #[error("{what} '{name}' not found")]
     NotFound { what: &'static str, name: String },
     /// A route covers the path, but not for this method.

@@ -17,6 +17,9 @@
 //! - [`revocation`]: the in-memory revocation set and its LISTEN thread.
 //! - [`proxy`]: the edge proxy's pipeline, routes, upstream client, headers.
 //! - [`forward_auth`]: the proxy's decision for nginx, Traefik, Caddy and Envoy.
+//! - [`cors`]: CORS from `[cors]` on the Auth API and `cors = true` routes.
+//! - [`cookies`]: cookie sessions (the HttpOnly refresh and access cookies).
+//! - [`csrf`]: the proof a cookie-authenticated state change owes.
 //! - [`metrics`]: Prometheus metrics for the admin listener.
 //! - [`store`]: all SQL, migrations and the database access helper.
 //! - [`error`]: the one domain error type.
@@ -29,6 +32,9 @@ pub mod cli;
 pub mod client_ip;
 pub mod client_key;
 pub mod config;
+pub mod cookies;
+pub mod cors;
+pub mod csrf;
 pub mod error;
 pub mod forward_auth;
 pub mod introspection;

@@ -61,6 +61,11 @@ impl Gateway {
             stop.clone(),
         )
         .map_err(Error::internal)?;
+        if !config.auth.cookie_secure {
+            tracing::warn!(
+                "auth.cookie_secure = false: session cookies without Secure, for development on http://localhost only"
+            );
+        }
         let auth = Arc::new(Auth {
             config: Arc::new(config),
             db,

@@ -11,7 +11,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::extract::{Authenticated, Client, FormOrJson, JsonBody, Params};
+use super::extract::{
+    Authenticated, Browser, Client, FormOrJson, JsonBody, OptionalJsonBody, Params,
+};
 use super::{AppState, list, page_of};
 use crate::auth::TokenPair;
 use crate::error::{Error, Result};
@@ -32,6 +34,9 @@ pub struct SignupRequest {
 pub struct LoginRequest {
     login: String,
     password: String,
+    /// Cookie mode: the refresh token as an HttpOnly cookie, not in the JSON.
+    #[serde(default)]
+    cookie: bool,
 }
 
 #[derive(Deserialize)]
@@ -104,10 +109,13 @@ impl From<User> for UserBody {
     }
 }
 
+/// A token pair as the API answers it; in cookie mode without the refresh
+/// token, which travels only in its HttpOnly cookie.
 #[derive(Serialize)]
 pub struct TokenBody {
     access_token: String,
-    refresh_token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
     token_type: &'static str,
     expires_in: u64,
 }
@@ -116,11 +124,66 @@ impl From<TokenPair> for TokenBody {
     fn from(p: TokenPair) -> Self {
         Self {
             access_token: p.access_token,
-            refresh_token: p.refresh_token,
+            refresh_token: Some(p.refresh_token),
             token_type: "Bearer",
             expires_in: p.expires_in,
         }
     }
+}
+
+/// A body-mode answer: both tokens in the JSON.
+fn body_session(pair: TokenPair) -> Response {
+    Json(TokenBody::from(pair)).into_response()
+}
+
+/// A cookie-mode answer: the access token in the JSON, the refresh token
+/// (and the access token, with `auth.access_cookie`) in `Set-Cookie`.
+fn cookie_session(s: &AppState, pair: TokenPair) -> Response {
+    let config = &s.auth.config;
+    let mut cookies = vec![crate::cookies::set(
+        &config.auth,
+        crate::cookies::refresh_name(&config.auth),
+        &pair.refresh_token,
+        crate::cookies::REFRESH_PATH,
+        config.tokens.refresh_ttl.as_secs(),
+    )];
+    if config.auth.access_cookie
+        && let Some(name) = s.proxy.runtime().token_cookie.as_deref()
+    {
+        cookies.push(crate::cookies::set(
+            &config.auth,
+            name,
+            &pair.access_token,
+            "/",
+            pair.expires_in,
+        ));
+    }
+    let body = TokenBody {
+        refresh_token: None,
+        ..TokenBody::from(pair)
+    };
+    with_cookies(cookies, Json(body).into_response())
+}
+
+/// `response` with `Set-Cookie` clearing the session cookies.
+fn cleared(s: &AppState, response: Response) -> Response {
+    let runtime = s.proxy.runtime();
+    with_cookies(
+        crate::cookies::clear(&s.auth.config, runtime.token_cookie.as_deref()),
+        response,
+    )
+}
+
+fn with_cookies(cookies: Vec<axum::http::HeaderValue>, mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for c in cookies {
+        headers.append(header::SET_COOKIE, c);
+    }
+    headers.insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 pub async fn signup(
@@ -131,40 +194,87 @@ pub async fn signup(
     Ok((StatusCode::CREATED, Json(UserBody::from(user))).into_response())
 }
 
+/// Logs in; with `"cookie": true` (which owes the CSRF proof, checked
+/// before the password) in cookie mode.
 pub async fn login(
     State(s): State<AppState>,
     Client(info): Client,
+    browser: Browser,
     JsonBody(req): JsonBody<LoginRequest>,
-) -> Result<Json<TokenBody>> {
-    Ok(Json(
-        s.auth.login(req.login, req.password, info).await?.into(),
-    ))
+) -> Result<Response> {
+    if req.cookie {
+        browser.prove(&s)?;
+    }
+    let pair = s.auth.login(req.login, req.password, info).await?;
+    Ok(if req.cookie {
+        cookie_session(&s, pair)
+    } else {
+        body_session(pair)
+    })
 }
 
+/// Rotates a refresh token: the body's (body mode), or with no body the
+/// refresh cookie's (cookie mode, after the CSRF proof). A cookie that
+/// cannot refresh any more is cleared with the 401.
 pub async fn refresh(
     State(s): State<AppState>,
     Client(info): Client,
-    JsonBody(req): JsonBody<RefreshRequest>,
-) -> Result<Json<TokenBody>> {
-    Ok(Json(s.auth.refresh(req.refresh_token, info).await?.into()))
+    browser: Browser,
+    OptionalJsonBody(req): OptionalJsonBody<RefreshRequest>,
+) -> Result<Response> {
+    if let Some(req) = req {
+        return Ok(body_session(s.auth.refresh(req.refresh_token, info).await?));
+    }
+    // A doubled cookie is refused without clearing: clearing would remove
+    // only ours (host-only) and leave a tossed one (Domain=) to log the
+    // browser into its planter's session.
+    let token = browser
+        .refresh_cookie(&s)?
+        .ok_or(Error::InvalidRefreshToken)?;
+    browser.prove(&s)?;
+    match s.auth.refresh(token.to_string(), info).await {
+        Ok(pair) => Ok(cookie_session(&s, pair)),
+        Err(e @ (Error::InvalidRefreshToken | Error::RefreshTokenReused)) => {
+            Ok(cleared(&s, e.into_response()))
+        }
+        Err(e) => Err(e),
+    }
 }
 
-pub async fn logout(
-    State(s): State<AppState>,
-    Authenticated(claims): Authenticated,
-) -> Result<StatusCode> {
-    s.auth.logout(&claims).await?;
-    Ok(StatusCode::NO_CONTENT)
+/// The (user, session) a logout ends: the bearer token's, or, with no
+/// `Authorization` header, the refresh cookie's (after the CSRF proof).
+async fn logging_out(s: &AppState, browser: &Browser) -> Result<(Uuid, Uuid)> {
+    let cookie = if browser.has_authorization() {
+        None
+    } else {
+        browser.refresh_cookie(s)?
+    };
+    match cookie {
+        Some(token) => {
+            browser.prove(s)?;
+            s.auth.session_of_refresh(token).await
+        }
+        None => {
+            let token = crate::proxy::headers::token(&browser.headers, None)
+                .ok_or_else(|| Error::InvalidToken("missing bearer token".into()))?;
+            let claims = s.auth.authenticate(token)?;
+            Ok((claims.sub, claims.sid))
+        }
+    }
 }
 
-pub async fn logout_all(
-    State(s): State<AppState>,
-    Authenticated(claims): Authenticated,
-) -> Result<StatusCode> {
-    s.auth
-        .logout_all(claims.sub, claims.sid, "logout-all")
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+/// Ends the caller's session; the session cookies are cleared.
+pub async fn logout(State(s): State<AppState>, browser: Browser) -> Result<Response> {
+    let (user, sid) = logging_out(&s, &browser).await?;
+    s.auth.logout_session(user, sid).await?;
+    Ok(cleared(&s, StatusCode::NO_CONTENT.into_response()))
+}
+
+/// Ends every session of the caller; the session cookies are cleared.
+pub async fn logout_all(State(s): State<AppState>, browser: Browser) -> Result<Response> {
+    let (user, sid) = logging_out(&s, &browser).await?;
+    s.auth.logout_all(user, sid, "logout-all").await?;
+    Ok(cleared(&s, StatusCode::NO_CONTENT.into_response()))
 }
 
 fn timestamp(secs: i64) -> DateTime<Utc> {

@@ -64,6 +64,28 @@ impl<T: DeserializeOwned> FromRequest<AppState> for FormOrJson<T> {
     }
 }
 
+/// A JSON body, or none at all: `None` for an empty body (a cookie-mode
+/// refresh), else what [`JsonBody`] makes of it.
+pub struct OptionalJsonBody<T>(pub Option<T>);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJsonBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
+        let json = is_json(req.headers().get(header::CONTENT_TYPE));
+        let bytes = read_body(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(Self(None));
+        }
+        if !json {
+            return Err(Error::UnsupportedMediaType(
+                "expected no body, or one with Content-Type: application/json".into(),
+            ));
+        }
+        parse_json(&bytes).map(|v| Self(Some(v)))
+    }
+}
+
 fn is_json(value: Option<&axum::http::HeaderValue>) -> bool {
     value
         .and_then(|v| v.to_str().ok())
@@ -328,4 +350,54 @@ pub fn client_ip(parts: &Parts, server: &ServerConfig) -> Option<IpAddr> {
         &parts.headers,
         server.trusted(),
     ))
+}
+
+/// What a cookie-mode request is judged by: its headers (the cookies,
+/// `Origin`, `X-Requested-With`) and its peer (is it a trusted proxy).
+pub struct Browser {
+    pub headers: axum::http::HeaderMap,
+    pub peer: Option<IpAddr>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Browser {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+        Ok(Self {
+            headers: parts.headers.clone(),
+            peer: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip()),
+        })
+    }
+}
+
+impl Browser {
+    /// The CSRF proof ([`crate::csrf`]), or 403 `csrf_rejected`.
+    pub fn prove(&self, state: &AppState) -> Result<(), Error> {
+        crate::csrf::verify(
+            &state.auth.config,
+            &self.headers,
+            self.peer,
+            crate::csrf::Proof::Full,
+        )
+    }
+
+    /// The refresh cookie's value. Sent twice (one tossed by a sibling
+    /// subdomain): 401, since which one is ours cannot be told.
+    pub fn refresh_cookie(&self, state: &AppState) -> Result<Option<&str>, Error> {
+        let name = crate::cookies::refresh_name(&state.auth.config.auth);
+        match crate::cookies::find(&self.headers, name) {
+            crate::cookies::Found::Absent => Ok(None),
+            crate::cookies::Found::Once(v) => Ok(Some(v)),
+            crate::cookies::Found::Several => Err(Error::InvalidRefreshToken),
+        }
+    }
+
+    /// Whether the request has an `Authorization` header (then the cookie
+    /// is not what authenticates it).
+    pub fn has_authorization(&self) -> bool {
+        self.headers.contains_key(header::AUTHORIZATION)
+    }
 }

@@ -33,16 +33,20 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub proxy: Arc<Proxy>,
     pub metrics: Arc<Metrics>,
+    /// The `[cors]` layer, None when no origin is allowed ([`crate::cors`]).
+    pub cors: Option<Arc<tower_http::cors::CorsLayer>>,
 }
 
 impl AppState {
     pub fn new(auth: Arc<Auth>, proxy: Arc<Proxy>, metrics: Arc<Metrics>) -> Self {
         let limiter = Arc::new(RateLimiter::new(&auth.config.limits));
+        let cors = crate::cors::layer(&auth.config.cors).map(Arc::new);
         Self {
             auth,
             limiter,
             proxy,
             metrics,
+            cors,
         }
     }
 }
@@ -84,7 +88,9 @@ fn routes(state: AppState) -> Router {
             state.clone(),
             ratelimit::limit,
         ));
-    Router::new()
+    // The 405 fallback is set before the CORS layer, so that the layer
+    // wraps it too and answers a preflight on a POST-only route.
+    let api = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readiness::readyz))
         .route("/api/openapi.yaml", get(openapi))
@@ -95,6 +101,15 @@ fn routes(state: AppState) -> Router {
         .route("/api/v1/auth/check", get(auth::check))
         .merge(auth::me_routes())
         .merge(admin::routes())
+        .method_not_allowed_fallback(method_not_allowed);
+    let api = match &state.cors {
+        Some(cors) => api.layer((**cors).clone()),
+        None => api,
+    };
+    // The forward-auth endpoints stay outside CORS: an OPTIONS there is an
+    // original request to decide, not a preflight to answer.
+    Router::new()
+        .merge(api)
         .merge(authz::routes())
         .fallback(proxy)
         .method_not_allowed_fallback(method_not_allowed)
@@ -117,6 +132,11 @@ fn page_of<T: serde::Serialize>(items: Vec<T>, next_cursor: Option<String>) -> R
 /// Every path the Auth API does not serve goes to the edge proxy (which
 /// answers 404 when no route matches either).
 async fn proxy(State(state): State<AppState>, req: axum::extract::Request) -> Response {
+    if let Some(cors) = &state.cors
+        && state.proxy.wants_cors(&req)
+    {
+        return crate::cors::proxied(cors, state.proxy.clone(), req).await;
+    }
     state.proxy.handle(req).await
 }
 

@@ -75,6 +75,7 @@ fn problem(e: Error) -> Problem {
             out
         }
         Error::Forbidden(detail) => p(StatusCode::FORBIDDEN, "forbidden", detail),
+        Error::CsrfRejected(detail) => p(StatusCode::FORBIDDEN, "csrf_rejected", detail),
         Error::NotFound { .. } => p(StatusCode::NOT_FOUND, "not_found", e.to_string()),
         Error::MethodNotAllowed(detail) => {
             p(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", detail)

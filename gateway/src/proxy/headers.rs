@@ -220,8 +220,27 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
         })
 }
 
+/// Where the request's token came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer`: sent by the app's own code, so no CSRF proof.
+    Header,
+    /// The token cookie, which a browser attaches to any request: a state
+    /// change owes the CSRF proof ([`crate::csrf`]).
+    Cookie,
+}
+
 /// The bearer token: `Authorization: Bearer <t>`, else the named cookie.
 pub fn token<'a>(headers: &'a HeaderMap, cookie: Option<&str>) -> Option<&'a str> {
+    token_with_source(headers, cookie).map(|(t, _)| t)
+}
+
+/// [`token`] and where it came from. A token cookie present several times
+/// (a tossed cookie beside ours) counts as no token.
+pub fn token_with_source<'a>(
+    headers: &'a HeaderMap,
+    cookie: Option<&str>,
+) -> Option<(&'a str, TokenSource)> {
     let from_header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -229,32 +248,30 @@ pub fn token<'a>(headers: &'a HeaderMap, cookie: Option<&str>) -> Option<&'a str
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim())
         .filter(|t| !t.is_empty());
-    from_header.or_else(|| {
-        let name = cookie?;
-        cookies(headers).find_map(|(k, v)| (k == name && !v.is_empty()).then_some(v))
-    })
+    if let Some(t) = from_header {
+        return Some((t, TokenSource::Header));
+    }
+    match crate::cookies::find(headers, cookie?) {
+        crate::cookies::Found::Once(t) => Some((t, TokenSource::Cookie)),
+        _ => None,
+    }
 }
 
-fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.trim(), v.trim()))
-}
-
-/// Removes the credentials: `Authorization` and the token cookie (other
-/// cookies stay).
-pub fn strip_credentials(headers: &mut HeaderMap, cookie: Option<&str>) {
+/// Removes the credentials: `Authorization` and the named cookies (the
+/// token cookie, the refresh cookie); other cookies stay.
+pub fn strip_credentials(headers: &mut HeaderMap, names: &[&str]) {
     headers.remove(header::AUTHORIZATION);
-    let Some(name) = cookie else { return };
-    if !cookies(headers).any(|(k, _)| k == name) {
+    strip_cookies(headers, names);
+}
+
+/// Removes the named cookies; other cookies stay.
+pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
+    let credential = |k: &str| names.contains(&k);
+    if !cookies(headers).any(|(k, _)| credential(k)) {
         return;
     }
     let kept: Vec<String> = cookies(headers)
-        .filter(|(k, _)| *k != name)
+        .filter(|(k, _)| !credential(k))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     headers.remove(header::COOKIE);
@@ -264,6 +281,8 @@ pub fn strip_credentials(headers: &mut HeaderMap, cookie: Option<&str>) {
         headers.insert(header::COOKIE, v);
     }
 }
+
+use crate::cookies::pairs as cookies;
 
 #[cfg(test)]
 #[allow(clippy::expect_used)]
@@ -396,11 +415,32 @@ mod tests {
         let mut h = map(&[("cookie", "a=1; at=tok; b=2")]);
         assert_eq!(token(&h, Some("at")), Some("tok"));
         assert_eq!(token(&h, None), None);
-        strip_credentials(&mut h, Some("at"));
+        assert_eq!(
+            token_with_source(&h, Some("at")),
+            Some(("tok", TokenSource::Cookie))
+        );
+        strip_credentials(&mut h, &["at"]);
         assert_eq!(
             h.get("cookie").and_then(|v| v.to_str().ok()),
             Some("a=1; b=2")
         );
+    }
+
+    /// A token cookie sent twice (one tossed by a sibling subdomain) is no
+    /// token; the header wins over the cookie; the refresh cookie is
+    /// stripped with the token cookie.
+    #[test]
+    fn token_cookie_twice_is_none() {
+        let mut h = map(&[("cookie", "at=mine; at=tossed; authgw_refresh=r; c=3")]);
+        assert_eq!(token(&h, Some("at")), None);
+        h.insert("authorization", HeaderValue::from_static("Bearer hdr"));
+        assert_eq!(
+            token_with_source(&h, Some("at")),
+            Some(("hdr", TokenSource::Header))
+        );
+        strip_credentials(&mut h, &["at", "authgw_refresh"]);
+        assert_eq!(h.get("cookie").and_then(|v| v.to_str().ok()), Some("c=3"));
+        assert!(h.get("authorization").is_none());
     }
 
     /// A client's sane request id is kept; junk is replaced.

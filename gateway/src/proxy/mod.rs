@@ -56,7 +56,10 @@ pub use upstream::IdleTimeout;
 pub struct Runtime {
     pub routes: RouteTable,
     pub plugins: PluginSet,
+    /// The cookie the token may come in ([`crate::cookies::token_cookie`]).
     pub token_cookie: Option<String>,
+    /// Whether any route has `cors = true` (else no request is looked up for it).
+    pub any_cors: bool,
 }
 
 impl Runtime {
@@ -85,9 +88,10 @@ impl Runtime {
             routes.push(Route::new(r.clone(), chain)?);
         }
         Ok(Self {
+            any_cors: config.routes.iter().any(|r| r.cors),
             routes: RouteTable::new(routes),
             plugins: loaded,
-            token_cookie: config.proxy.token_cookie.clone(),
+            token_cookie: crate::cookies::token_cookie(config),
         })
     }
 }
@@ -268,8 +272,13 @@ impl Proxy {
         let h = &mut parts.headers;
         headers::strip_hop_by_hop(h, wants_upgrade);
         headers::strip_identity(h);
-        if !route.config.forward_authorization {
-            headers::strip_credentials(h, cookie);
+        // The refresh cookie never leaves the gateway; the access
+        // credentials only with forward_authorization.
+        let [secure, dev] = crate::cookies::REFRESH_NAMES;
+        if route.config.forward_authorization {
+            headers::strip_cookies(h, &[secure, dev]);
+        } else {
+            headers::strip_credentials(h, &[cookie.unwrap_or(secure), secure, dev]);
         }
         if let Some(claims) = &identity {
             headers::set_identity(h, claims);
@@ -355,9 +364,10 @@ impl Proxy {
         }
         access.route = Some(route.clone());
 
-        // 2. request filter: who is calling
+        // 2. request filter: who is calling (a state change on the
+        // strength of the token cookie owes the CSRF proof)
         let cookie = runtime.token_cookie.as_deref();
-        let identity = self.request_filter(&route, req.headers(), cookie)?;
+        let identity = self.request_filter(&route, req, cookie)?;
         access.user = identity.as_ref().map(|c| c.sub);
 
         // 3. policy
@@ -386,24 +396,70 @@ impl Proxy {
         }
     }
 
-    /// Phase 2: verifies the token per the route's `auth` mode.
-    fn request_filter(
+    /// Phase 2: verifies the token per the route's `auth` mode. A token
+    /// from the cookie on a request that changes state needs the CSRF
+    /// proof ([`crate::csrf`]; a WebSocket handshake, the origin only),
+    /// checked before the token so a forged request learns nothing.
+    fn request_filter<B>(
         &self,
         route: &Route,
-        headers: &axum::http::HeaderMap,
+        req: &Request<B>,
         cookie: Option<&str>,
     ) -> Result<Option<Arc<Claims>>> {
-        match route.auth() {
+        let mode = route.auth();
+        if mode == AuthMode::Public {
+            return Ok(None);
+        }
+        let found = headers::token_with_source(req.headers(), cookie);
+        if let Some((_, headers::TokenSource::Cookie)) = found {
+            let proof = if crate::csrf::changes_state(req.method()) {
+                Some(crate::csrf::Proof::Full)
+            } else if upgrade::requested(req.headers()).unwrap_or(true) {
+                Some(crate::csrf::Proof::OriginOnly)
+            } else {
+                None
+            };
+            if let Some(proof) = proof {
+                let peer = req
+                    .extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0.ip());
+                crate::csrf::verify(&self.auth.config, req.headers(), peer, proof)?;
+            }
+        }
+        match mode {
             AuthMode::Public => Ok(None),
             AuthMode::Optional => {
-                Ok(headers::token(headers, cookie)
-                    .and_then(|t| self.auth.authenticate_shared(t).ok()))
+                Ok(found.and_then(|(t, _)| self.auth.authenticate_shared(t).ok()))
             }
             AuthMode::Required => {
-                let token = headers::token(headers, cookie)
-                    .ok_or_else(|| Error::InvalidToken("missing bearer token".into()))?;
+                let (token, _) =
+                    found.ok_or_else(|| Error::InvalidToken("missing bearer token".into()))?;
                 self.auth.authenticate_shared(token).map(Some)
             }
+        }
+    }
+
+    /// Whether the request is for a proxied route with `cors = true` (a
+    /// preflight: for the method it announces), so that the `[cors]` layer
+    /// answers it ([`crate::cors`]). The path is canonical already.
+    pub fn wants_cors<B>(&self, req: &Request<B>) -> bool {
+        let runtime = self.runtime.load();
+        if !runtime.any_cors {
+            return false;
+        }
+        let announced = (req.method() == axum::http::Method::OPTIONS)
+            .then(|| req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD))
+            .flatten()
+            .and_then(|m| axum::http::Method::from_bytes(m.as_bytes()).ok());
+        let method = announced.as_ref().unwrap_or(req.method());
+        let host = request_host(req);
+        match runtime
+            .routes
+            .find(host.as_deref(), req.uri().path(), method)
+        {
+            Lookup::Found(route) => route.config.cors,
+            _ => false,
         }
     }
 

@@ -83,6 +83,20 @@ pub fn token_owner(client: &mut impl GenericClient, token_hash: &[u8]) -> Result
     Ok(row.map(|r| r.get(0)))
 }
 
+/// The user and session a refresh token belongs to, whatever its state
+/// (logging out with a consumed or revoked token of the session is still
+/// the session's holder ending it).
+pub fn session_of_token(
+    client: &mut impl GenericClient,
+    token_hash: &[u8],
+) -> Result<Option<(Uuid, Uuid)>> {
+    let row = client.query_opt(
+        "SELECT user_id, session_id FROM refresh_tokens WHERE token_hash = $1",
+        &[&token_hash],
+    )?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
 /// What presenting a refresh token amounts to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Consumed {

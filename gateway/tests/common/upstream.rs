@@ -23,6 +23,7 @@ use gateway::config::{AuthMode, OneOrMany, RouteConfig};
 /// - `/stream/<chunks>/<ms>`: streams `chunks` chunks of 1 KiB, `ms` apart;
 /// - `/ws`: answers an `Upgrade` with 101 and echoes the bytes it gets;
 /// - `/hop`: answers with hop-by-hop headers of its own;
+/// - `/acao`: echoes, with CORS headers of its own (`*`);
 /// - anything else: echoes.
 pub struct Echo {
     pub addr: SocketAddr,
@@ -127,6 +128,7 @@ async fn handle(name: &'static str, mut req: Request) -> Response<Body> {
         }
         _ => {}
     }
+    let own_cors = parts.first() == Some(&"acao");
     let method = req.method().to_string();
     let query = req.uri().query().map(str::to_string);
     let headers = headers_json(req.headers());
@@ -146,10 +148,13 @@ async fn handle(name: &'static str, mut req: Request) -> Response<Body> {
         "headers": headers,
         "body_bytes": bytes,
     });
-    Response::builder()
-        .header("content-type", "application/json")
-        .body(Body::from(reply.to_string()))
-        .unwrap()
+    let mut answer = Response::builder().header("content-type", "application/json");
+    if own_cors {
+        answer = answer
+            .header("access-control-allow-origin", "*")
+            .header("access-control-allow-methods", "*");
+    }
+    answer.body(Body::from(reply.to_string())).unwrap()
 }
 
 /// An address where nothing listens (bound, then released).
@@ -252,6 +257,7 @@ pub fn route(name: &str, prefix: &str, upstream: &str, auth: AuthMode) -> RouteC
         preserve_host: false,
         websocket: false,
         escaped_slashes: Default::default(),
+        cors: false,
         plugins: Vec::new(),
         connect_timeout: Duration::from_secs(2),
         response_timeout: Duration::from_secs(10),
