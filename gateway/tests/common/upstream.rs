@@ -23,7 +23,7 @@ use gateway::config::{AuthMode, OneOrMany, RouteConfig};
 /// - `/stream/<chunks>/<ms>`: streams `chunks` chunks of 1 KiB, `ms` apart;
 /// - `/ws`: answers an `Upgrade` with 101 and echoes the bytes it gets;
 /// - `/hop`: answers with hop-by-hop headers of its own;
-/// - `/acao`: echoes, with CORS headers of its own (`*`);
+/// - `.../acao`: echoes, with CORS headers of its own (`*`);
 /// - anything else: echoes.
 pub struct Echo {
     pub addr: SocketAddr,
@@ -128,7 +128,7 @@ async fn handle(name: &'static str, mut req: Request) -> Response<Body> {
         }
         _ => {}
     }
-    let own_cors = parts.first() == Some(&"acao");
+    let own_cors = parts.last() == Some(&"acao");
     let method = req.method().to_string();
     let query = req.uri().query().map(str::to_string);
     let headers = headers_json(req.headers());
