@@ -645,3 +645,51 @@ async fn first_answer(addr: std::net::SocketAddr, request: &str) -> String {
         got.extend_from_slice(&buf[..n]);
     }
 }
+
+/// Rotation rules are the body mode's: within the grace, a cookie whose
+/// successor was rotated further gets 409 and the cookies are left alone
+/// (the jar holds the newer one); after the grace, the old cookie is reuse:
+/// 401 `refresh_token_reused`, the session revoked, the cookies cleared.
+#[tokio::test]
+async fn cookie_mode_keeps_the_rotation_rules() {
+    let echo = Echo::start("films").await;
+    let app = browser_app(&echo, |_| {}).await;
+    let login = cookie_login(&app, "lena").await;
+    let first = format!(
+        "{REFRESH_COOKIE}={}",
+        cookie_value(set_cookie(&login, REFRESH_COOKIE).unwrap())
+    );
+    let r = with_cookies(&app, "refresh", &first, from_app).await;
+    let second = format!(
+        "{REFRESH_COOKIE}={}",
+        cookie_value(set_cookie(&r, REFRESH_COOKIE).unwrap())
+    );
+    let r = with_cookies(&app, "refresh", &second, from_app).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = with_cookies(&app, "refresh", &first, from_app).await;
+    r.assert_problem(409, "refresh_token_already_rotated");
+    assert!(r.headers.get("set-cookie").is_none());
+
+    let echo = Echo::start("films").await;
+    let app = browser_app(&echo, |c| {
+        c.tokens.refresh_reuse_grace = std::time::Duration::ZERO;
+    })
+    .await;
+    let login = cookie_login(&app, "mia").await;
+    let access = login.body["access_token"].as_str().unwrap().to_string();
+    let first = format!(
+        "{REFRESH_COOKIE}={}",
+        cookie_value(set_cookie(&login, REFRESH_COOKIE).unwrap())
+    );
+    assert_eq!(
+        with_cookies(&app, "refresh", &first, from_app).await.status,
+        200
+    );
+    let r = with_cookies(&app, "refresh", &first, from_app).await;
+    r.assert_problem(401, "refresh_token_reused");
+    assert!(set_cookie(&r, REFRESH_COOKIE).is_some_and(|c| c.contains("Max-Age=0")));
+    assert!(set_cookie(&r, ACCESS_COOKIE).is_some_and(|c| c.contains("Max-Age=0")));
+    app.get("/api/v1/auth/check", Some(&access))
+        .await
+        .assert_problem(401, "invalid_token");
+}
