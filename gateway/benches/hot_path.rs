@@ -6,7 +6,8 @@
 //!   and beside them one forward-auth decision (`/api/v1/authz/auth-request`,
 //!   nginx's shape: the cached token and the cinema rules of the role-rules
 //!   plugin), over HTTP and in process (`forward_auth::answer`, and the
-//!   decision alone, `Proxy::decide`);
+//!   decision alone, `Proxy::decide`, with a bearer GET and with a POST on
+//!   the access cookie, which owes the CSRF proof);
 //! - argon2id hashing with the OWASP parameters (what a login costs);
 //! - ES256 verification cold against the verified-token cache (hit, miss),
 //!   and the revocation lookup alone;
@@ -135,6 +136,8 @@ fn http_check_vs_healthz(c: &mut Criterion) {
     .unwrap();
     cinema.deadline = Duration::from_secs(1);
     config.plugins = vec![cinema];
+    // The access cookie the CSRF-proof case below authenticates with.
+    config.proxy.token_cookie = Some("at".into());
     config.routes = Config::parse(
         "[[routes]]\nname = \"films\"\nprefix = \"/films\"\nauth = \"optional\"\nplugins = [\"cinema\"]\n",
         "bench.toml",
@@ -236,6 +239,37 @@ fn http_check_vs_healthz(c: &mut Criterion) {
                 .unwrap();
         })
     });
+    // The same decision for a state change on the access cookie: the CSRF
+    // proof (same origin, X-Requested-With) checked before the token.
+    let mut on_cookie = Request::post("/films/premium/1")
+        .header("cookie", format!("theme=dark; at={token}"))
+        .header("host", "cinema.example")
+        .header("origin", "http://cinema.example")
+        .header("x-requested-with", "authgw")
+        .body(())
+        .unwrap();
+    on_cookie
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    group.bench_function(
+        "Proxy::decide (POST on the access cookie, CSRF proof)",
+        |b| {
+            b.iter(|| {
+                let mut access = Access::default();
+                state
+                    .proxy
+                    .decide(
+                        &runtime,
+                        black_box(&on_cookie),
+                        Some("cinema.example"),
+                        false,
+                        Purpose::Decision,
+                        &mut access,
+                    )
+                    .unwrap();
+            })
+        },
+    );
     group.finish();
 }
 
