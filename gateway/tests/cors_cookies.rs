@@ -19,9 +19,9 @@ const SIBLING: &str = "https://forum.cinema.example";
 const REFRESH_COOKIE: &str = "__Secure-authgw_refresh";
 const ACCESS_COOKIE: &str = "__Host-authgw_access";
 
-/// A gateway whose app is [`APP`], with the access cookie on, and two
-/// routes to `echo`: `/api-films` (cors) and `/plain` (no cors), both
-/// requiring a token.
+/// A gateway whose app is [`APP`], with the access cookie on, and routes
+/// to `echo`, all requiring a token: `/films` (cors), `/plain` (no cors),
+/// `/fwd` (forward_authorization) and `/ws` (websocket).
 async fn browser_app(echo: &Echo, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let url = echo.url();
     spawn_app_with(move |c: &mut Config| {
@@ -33,6 +33,14 @@ async fn browser_app(echo: &Echo, tweak: impl FnOnce(&mut Config)) -> TestApp {
                 ..route("films", "/films", &url, AuthMode::Required)
             },
             route("plain", "/plain", &url, AuthMode::Required),
+            gateway::config::RouteConfig {
+                forward_authorization: true,
+                ..route("fwd", "/fwd", &url, AuthMode::Required)
+            },
+            gateway::config::RouteConfig {
+                websocket: true,
+                ..route("ws", "/ws", &url, AuthMode::Required)
+            },
         ];
         tweak(c);
     })
@@ -53,6 +61,17 @@ fn set_cookie<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .find(|v| v.starts_with(&format!("{name}=")))
+}
+
+/// The value of cookie `name`, which `reply` must set.
+fn set_value(reply: &Reply, name: &str) -> String {
+    let line = set_cookie(reply, name).unwrap_or_else(|| panic!("no {name} set: {reply:?}"));
+    cookie_value(line).to_string()
+}
+
+/// `name=value` of the refresh cookie `reply` sets, as a `Cookie` header.
+fn refresh_cookie_of(reply: &Reply) -> String {
+    format!("{REFRESH_COOKIE}={}", set_value(reply, REFRESH_COOKIE))
 }
 
 /// The value part of a `Set-Cookie` line.
@@ -169,12 +188,12 @@ async fn cookie_refresh_rotates_the_cookie() {
     let echo = Echo::start("films").await;
     let app = browser_app(&echo, |_| {}).await;
     let login = cookie_login(&app, "carol").await;
-    let first = cookie_value(set_cookie(&login, REFRESH_COOKIE).unwrap()).to_string();
+    let first = set_value(&login, REFRESH_COOKIE);
     let cookie = format!("{REFRESH_COOKIE}={first}");
     let r = with_cookies(&app, "refresh", &cookie, from_app).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.get("refresh_token").is_none());
-    let next = cookie_value(set_cookie(&r, REFRESH_COOKIE).unwrap()).to_string();
+    let next = set_value(&r, REFRESH_COOKIE);
     assert_ne!(next, first);
     let check = app
         .get("/api/v1/auth/check", r.body["access_token"].as_str())
@@ -183,10 +202,7 @@ async fn cookie_refresh_rotates_the_cookie() {
     // A racing tab with the same cookie: the same successor.
     let again = with_cookies(&app, "refresh", &cookie, from_app).await;
     assert_eq!(again.status, 200, "{}", again.body);
-    assert_eq!(
-        cookie_value(set_cookie(&again, REFRESH_COOKIE).unwrap()),
-        next
-    );
+    assert_eq!(set_value(&again, REFRESH_COOKIE), next);
     assert_eq!(app.db.count("SELECT count(*) FROM refresh_tokens"), 2);
     // The successor rotates in turn.
     let r = with_cookies(
@@ -209,10 +225,7 @@ async fn cookie_refresh_without_the_proof_changes_nothing() {
     let echo = Echo::start("films").await;
     let app = browser_app(&echo, |_| {}).await;
     let login = cookie_login(&app, "dave").await;
-    let cookie = format!(
-        "{REFRESH_COOKIE}={}",
-        cookie_value(set_cookie(&login, REFRESH_COOKIE).unwrap())
-    );
+    let cookie = refresh_cookie_of(&login);
     for origin in [APP, EVIL, SIBLING] {
         let r = with_cookies(&app, "refresh", &cookie, |req| {
             let req = req
@@ -249,7 +262,7 @@ async fn cookie_refresh_refuses_missing_doubled_and_dead_cookies() {
     let r = with_cookies(&app, "refresh", "other=1", from_app).await;
     r.assert_problem(401, "invalid_refresh_token");
     let login = cookie_login(&app, "erin").await;
-    let value = cookie_value(set_cookie(&login, REFRESH_COOKIE).unwrap()).to_string();
+    let value = set_value(&login, REFRESH_COOKIE);
     let tossed = format!(
         "{REFRESH_COOKIE}={}; {REFRESH_COOKIE}={value}",
         uuid::Uuid::new_v4()
@@ -281,10 +294,7 @@ async fn logout_by_cookie_needs_the_proof_and_clears_the_cookies() {
     let app = browser_app(&echo, |_| {}).await;
     let login = cookie_login(&app, "frank").await;
     let access = login.body["access_token"].as_str().unwrap().to_string();
-    let cookie = format!(
-        "{REFRESH_COOKIE}={}",
-        cookie_value(set_cookie(&login, REFRESH_COOKIE).unwrap())
-    );
+    let cookie = refresh_cookie_of(&login);
     let (_, other_refresh) = app.tokens("frank").await;
     for what in ["logout", "logout-all"] {
         let r = with_cookies(&app, what, &cookie, |req| req.header("origin", EVIL)).await;
@@ -494,17 +504,10 @@ async fn forward_auth_is_not_answered_by_cors() {
 #[tokio::test]
 async fn proxy_on_the_access_cookie_owes_the_proof_for_state_changes() {
     let echo = Echo::start("films").await;
-    let app = browser_app(&echo, |c| {
-        let url = c.routes[0].upstream.to_vec()[0].clone();
-        c.routes.push(gateway::config::RouteConfig {
-            forward_authorization: true,
-            ..route("fwd", "/fwd", &url, AuthMode::Required)
-        });
-    })
-    .await;
+    let app = browser_app(&echo, |_| {}).await;
     let login = cookie_login(&app, "ivy").await;
-    let access = cookie_value(set_cookie(&login, ACCESS_COOKIE).unwrap()).to_string();
-    let refresh = cookie_value(set_cookie(&login, REFRESH_COOKIE).unwrap()).to_string();
+    let access = set_value(&login, ACCESS_COOKIE);
+    let refresh = set_value(&login, REFRESH_COOKIE);
     let cookies = format!("{ACCESS_COOKIE}={access}; {REFRESH_COOKIE}={refresh}; theme=dark");
     let send = |method: Method, path: &'static str, headers: Vec<(&'static str, &'static str)>| {
         let mut req = app
@@ -581,16 +584,9 @@ async fn proxy_on_the_access_cookie_owes_the_proof_for_state_changes() {
 #[tokio::test]
 async fn websocket_on_the_cookie_needs_an_allowed_origin() {
     let echo = Echo::start("ws").await;
-    let app = browser_app(&echo, |c| {
-        let url = c.routes[0].upstream.to_vec()[0].clone();
-        c.routes.push(gateway::config::RouteConfig {
-            websocket: true,
-            ..route("ws", "/ws", &url, AuthMode::Required)
-        });
-    })
-    .await;
+    let app = browser_app(&echo, |_| {}).await;
     let login = cookie_login(&app, "kate").await;
-    let access = cookie_value(set_cookie(&login, ACCESS_COOKIE).unwrap()).to_string();
+    let access = set_value(&login, ACCESS_COOKIE);
     let handshake = |origin: &str| {
         format!(
             "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -655,15 +651,9 @@ async fn cookie_mode_keeps_the_rotation_rules() {
     let echo = Echo::start("films").await;
     let app = browser_app(&echo, |_| {}).await;
     let login = cookie_login(&app, "lena").await;
-    let first = format!(
-        "{REFRESH_COOKIE}={}",
-        cookie_value(set_cookie(&login, REFRESH_COOKIE).unwrap())
-    );
+    let first = refresh_cookie_of(&login);
     let r = with_cookies(&app, "refresh", &first, from_app).await;
-    let second = format!(
-        "{REFRESH_COOKIE}={}",
-        cookie_value(set_cookie(&r, REFRESH_COOKIE).unwrap())
-    );
+    let second = refresh_cookie_of(&r);
     let r = with_cookies(&app, "refresh", &second, from_app).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let r = with_cookies(&app, "refresh", &first, from_app).await;
@@ -677,10 +667,7 @@ async fn cookie_mode_keeps_the_rotation_rules() {
     .await;
     let login = cookie_login(&app, "mia").await;
     let access = login.body["access_token"].as_str().unwrap().to_string();
-    let first = format!(
-        "{REFRESH_COOKIE}={}",
-        cookie_value(set_cookie(&login, REFRESH_COOKIE).unwrap())
-    );
+    let first = refresh_cookie_of(&login);
     assert_eq!(
         with_cookies(&app, "refresh", &first, from_app).await.status,
         200
