@@ -680,3 +680,56 @@ async fn cookie_mode_keeps_the_rotation_rules() {
         .await
         .assert_problem(401, "invalid_token");
 }
+
+/// A forward-auth decision runs the same proof: nginx asking about a POST
+/// on the access cookie gets 403 for a forged original and 200 for the
+/// app's; the original's own origin comes from the trusted proxy's
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`.
+#[tokio::test]
+async fn forward_auth_decisions_owe_the_proof_too() {
+    let echo = Echo::start("films").await;
+    let app = browser_app(&echo, |c| {
+        c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.cors
+            .allowed_origins
+            .push("https://other-app.example".into());
+    })
+    .await;
+    let login = cookie_login(&app, "nora").await;
+    let cookie = format!("{ACCESS_COOKIE}={}", set_value(&login, ACCESS_COOKIE));
+    let ask = |headers: Vec<(&'static str, &'static str)>| {
+        let mut req = app
+            .http
+            .get(app.url("/api/v1/authz/auth-request"))
+            .header("x-original-uri", "/films/1")
+            .header("x-original-method", "POST")
+            .header("x-forwarded-host", "films.example")
+            .header("x-forwarded-proto", "https")
+            .header("cookie", cookie.clone());
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move { req.send().await.unwrap().status() }
+    };
+    for forged in [
+        vec![("origin", EVIL), ("x-requested-with", "1")],
+        vec![("origin", SIBLING), ("x-requested-with", "1")],
+        vec![("origin", APP)],
+        vec![
+            ("origin", "http://cinema.example"),
+            ("x-requested-with", "1"),
+        ],
+    ] {
+        assert_eq!(ask(forged.clone()).await, 403, "{forged:?}");
+    }
+    assert_eq!(
+        ask(vec![("origin", APP), ("x-requested-with", "1")]).await,
+        200
+    );
+    let listed = vec![
+        ("origin", "https://other-app.example"),
+        ("x-requested-with", "1"),
+    ];
+    assert_eq!(ask(listed).await, 200);
+    assert_eq!(echo.hits(), 0);
+}
