@@ -91,6 +91,29 @@ if ((${#proxies_missing[@]})); then
     fi
 fi
 
+# --- Chromium and playwright-core for the browser tests -----------------------
+# gateway/tests/browser.rs drives Debian's Chromium (headless) with
+# playwright-core, pinned by gateway/tests/browser/package-lock.json; it fails
+# when either is missing, so install Chromium here (as root, with apt-get) and
+# the npm package whenever node_modules is missing or older than the lock.
+step "chromium and playwright-core for the browser tests"
+if [[ ! -x /usr/bin/chromium ]]; then
+    if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        printf 'installing chromium with apt-get\n' >&2
+        apt-get -q update >&2 || die "apt-get update failed"
+        DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends chromium >&2 \
+            || die "apt-get install chromium failed"
+    else
+        printf '\n!!!!!!!! chromium missing and not installable here (not root or no apt-get):\n' >&2
+        printf '!!!!!!!! the browser tests (gateway/tests/browser.rs) will fail\n\n' >&2
+    fi
+fi
+browser_dir=gateway/tests/browser
+if [[ ! -f $browser_dir/node_modules/.package-lock.json || $browser_dir/package-lock.json -nt $browser_dir/node_modules/.package-lock.json ]]; then
+    command -v npm >/dev/null 2>&1 || die "npm not found; install Node.js and npm (apt-get install nodejs npm)"
+    (cd "$browser_dir" && npm ci --no-audit --no-fund >&2) || die "npm ci in $browser_dir failed"
+fi
+
 step "cargo test --workspace --all-targets --no-fail-fast $*"
 cargo test --workspace --all-targets --no-fail-fast "$@" || die "tests failed"
 
