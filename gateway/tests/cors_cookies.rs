@@ -110,7 +110,8 @@ async fn with_cookies(
 /// Login in cookie mode: the refresh token only in an HttpOnly, Secure,
 /// SameSite=Strict cookie with the narrow Path and the `__Secure-` name; the
 /// access token in the JSON and, with `auth.access_cookie`, in a `__Host-`
-/// cookie for the proxy. Body mode is unchanged.
+/// cookie for the proxy. Body mode is unchanged. No token answer may be
+/// cached (`Cache-Control: no-store`, RFC 6749 §5.1).
 #[tokio::test]
 async fn cookie_login_keeps_the_refresh_token_out_of_the_json() {
     let echo = Echo::start("films").await;
@@ -142,6 +143,10 @@ async fn cookie_login_keeps_the_refresh_token_out_of_the_json() {
     let r = app.login("alice", PASSWORD).await;
     assert!(r.body["refresh_token"].is_string());
     assert!(r.headers.get("set-cookie").is_none());
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let r = app.refresh(r.body["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
 }
 
 /// Cookie-mode login owes the CSRF proof, checked before the password: a

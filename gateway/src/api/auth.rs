@@ -131,9 +131,10 @@ impl From<TokenPair> for TokenBody {
     }
 }
 
-/// A body-mode answer: both tokens in the JSON.
+/// A body-mode answer: both tokens in the JSON, never stored by a cache
+/// (RFC 6749 §5.1).
 fn body_session(pair: TokenPair) -> Response {
-    Json(TokenBody::from(pair)).into_response()
+    with_cookies(Vec::new(), Json(TokenBody::from(pair)).into_response())
 }
 
 /// A cookie-mode answer: the access token in the JSON, the refresh token
@@ -174,6 +175,8 @@ fn cleared(s: &AppState, response: Response) -> Response {
     )
 }
 
+/// `response` with `cookies` set, and `Cache-Control: no-store`: an answer
+/// that carries or clears tokens is never kept by a cache.
 fn with_cookies(cookies: Vec<axum::http::HeaderValue>, mut response: Response) -> Response {
     let headers = response.headers_mut();
     for c in cookies {
