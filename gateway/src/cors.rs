@@ -8,8 +8,8 @@
 //! needs no token and never reaches an upstream), every answer carries
 //! `Vary: origin, access-control-request-method,
 //! access-control-request-headers`, and an origin not on the exact list gets
-//! no `Access-Control-Allow-Origin`, so the browser keeps the answer from
-//! the page. On a proxied route the upstream's own `Access-Control-*`
+//! no CORS header at all ([`only_for_allowed`]), so the browser keeps the
+//! answer from the page. On a proxied route the upstream's own `Access-Control-*`
 //! headers are removed first: the gateway's list is the only one.
 
 use std::convert::Infallible;
@@ -109,9 +109,24 @@ pub async fn proxied(cors: &CorsLayer, proxy: Arc<Proxy>, req: Request<Body>) ->
         }
     });
     match cors.layer(inner).oneshot(req).await {
-        Ok(response) => response,
+        Ok(response) => only_for_allowed(response),
         Err(never) => match never {},
     }
+}
+
+/// An answer to an origin that is not allowed carries no CORS header at
+/// all: tower-http leaves out `Access-Control-Allow-Origin` but still says
+/// `-Allow-Credentials`, `-Expose-Headers` (and, to a preflight, the
+/// methods, headers and max-age) to everyone, which tells a stranger the
+/// policy for nothing. `Vary` stays.
+pub fn only_for_allowed(mut response: Response<Body>) -> Response<Body> {
+    if !response
+        .headers()
+        .contains_key(axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    {
+        strip_access_control(response.headers_mut());
+    }
+    response
 }
 
 /// Removes every `Access-Control-*` response header.

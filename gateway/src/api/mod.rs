@@ -103,7 +103,9 @@ fn routes(state: AppState) -> Router {
         .merge(admin::routes())
         .method_not_allowed_fallback(method_not_allowed);
     let api = match &state.cors {
-        Some(cors) => api.layer((**cors).clone()),
+        Some(cors) => api
+            .layer((**cors).clone())
+            .layer(axum::middleware::map_response(only_for_allowed)),
         None => api,
     };
     // The forward-auth endpoints stay outside CORS: an OPTIONS there is an
@@ -117,6 +119,11 @@ fn routes(state: AppState) -> Router {
             state.auth.config.server.max_body_bytes,
         ))
         .with_state(state)
+}
+
+/// [`crate::cors::only_for_allowed`] as a response map.
+async fn only_for_allowed(response: Response) -> Response {
+    crate::cors::only_for_allowed(response)
 }
 
 /// A list body: `{"items": [...]}`.
