@@ -371,13 +371,15 @@ impl Auth {
         self.end_session_of(sid, user_id, "logout", false).await
     }
 
-    /// The (user, session) of a refresh token of any state, for a logout
-    /// that shows the refresh cookie instead of an access token; unknown:
-    /// 401 `invalid_refresh_token`.
+    /// The (user, session) of a refresh token that could still refresh
+    /// ([`sessions::live_session_of_token`]), for a logout that shows the
+    /// refresh cookie instead of an access token; else 401
+    /// `invalid_refresh_token`.
     pub async fn session_of_refresh(&self, presented: &str) -> Result<(Uuid, Uuid)> {
         let presented = RefreshToken::parse(presented).ok_or(Error::InvalidRefreshToken)?;
+        let grace = self.config.tokens.refresh_reuse_grace;
         self.db
-            .run(move |c| sessions::session_of_token(c, &presented.hash))
+            .run(move |c| sessions::live_session_of_token(c, &presented.hash, grace))
             .await?
             .ok_or(Error::InvalidRefreshToken)
     }

@@ -745,3 +745,33 @@ async fn forward_auth_decisions_owe_the_proof_too() {
     assert_eq!(ask(listed).await, 200);
     assert_eq!(echo.hits(), 0);
 }
+
+/// A logout by cookie needs a token that could still refresh: one consumed
+/// after the grace (leaked from a log, an old backup) names no session, so
+/// it ends nothing (401, the cookies cleared) and the live successor goes
+/// on; a doubled cookie is refused and left alone.
+#[tokio::test]
+async fn logout_by_cookie_needs_a_live_token() {
+    let echo = Echo::start("films").await;
+    let app = browser_app(&echo, |c| {
+        c.tokens.refresh_reuse_grace = std::time::Duration::ZERO;
+    })
+    .await;
+    let login = cookie_login(&app, "olga").await;
+    let old = refresh_cookie_of(&login);
+    let r = with_cookies(&app, "refresh", &old, from_app).await;
+    let live = refresh_cookie_of(&r);
+    for what in ["logout", "logout-all"] {
+        let r = with_cookies(&app, what, &old, from_app).await;
+        r.assert_problem(401, "invalid_refresh_token");
+        assert!(set_cookie(&r, REFRESH_COOKIE).is_some_and(|c| c.contains("Max-Age=0")));
+    }
+    assert_eq!(app.db.count("SELECT count(*) FROM revocations"), 0);
+    let doubled = format!("{old}; {live}");
+    let r = with_cookies(&app, "logout-all", &doubled, from_app).await;
+    r.assert_problem(401, "invalid_refresh_token");
+    assert!(set_cookie(&r, REFRESH_COOKIE).is_none());
+    assert_eq!(app.db.count("SELECT count(*) FROM revocations"), 0);
+    let r = with_cookies(&app, "refresh", &live, from_app).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}

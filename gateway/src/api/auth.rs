@@ -266,18 +266,36 @@ async fn logging_out(s: &AppState, browser: &Browser) -> Result<(Uuid, Uuid)> {
     }
 }
 
-/// Ends the caller's session; the session cookies are cleared.
+/// Ends the caller's session; the session cookies are cleared (also when
+/// the refresh cookie could not refresh any more: 401).
 pub async fn logout(State(s): State<AppState>, browser: Browser) -> Result<Response> {
-    let (user, sid) = logging_out(&s, &browser).await?;
-    s.auth.logout_session(user, sid).await?;
-    Ok(cleared(&s, StatusCode::NO_CONTENT.into_response()))
+    match logging_out(&s, &browser).await {
+        Ok((user, sid)) => s.auth.logout_session(user, sid).await?,
+        Err(e @ Error::InvalidRefreshToken) => return Ok(cleared_for(&s, &browser, e)),
+        Err(e) => return Err(e),
+    }
+    Ok(cleared_for(&s, &browser, StatusCode::NO_CONTENT))
 }
 
-/// Ends every session of the caller; the session cookies are cleared.
+/// Ends every session of the caller; the session cookies are cleared (also
+/// when the refresh cookie could not refresh any more: 401).
 pub async fn logout_all(State(s): State<AppState>, browser: Browser) -> Result<Response> {
-    let (user, sid) = logging_out(&s, &browser).await?;
-    s.auth.logout_all(user, sid, "logout-all").await?;
-    Ok(cleared(&s, StatusCode::NO_CONTENT.into_response()))
+    match logging_out(&s, &browser).await {
+        Ok((user, sid)) => s.auth.logout_all(user, sid, "logout-all").await?,
+        Err(e @ Error::InvalidRefreshToken) => return Ok(cleared_for(&s, &browser, e)),
+        Err(e) => return Err(e),
+    }
+    Ok(cleared_for(&s, &browser, StatusCode::NO_CONTENT))
+}
+
+/// `answer` with the session cookies cleared, unless the refresh cookie
+/// came twice: clearing would remove only ours and leave a tossed one.
+fn cleared_for(s: &AppState, browser: &Browser, answer: impl IntoResponse) -> Response {
+    let response = answer.into_response();
+    match browser.refresh_cookie(s) {
+        Ok(_) => cleared(s, response),
+        Err(_) => response,
+    }
 }
 
 fn timestamp(secs: i64) -> DateTime<Utc> {

@@ -83,16 +83,21 @@ pub fn token_owner(client: &mut impl GenericClient, token_hash: &[u8]) -> Result
     Ok(row.map(|r| r.get(0)))
 }
 
-/// The user and session a refresh token belongs to, whatever its state
-/// (logging out with a consumed or revoked token of the session is still
-/// the session's holder ending it).
-pub fn session_of_token(
+/// The user and session of a refresh token that could still refresh:
+/// not revoked, not expired, and unused or used within `grace` (a tab that
+/// raced a sibling's rotation). A consumed, expired or revoked token names
+/// nothing: one that leaked long ago (a log, an old backup) must not be
+/// able to end the user's sessions.
+pub fn live_session_of_token(
     client: &mut impl GenericClient,
     token_hash: &[u8],
+    grace: Duration,
 ) -> Result<Option<(Uuid, Uuid)>> {
     let row = client.query_opt(
-        "SELECT user_id, session_id FROM refresh_tokens WHERE token_hash = $1",
-        &[&token_hash],
+        "SELECT user_id, session_id FROM refresh_tokens
+         WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()
+           AND (used_at IS NULL OR used_at > now() - make_interval(secs => $2))",
+        &[&token_hash, &grace.as_secs_f64()],
     )?;
     Ok(row.map(|r| (r.get(0), r.get(1))))
 }
