@@ -28,8 +28,7 @@ use crate::error::{Error, Result};
 /// The custom header of the proof.
 pub const CSRF_HEADER: HeaderName = HeaderName::from_static("x-requested-with");
 
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+use crate::proxy::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
 
 /// How much proof a request owes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
