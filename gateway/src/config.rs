@@ -308,6 +308,25 @@ pub struct RouteConfig {
     /// Policy plugins run in order; the first deny wins.
     #[serde(default)]
     pub plugins: Vec<String>,
+    /// `https://` upstreams: a PEM bundle of the CAs that may sign the
+    /// upstream's certificate, instead of the system roots (relative to the
+    /// config file's directory).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// `https://` upstreams: the name sent in SNI and verified in the
+    /// certificate, instead of the upstream URL's host.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// `https://` upstreams: a client certificate chain (PEM) for mutual
+    /// TLS with the service, with `tls_client_key`.
+    #[serde(default)]
+    pub tls_client_cert: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, SEC1 or PKCS#1) of `tls_client_cert`.
+    #[serde(default)]
+    pub tls_client_key: Option<PathBuf>,
+    /// `https://` upstreams: offer HTTP/2 in ALPN (HTTP/1.1 otherwise).
+    #[serde(default)]
+    pub upstream_http2: bool,
     #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
     pub connect_timeout: Duration,
     /// Time from sending the request to the upstream's response headers.

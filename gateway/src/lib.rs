@@ -21,6 +21,7 @@
 //! - [`cookies`]: cookie sessions (the HttpOnly refresh and access cookies).
 //! - [`csrf`]: the proof a cookie-authenticated state change owes.
 //! - [`metrics`]: Prometheus metrics for the admin listener.
+//! - [`tls`]: rustls for the listener, the upstreams and PostgreSQL (PEM files, provider).
 //! - [`store`]: all SQL, migrations and the database access helper.
 //! - [`error`]: the one domain error type.
 #![forbid(unsafe_code)]
@@ -47,4 +48,5 @@ pub mod revocation;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod tokens;

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+pub mod certs;
 pub mod pgproxy;
 pub mod upstream;
 
