@@ -17,6 +17,7 @@ impl exports::authgw::policy::policy::Guest for AllowAll {
             host: false,
             route: false,
             user: false,
+            client_cert: false,
         })
     }
 

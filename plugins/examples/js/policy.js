@@ -43,7 +43,7 @@ export const policy = {
       throw "deny_status: must be an HTTP status in 400..599";
     }
     settings = { prefix: prefix.replace(/\/+$/, "") || "/", anyOf, denyStatus: status };
-    return { headers: [], query: false, host: false, route: false, user: false };
+    return { headers: [], query: false, host: false, route: false, user: false, clientCert: false };
   },
 
   decide(request, identity) {

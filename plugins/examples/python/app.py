@@ -49,7 +49,7 @@ class Policy(exports.Policy):
         if not isinstance(status, int) or not 400 <= status <= 599:
             _refuse("deny_status: must be an HTTP status in 400..599")
         _config.update(prefix=prefix.rstrip("/") or "/", any_of=any_of, deny_status=status)
-        return Needs(headers=[], query=False, host=False, route=False, user=False)
+        return Needs(headers=[], query=False, host=False, route=False, user=False, client_cert=False)
 
     def decide(self, request, identity):
         prefix = _config["prefix"]

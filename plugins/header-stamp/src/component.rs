@@ -1,9 +1,11 @@
-//! The component shell of header-stamp.
+//! The component shell of header-stamp. Built against interface 0.2.0
+//! (`wit/v0.2.0`): it reads no client certificate, and it keeps a 0.2.0
+//! plugin with needs under test (the gateway loads 0.3.0, 0.2.0 and 0.1.0).
 use std::cell::RefCell;
 
 use crate::stamp::{Config, Fields, IdentityFields, Outcome};
 
-wit_bindgen::generate!({ path: "../wit", world: "plugin" });
+wit_bindgen::generate!({ path: "../wit/v0.2.0", world: "plugin" });
 
 use authgw::policy::types::{Allow, Decision, Deny, Header, Identity, Needs, Request};
 use exports::authgw::policy::policy::Guest;

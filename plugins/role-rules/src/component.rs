@@ -17,8 +17,10 @@ struct RoleRules;
 impl Guest for RoleRules {
     /// Rules read the method, the path, the roles and the admin flag, which
     /// every plugin gets: no header, query, host, route or user is copied in.
+    /// The client certificate only when a rule asks for one.
     fn configure(config: String) -> Result<Needs, String> {
         let parsed = Config::from_json(&config)?;
+        let client_cert = parsed.reads_client_cert();
         CONFIG.with(|c| *c.borrow_mut() = Some(parsed));
         Ok(Needs {
             headers: Vec::new(),
@@ -26,6 +28,7 @@ impl Guest for RoleRules {
             host: false,
             route: false,
             user: false,
+            client_cert,
         })
     }
 
@@ -35,7 +38,12 @@ impl Guest for RoleRules {
             is_admin: id.is_admin,
         });
         let verdict = CONFIG.with(|c| match c.borrow().as_ref() {
-            Some(config) => config.decide(&request.method, &request.path, caller),
+            Some(config) => config.decide_with_cert(
+                &request.method,
+                &request.path,
+                caller,
+                request.client_cert.as_ref().map(|c| c.subject.as_str()),
+            ),
             None => Verdict::Deny {
                 status: 500,
                 reason: "role-rules is not configured".into(),

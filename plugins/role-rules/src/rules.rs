@@ -3,6 +3,11 @@
 //! A config is a list of rules plus a default. The first rule whose path and
 //! methods match the request decides it; when none matches, the default does
 //! (deny unless `"default": "allow"`).
+//!
+//! A rule may also demand a verified TLS client certificate
+//! (`client_cert`), or one of a few exact subjects (`client_cert_subject`):
+//! checked before the caller's identity, since without the certificate no
+//! login helps.
 
 use serde::Deserialize;
 
@@ -25,6 +30,12 @@ pub enum Verdict {
 pub const UNAUTHENTICATED: u16 = 401;
 /// Status of a denial when the rule sets no `deny_status`, and of the default.
 pub const FORBIDDEN: u16 = 403;
+/// The reason when a rule demands a client certificate and the request came
+/// without a verified one.
+pub const CLIENT_CERT_REQUIRED: &str = "a verified TLS client certificate is required";
+/// The reason when the certificate's subject is not one the rule names (the
+/// allowed subjects are not told).
+pub const CLIENT_CERT_NOT_ALLOWED: &str = "this TLS client certificate is not allowed here";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +67,16 @@ struct RawRule {
     #[serde(default)]
     admin_only: bool,
     deny_status: Option<u16>,
+    client_cert: Option<bool>,
+    client_cert_subject: Option<OneOrMany>,
+}
+
+/// `"CN=ops,O=cinema"` or `["CN=ops,O=cinema", "CN=backup,O=cinema"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// A validated configuration.
@@ -74,6 +95,17 @@ struct Rule {
     all_of: Vec<String>,
     admin_only: bool,
     deny_status: u16,
+    client_cert: CertRequirement,
+}
+
+/// What a rule asks of the TLS client certificate.
+#[derive(Debug, PartialEq, Eq)]
+enum CertRequirement {
+    None,
+    /// Any certificate the gateway verified.
+    Any,
+    /// A verified certificate with one of these subjects, compared exactly.
+    Subjects(Vec<String>),
 }
 
 #[derive(Debug)]
@@ -112,16 +144,37 @@ impl Config {
         })
     }
 
-    /// Decides one request: the first matching rule, else the default.
+    /// Decides one request that came without a client certificate.
     pub fn decide(&self, method: &str, path: &str, caller: Option<Caller<'_>>) -> Verdict {
+        self.decide_with_cert(method, path, caller, None)
+    }
+
+    /// Decides one request: the first matching rule, else the default.
+    /// `client_cert` is the subject of the verified TLS client certificate
+    /// the request came with, if any.
+    pub fn decide_with_cert(
+        &self,
+        method: &str,
+        path: &str,
+        caller: Option<Caller<'_>>,
+        client_cert: Option<&str>,
+    ) -> Verdict {
         match self.rules.iter().find(|r| r.matches(method, path)) {
-            Some(rule) => rule.judge(caller),
+            Some(rule) => rule.judge(caller, client_cert),
             None if self.default == DefaultAction::Allow => Verdict::Allow,
             None => Verdict::Deny {
                 status: FORBIDDEN,
                 reason: "no rule allows this request".into(),
             },
         }
+    }
+
+    /// Whether a rule reads the client certificate: only then does the
+    /// plugin declare `needs.client-cert`.
+    pub fn reads_client_cert(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.client_cert != CertRequirement::None)
     }
 }
 
@@ -148,6 +201,26 @@ impl Rule {
             Some(ms) => Some(ms.iter().map(|m| m.to_ascii_uppercase()).collect()),
             None => None,
         };
+        let client_cert = match raw.client_cert_subject {
+            Some(_) if raw.client_cert == Some(false) => {
+                return Err("`client_cert_subject` with `client_cert`: false; a subject needs a certificate".into());
+            }
+            Some(subjects) => {
+                let subjects = match subjects {
+                    OneOrMany::One(s) => vec![s],
+                    OneOrMany::Many(list) => list,
+                };
+                if subjects.is_empty() {
+                    return Err("`client_cert_subject` is empty; omit it, or set `client_cert` for any certificate".into());
+                }
+                if let Some(blank) = subjects.iter().find(|s| s.trim().is_empty()) {
+                    return Err(format!("`client_cert_subject` {blank:?} is blank"));
+                }
+                CertRequirement::Subjects(subjects)
+            }
+            None if raw.client_cert == Some(true) => CertRequirement::Any,
+            None => CertRequirement::None,
+        };
         Ok(Rule {
             pattern,
             methods,
@@ -155,6 +228,7 @@ impl Rule {
             all_of: raw.all_of,
             admin_only: raw.admin_only,
             deny_status,
+            client_cert,
         })
     }
 
@@ -170,7 +244,21 @@ impl Rule {
         !self.admin_only && self.any_of.is_empty() && self.all_of.is_empty()
     }
 
-    fn judge(&self, caller: Option<Caller<'_>>) -> Verdict {
+    fn judge(&self, caller: Option<Caller<'_>>, client_cert: Option<&str>) -> Verdict {
+        let deny = |reason: String| Verdict::Deny {
+            status: self.deny_status,
+            reason,
+        };
+        match (&self.client_cert, client_cert) {
+            (CertRequirement::None, _) => {}
+            (_, None) => return deny(CLIENT_CERT_REQUIRED.into()),
+            (CertRequirement::Any, Some(_)) => {}
+            (CertRequirement::Subjects(allowed), Some(subject)) => {
+                if !allowed.iter().any(|s| s == subject) {
+                    return deny(CLIENT_CERT_NOT_ALLOWED.into());
+                }
+            }
+        }
         if self.is_open() {
             return Verdict::Allow;
         }
@@ -179,10 +267,6 @@ impl Rule {
                 status: UNAUTHENTICATED,
                 reason: "authentication required".into(),
             };
-        };
-        let deny = |reason: String| Verdict::Deny {
-            status: self.deny_status,
-            reason,
         };
         if self.admin_only && !caller.is_admin {
             return deny("administrators only".into());

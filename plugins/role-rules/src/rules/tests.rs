@@ -216,3 +216,151 @@ fn invalid_configs_name_the_rule_and_key() {
         }
     }
 }
+
+const ADMIN_MTLS: &str = include_str!("../../examples/admin-mtls.json");
+
+fn admin_mtls() -> Config {
+    match Config::from_json(ADMIN_MTLS) {
+        Ok(c) => c,
+        Err(e) => panic!("examples/admin-mtls.json: {e}"),
+    }
+}
+
+fn admin() -> Option<Caller<'static>> {
+    Some(Caller {
+        roles: &[],
+        is_admin: true,
+    })
+}
+
+/// A rule with `client_cert_subject` allows only a request that came with
+/// a verified certificate of that subject, and still asks for the rest
+/// (the admin flag); without one, or with another, it denies with 403 and
+/// a reason that does not tell the allowed subjects.
+#[test]
+fn client_cert_subject_is_demanded_before_the_identity() {
+    let c = admin_mtls();
+    let ops = Some("CN=ops,O=cinema");
+    assert_eq!(
+        c.decide_with_cert("GET", "/admin/users", admin(), ops),
+        Verdict::Allow
+    );
+    assert_eq!(
+        c.decide("GET", "/admin/users", admin()),
+        Verdict::Deny {
+            status: 403,
+            reason: CLIENT_CERT_REQUIRED.into()
+        }
+    );
+    let other = c.decide_with_cert("GET", "/admin/users", admin(), Some("CN=intern,O=cinema"));
+    assert_eq!(
+        other,
+        Verdict::Deny {
+            status: 403,
+            reason: CLIENT_CERT_NOT_ALLOWED.into()
+        }
+    );
+    // Exact comparison: no case folding, no whitespace games.
+    for near in ["cn=ops,o=cinema", "CN=ops, O=cinema", "CN=ops,O=cinema "] {
+        assert_eq!(
+            status(&c.decide_with_cert("GET", "/admin", admin(), Some(near))),
+            Some(403),
+            "{near}"
+        );
+    }
+    let user = roles(&["subscriber"]);
+    assert_eq!(
+        c.decide_with_cert("GET", "/admin", as_user(&user), ops),
+        Verdict::Deny {
+            status: 403,
+            reason: "administrators only".into()
+        }
+    );
+    assert_eq!(
+        status(&c.decide_with_cert("GET", "/admin", None, ops)),
+        Some(401)
+    );
+    // No certificate: 403 before the identity is looked at, anonymous too.
+    assert_eq!(status(&c.decide("GET", "/admin", None)), Some(403));
+}
+
+/// `client_cert: true` accepts any verified certificate, and alone (no role
+/// requirement) needs no token; rules without it do not look at the
+/// certificate at all.
+#[test]
+fn client_cert_true_accepts_any_verified_certificate() {
+    let c = admin_mtls();
+    assert_eq!(
+        c.decide_with_cert("GET", "/ops/status", None, Some("CN=probe")),
+        Verdict::Allow
+    );
+    assert_eq!(
+        c.decide("GET", "/ops/status", None),
+        Verdict::Deny {
+            status: 403,
+            reason: CLIENT_CERT_REQUIRED.into()
+        }
+    );
+    assert_eq!(c.decide("GET", "/films/1", None), Verdict::Allow);
+    assert_eq!(
+        c.decide_with_cert("GET", "/films/1", None, Some("CN=probe")),
+        Verdict::Allow
+    );
+}
+
+/// A rule's `deny_status` applies to a missing certificate too, and a list
+/// of subjects allows any of them.
+#[test]
+fn client_cert_subject_lists_and_deny_status() {
+    let c = Config::from_json(
+        r#"{"rules": [{"path": "/ops", "client_cert_subject": ["CN=a", "CN=b"], "deny_status": 421}]}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for ok in ["CN=a", "CN=b"] {
+        assert_eq!(
+            c.decide_with_cert("POST", "/ops/x", None, Some(ok)),
+            Verdict::Allow
+        );
+    }
+    assert_eq!(
+        status(&c.decide_with_cert("POST", "/ops/x", None, Some("CN=c"))),
+        Some(421)
+    );
+    assert_eq!(status(&c.decide("POST", "/ops/x", None)), Some(421));
+}
+
+/// The plugin declares `needs.client-cert` only when a rule reads the
+/// certificate: the cinema rules do not, so their routes pay nothing.
+#[test]
+fn reads_client_cert_only_when_a_rule_asks() {
+    assert!(admin_mtls().reads_client_cert());
+    assert!(!cinema().reads_client_cert());
+}
+
+/// Contradictory or empty certificate keys are refused, naming the rule.
+#[test]
+fn invalid_client_cert_keys_are_refused() {
+    for (json, want) in [
+        (
+            r#"{"rules": [{"path": "/a", "client_cert": false, "client_cert_subject": "CN=a"}]}"#,
+            "rules[0]: `client_cert_subject` with `client_cert`: false",
+        ),
+        (
+            r#"{"rules": [{"path": "/a", "client_cert_subject": []}]}"#,
+            "rules[0]: `client_cert_subject` is empty",
+        ),
+        (
+            r#"{"rules": [{"path": "/a", "client_cert_subject": " "}]}"#,
+            "rules[0]: `client_cert_subject` \" \" is blank",
+        ),
+        (
+            r#"{"rules": [{"path": "/a", "client_cert_subject": 7}]}"#,
+            "role-rules config:",
+        ),
+    ] {
+        match Config::from_json(json) {
+            Ok(_) => panic!("{json} must be refused"),
+            Err(e) => assert!(e.contains(want), "{json}: {e}"),
+        }
+    }
+}
