@@ -3,7 +3,12 @@
 # Quickstart: build authgw, give it a database, a signing key and a demo
 # admin, then run the server in the foreground.
 #
-#   scripts/quickstart.sh
+#   scripts/quickstart.sh          plain HTTP on 127.0.0.1:8080
+#   scripts/quickstart.sh --tls    HTTPS on 127.0.0.1:8443 (h2 and HTTP/1.1) with
+#                                  a CA and a certificate for localhost made
+#                                  here (.data/tls/ca.pem for curl --cacert),
+#                                  plus plain 127.0.0.1:8080 for health checks
+#                                  and redirects to https
 #
 # Without AUTHGW_DATABASE_URL it runs a private PostgreSQL cluster under
 # .data/ (unix socket only, nothing listens on TCP) and uses database
@@ -20,6 +25,21 @@
 # AUTHGW_LISTEN, AUTHGW_CONFIG (default: the demo config),
 # AUTHGW_DEMO_UPSTREAM_PORT (default 8081).
 set -euo pipefail
+
+TLS=
+for arg in "$@"; do
+    case $arg in
+    --tls) TLS=1 ;;
+    -h | --help)
+        sed -n '3,30p' "$0"
+        exit 0
+        ;;
+    *)
+        printf 'error: unknown argument %s (try --help)\n' "$arg" >&2
+        exit 2
+        ;;
+    esac
+done
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
@@ -46,6 +66,7 @@ DEMO_PORT=${AUTHGW_DEMO_UPSTREAM_PORT:-8081}
 
 authgw() { "$BIN" --config "$CONFIG" "$@"; }
 
+[[ -z $TLS || -n $DEMO ]] || die "--tls serves the demo config; with AUTHGW_CONFIG, set [server.tls] in it (docs/tls.md)"
 [[ -f gateway.toml ]] || die "gateway.toml not found (run from a complete checkout)"
 [[ -n $DEMO || -f $CONFIG ]] || die "config file '$CONFIG' (AUTHGW_CONFIG) not found"
 command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust (https://rustup.rs) and retry"
@@ -89,6 +110,35 @@ plugins = ["cinema"]
 EOF
     } >"$CONFIG.tmp" && mv "$CONFIG.tmp" "$CONFIG" || die "cannot write $CONFIG"
     step "demo config: $CONFIG (route /films -> 127.0.0.1:$DEMO_PORT, role-rules)"
+fi
+
+# --- TLS (--tls): a CA and a certificate for localhost, made once -------------
+if [[ -n $TLS ]]; then
+    command -v openssl >/dev/null 2>&1 || die "openssl not found: --tls makes its certificates with it (apt-get install openssl)"
+    TLS_DIR=$DATA/tls
+    if [[ ! -f $TLS_DIR/gateway.pem ]]; then
+        step "TLS: a demo CA and a certificate for localhost in $TLS_DIR"
+        mkdir -p "$TLS_DIR" && chmod 700 "$TLS_DIR" || die "cannot create $TLS_DIR"
+        (
+            cd "$TLS_DIR"
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+                -subj "/CN=authgw quickstart CA" -keyout ca.key -out ca.pem \
+                -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                -subj "/CN=localhost" -keyout gateway.key -out gateway.csr
+            printf 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nextendedKeyUsage=serverAuth\n' >gateway.ext
+            openssl x509 -req -in gateway.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 \
+                -extfile gateway.ext -out gateway.crt
+            cat gateway.crt ca.pem >gateway.pem
+            chmod 600 ./*.key
+        ) >"$DATA/tls.log" 2>&1 || die "openssl failed making the demo certificates (see $DATA/tls.log)"
+    fi
+    export AUTHGW_LISTEN=${AUTHGW_LISTEN:-127.0.0.1:8443}
+    {
+        printf '\n# --- added by scripts/quickstart.sh --tls ---\n'
+        printf '[server.tls]\ncert = "tls/gateway.pem"\nkey = "tls/gateway.key"\nhttp_listen = "127.0.0.1:8080"\n'
+    } >>"$CONFIG" || die "cannot write $CONFIG"
+    step "TLS: https://$AUTHGW_LISTEN (curl --cacert .data/tls/ca.pem), http://127.0.0.1:8080 redirects"
 fi
 
 # --- database ----------------------------------------------------------------
@@ -159,7 +209,12 @@ if [[ -z $listen ]]; then
         }' "$CONFIG" 2>/dev/null) || listen=
     listen=${listen:-127.0.0.1:8080}
 fi
-step "authgw serve: listening on http://$listen (Ctrl-C to stop)"
+if [[ -n $TLS ]]; then
+    step "authgw serve: listening on https://$listen (Ctrl-C to stop); try:"
+    printf '        curl --cacert .data/tls/ca.pem https://%s/healthz\n' "${listen/127.0.0.1/localhost}" >&2
+else
+    step "authgw serve: listening on http://$listen (Ctrl-C to stop)"
+fi
 if [[ -n ${PG_URL:-} ]]; then
     step "the private PostgreSQL cluster keeps running after the server stops; stop it with:"
     printf '        bash -c '"'"'source scripts/lib/pg.sh && authgw_private_cluster_stop .data'"'"'\n' >&2

@@ -294,6 +294,7 @@ fn serve(config: Config) -> Result<(), Failure> {
     runtime.block_on(async move {
         let listen = config.server.listen;
         let admin = config.admin.enabled.then_some(config.admin.listen);
+        let plain = config.server.tls.as_ref().and_then(|t| t.http_listen);
         let gateway = crate::server::Gateway::build(config)?;
         let listener = crate::listener::bind(listen)
             .map_err(|e| Error::Internal(format!("cannot listen on {listen}: {e}")))?;
@@ -304,13 +305,26 @@ fn serve(config: Config) -> Result<(), Failure> {
             })?),
             None => None,
         };
+        let plain = match plain {
+            Some(addr) => Some(crate::listener::bind(addr).map_err(|e| {
+                Error::Internal(format!(
+                    "cannot listen on {addr} (server.tls.http_listen): {e}"
+                ))
+            })?),
+            None => None,
+        };
         if let Some(a) = admin.as_ref().and_then(|l| l.local_addr().ok()) {
             tracing::info!(listen = %bound, admin = %a, routes = gateway.state().proxy.routes(), "authgw listening");
         } else {
             tracing::info!(listen = %bound, routes = gateway.state().proxy.routes(), "authgw listening");
         }
+        let listeners = crate::server::Listeners {
+            main: listener,
+            admin,
+            plain,
+        };
         gateway
-            .serve_with_admin(listener, admin, crate::server::shutdown_signal())
+            .serve_listeners(listeners, crate::server::shutdown_signal())
             .await
             .map_err(Error::internal)?;
         tracing::info!("stopped");
@@ -324,6 +338,13 @@ fn reload(config: &Config) -> Result<(), Failure> {
     if !config.admin.enabled {
         return Err(Failure::Usage(
             "admin.enabled is false: send SIGHUP to the server instead".into(),
+        ));
+    }
+    if config.admin.tls {
+        return Err(Failure::Usage(
+            "admin.tls is on and this command speaks plain HTTP: send SIGHUP to the server, \
+             or POST /reload with curl --cacert"
+                .into(),
         ));
     }
     let addr = config.admin.listen;

@@ -204,6 +204,9 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Serve the admin listener at all.
     pub enabled: bool,
+    /// Terminate TLS on the admin listener too, with `[server.tls]`'s
+    /// certificates and client-certificate rules.
+    pub tls: bool,
 }
 
 impl Default for AdminConfig {
@@ -211,6 +214,7 @@ impl Default for AdminConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             enabled: true,
+            tls: false,
         }
     }
 }
@@ -394,6 +398,93 @@ pub struct ServerConfig {
     /// HTTP/2: close a connection with no request in flight for this long.
     #[serde(deserialize_with = "duration")]
     pub http2_idle_timeout: Duration,
+    /// Terminate TLS on `listen` (absent: plain HTTP); see [`TlsConfig`].
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: the listener speaks HTTPS (HTTP/1.1 and, by ALPN, h2).
+/// Files are PEM, relative to the config file's directory; SIGHUP and
+/// `authgw reload` read them again (new handshakes get the new
+/// certificates, open connections keep theirs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The default certificate chain (leaf first), served when no
+    /// `[[server.tls.certs]]` entry names the SNI host (or there is no SNI).
+    pub cert: Option<PathBuf>,
+    /// Its private key: PKCS#8, SEC1 (EC) or PKCS#1 (RSA).
+    pub key: Option<PathBuf>,
+    /// More certificates, chosen by SNI: exact hosts or `*.example.org`.
+    pub certs: Vec<TlsCertConfig>,
+    /// Oldest protocol version accepted: "1.2" or "1.3".
+    pub min_version: TlsVersion,
+    /// Cipher suites allowed, by their IANA names
+    /// (`TLS13_AES_128_GCM_SHA256`, `TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384`...).
+    /// Empty: rustls's defaults (AEAD with forward secrecy only).
+    pub cipher_suites: Vec<String>,
+    /// CAs (PEM bundle) that sign client certificates. Set: clients may
+    /// present one, and a verified subject is given to the plugins.
+    pub client_ca: Option<PathBuf>,
+    /// "optional" (default with `client_ca`) or "required" (the handshake
+    /// fails without a valid client certificate).
+    pub client_auth: Option<ClientAuth>,
+    /// `Strict-Transport-Security` on every answer over TLS; "" sends none.
+    pub hsts: String,
+    /// A plain-HTTP listener beside the TLS one: `/healthz` and `/readyz`
+    /// answered, everything else redirected (or refused: `http_redirect`).
+    pub http_listen: Option<SocketAddr>,
+    /// On `http_listen`: 308 to the `https://` URL (true), or a 403
+    /// `https_required` problem (false; an API client that sent a token in
+    /// clear learns of it instead of silently following).
+    pub http_redirect: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            certs: Vec::new(),
+            min_version: TlsVersion::V1_2,
+            cipher_suites: Vec::new(),
+            client_ca: None,
+            client_auth: None,
+            hsts: "max-age=31536000".into(),
+            http_listen: None,
+            http_redirect: true,
+        }
+    }
+}
+
+/// `[[server.tls.certs]]`: a certificate for the SNI names in `hosts`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCertConfig {
+    /// Host names (lower case; `*.example.org` covers one label).
+    pub hosts: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The oldest TLS version the listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+/// Whether the listener asks for client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Asked for; a connection without one is served, one with an invalid
+    /// one fails the handshake.
+    Optional,
+    /// The handshake fails without a valid client certificate.
+    Required,
 }
 
 impl ServerConfig {
@@ -421,6 +512,7 @@ impl Default for ServerConfig {
             http2_keepalive_interval: Duration::from_secs(20),
             http2_keepalive_timeout: Duration::from_secs(10),
             http2_idle_timeout: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -834,7 +926,41 @@ impl Config {
             }
         }
         self.validate_browser(origin)?;
+        self.validate_tls(origin)?;
         self.validate_routes(origin)
+    }
+
+    /// The directory relative paths (plugins, TLS files) start from: the
+    /// config file's.
+    pub fn base_dir(&self) -> PathBuf {
+        self.source
+            .as_deref()
+            .and_then(|p| p.parent())
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), PathBuf::from)
+    }
+
+    /// `[server.tls]`: every file read and the rustls config built, so a
+    /// bad certificate is refused at load (and at reload) naming its key.
+    fn validate_tls(&self, origin: &str) -> Result<(), ConfigError> {
+        let fail = |key: String, reason: String| ConfigError {
+            origin: origin.into(),
+            key,
+            reason,
+        };
+        if self.admin.tls && self.server.tls.is_none() {
+            return Err(fail(
+                "admin.tls".into(),
+                "needs [server.tls] (its certificates)".into(),
+            ));
+        }
+        let Some(tls) = &self.server.tls else {
+            return Ok(());
+        };
+        crate::tls::server::build(tls, &self.base_dir())
+            .map(|_| ())
+            .map_err(|e| fail(format!("server.tls.{}", e.key), e.reason))?;
+        Ok(())
     }
 
     /// `[cors]` and the cookie keys of `[auth]`: nothing a browser would

@@ -54,11 +54,12 @@ pub fn verify(
     config: &Config,
     headers: &HeaderMap,
     peer: Option<IpAddr>,
+    tls: bool,
     proof: Proof,
 ) -> Result<()> {
     let origin = request_origin(headers)?;
     let allowed = config.cors.allowed_origins.contains(&origin)
-        || own_origin(config, headers, peer).is_some_and(|own| own == origin);
+        || own_origin(config, headers, peer, tls).is_some_and(|own| own == origin);
     if !allowed {
         return Err(Error::CsrfRejected(format!(
             "the request comes from origin {origin}, which is neither this gateway's nor in cors.allowed_origins"
@@ -119,9 +120,15 @@ fn parse_origin(raw: &str) -> Option<String> {
     Some(format!("{scheme}://{authority}"))
 }
 
-/// The origin the client addressed: `http://` and `Host` (the URI's
-/// authority for HTTP/2), or what a trusted proxy says it was.
-fn own_origin(config: &Config, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<String> {
+/// The origin the client addressed: `https://` over this gateway's TLS
+/// (`tls`), else `http://`, and `Host` (the URI's authority for HTTP/2),
+/// or what a trusted proxy says it was.
+fn own_origin(
+    config: &Config,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    tls: bool,
+) -> Option<String> {
     let single = |name: &HeaderName| {
         let mut all = headers.get_all(name).iter();
         match (all.next(), all.next()) {
@@ -133,7 +140,7 @@ fn own_origin(config: &Config, headers: &HeaderMap, peer: Option<IpAddr>) -> Opt
     let proto = trusted
         .then(|| single(&X_FORWARDED_PROTO))
         .flatten()
-        .unwrap_or("http");
+        .unwrap_or(if tls { "https" } else { "http" });
     let host = trusted
         .then(|| single(&X_FORWARDED_HOST))
         .flatten()
@@ -164,8 +171,34 @@ mod tests {
     }
 
     fn check(c: &Config, pairs: &[(&str, &str)]) -> std::result::Result<(), String> {
-        verify(c, &headers(pairs), Some([127, 0, 0, 1].into()), Proof::Full)
-            .map_err(|e| e.to_string())
+        verify(
+            c,
+            &headers(pairs),
+            Some([127, 0, 0, 1].into()),
+            false,
+            Proof::Full,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// Over this gateway's TLS its own origin is `https://host`: the
+    /// `http://` origin of the same host is another origin and refused.
+    #[test]
+    fn own_origin_over_tls_is_https() {
+        let c = config(&[]);
+        let peer = Some([127, 0, 0, 1].into());
+        let with = |origin: &str| {
+            headers(&[
+                ("origin", origin),
+                ("x-requested-with", "authgw"),
+                ("host", "auth.cinema.example"),
+            ])
+        };
+        let https = with("https://auth.cinema.example");
+        let http = with("http://auth.cinema.example");
+        assert!(verify(&c, &https, peer, true, Proof::Full).is_ok());
+        assert!(verify(&c, &http, peer, true, Proof::Full).is_err());
+        assert!(verify(&c, &https, peer, false, Proof::Full).is_err());
     }
 
     /// A listed origin or the gateway's own, with the header, passes;
@@ -248,14 +281,14 @@ mod tests {
             ("x-forwarded-host", "auth.example"),
         ]);
         let peer = Some([10, 0, 0, 9].into());
-        assert!(verify(&c, &h, peer, Proof::Full).is_err());
+        assert!(verify(&c, &h, peer, false, Proof::Full).is_err());
         c.server.trusted_proxies = vec![
             "10.0.0.0/8"
                 .parse()
                 .unwrap_or_else(|_| ipnet::IpNet::default()),
         ];
-        assert!(verify(&c, &h, peer, Proof::Full).is_ok());
-        assert!(verify(&c, &h, Some([192, 0, 2, 1].into()), Proof::Full).is_err());
+        assert!(verify(&c, &h, peer, false, Proof::Full).is_ok());
+        assert!(verify(&c, &h, Some([192, 0, 2, 1].into()), false, Proof::Full).is_err());
     }
 
     /// A WebSocket handshake owes the origin, not the header.
@@ -264,9 +297,9 @@ mod tests {
         let c = config(&["https://cinema.example"]);
         let ok = headers(&[("origin", "https://cinema.example")]);
         let peer = Some([127, 0, 0, 1].into());
-        assert!(verify(&c, &ok, peer, Proof::OriginOnly).is_ok());
+        assert!(verify(&c, &ok, peer, false, Proof::OriginOnly).is_ok());
         let evil = headers(&[("origin", "https://evil.example")]);
-        assert!(verify(&c, &evil, peer, Proof::OriginOnly).is_err());
+        assert!(verify(&c, &evil, peer, false, Proof::OriginOnly).is_err());
         assert!(changes_state(&Method::POST) && changes_state(&Method::DELETE));
         assert!(!changes_state(&Method::GET) && !changes_state(&Method::HEAD));
     }

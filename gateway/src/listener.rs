@@ -16,6 +16,15 @@
 //! the socket. A connection that upgraded (WebSocket: the socket belongs to
 //! the tunnel), speaks HTTP/2, or is in the middle of an exchange is never
 //! parked.
+//!
+//! With `[server.tls]` the same life runs over TLS ([`Transport`] covers
+//! both): the handshake (bounded by the header timeout) comes first, with
+//! the certificates current at accept; ALPN, not a peek, tells HTTP/2 from
+//! HTTP/1.1; a parked TLS connection keeps its rustls session (the bytes
+//! that wake it are decrypted into [`ParkingIo::prefix`], since TLS cannot
+//! be peeked); every request carries the negotiated [`TlsConnection`] and,
+//! when one was verified, the client's [`PeerCertificate`]; every answer
+//! carries `Strict-Transport-Security`.
 
 use std::future::Future;
 use std::io;
@@ -40,6 +49,9 @@ use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
+use crate::tls::PeerCertificate;
+use crate::tls::server::{Acceptor, TlsConnection};
+
 /// How long a keep-alive connection may sit idle between requests before
 /// its HTTP state is freed. Above the gaps inside one burst of requests (a
 /// busy connection keeps its buffers), far below the idle bound
@@ -57,6 +69,7 @@ pub struct Stats {
     open: AtomicUsize,
     parked: AtomicUsize,
     rejected: AtomicU64,
+    tls_failed: AtomicU64,
     closed: Notify,
 }
 
@@ -75,6 +88,11 @@ impl Stats {
     /// [`Settings::max_connections`] were open.
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// TLS handshakes that failed or timed out since start.
+    pub fn tls_failed(&self) -> u64 {
+        self.tls_failed.load(Ordering::Relaxed)
     }
 
     /// Resolves once no connection is open.
@@ -147,6 +165,8 @@ pub struct Settings {
     /// HTTP/2: a connection with no stream open for this long is closed
     /// (GOAWAY, then close).
     pub h2_idle_timeout: Duration,
+    /// Terminate TLS with this acceptor's current config; `None`: plain HTTP.
+    pub tls: Option<Arc<Acceptor>>,
 }
 
 impl Settings {
@@ -161,6 +181,7 @@ impl Settings {
             h2_keepalive_interval: server.http2_keepalive_interval,
             h2_keepalive_timeout: server.http2_keepalive_timeout,
             h2_idle_timeout: server.http2_idle_timeout,
+            tls: None,
         }
     }
 }
@@ -241,14 +262,63 @@ pub async fn serve(
     Ok(())
 }
 
-/// One client connection, from accept to close.
+/// One client connection, from accept to close: the TLS handshake first
+/// when the listener has TLS.
 async fn connection(
-    _open: Counted,
+    open: Counted,
     stream: TcpStream,
     peer: SocketAddr,
     router: axum::Router,
     settings: Settings,
     mut stop: watch::Receiver<bool>,
+) {
+    let Some(tls) = settings.tls.clone() else {
+        return serve_connection(open, stream, peer, router, settings, stop, None).await;
+    };
+    let handshake = tls.acceptor().accept(stream);
+    let stream = tokio::select! {
+        biased;
+        _ = stop.wait_for(|stop| *stop) => return,
+        done = tokio::time::timeout(settings.header_timeout, handshake) => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                // Scanners, old clients, a refused client certificate.
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                settings.stats.tls_failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                settings.stats.tls_failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        },
+    };
+    let (conn, peer_cert) = crate::tls::server::negotiated(stream.get_ref().1);
+    let info = Arc::new(TlsInfo {
+        conn,
+        peer_cert,
+        hsts: tls.hsts(),
+    });
+    serve_connection(open, stream, peer, router, settings, stop, Some(info)).await;
+}
+
+/// What a TLS connection gives each of its requests and answers.
+struct TlsInfo {
+    conn: TlsConnection,
+    peer_cert: Option<PeerCertificate>,
+    hsts: Option<axum::http::HeaderValue>,
+}
+
+/// A connection's HTTP life over `stream` (TCP, or TLS after its handshake).
+async fn serve_connection<S: Transport>(
+    _open: Counted,
+    stream: S,
+    peer: SocketAddr,
+    router: axum::Router,
+    settings: Settings,
+    mut stop: watch::Receiver<bool>,
+    tls: Option<Arc<TlsInfo>>,
 ) {
     let flags = Arc::new(Flags::new());
     let mut io = ParkingIo::new(stream, flags.clone(), settings.park_after);
@@ -256,6 +326,7 @@ async fn connection(
         router,
         peer,
         flags,
+        tls,
     };
     loop {
         // Idle: only the socket is held until the next request's first byte.
@@ -267,10 +338,11 @@ async fn connection(
             } else {
                 settings.header_timeout
             };
+            let ParkingIo { stream, prefix, .. } = &mut io;
             tokio::select! {
                 biased;
                 _ = stop.wait_for(|stop| *stop) => return,
-                ready = tokio::time::timeout(limit, io.stream.readable()) => {
+                ready = tokio::time::timeout(limit, stream.wait_readable(prefix)) => {
                     if !matches!(ready, Ok(Ok(()))) {
                         return;
                     }
@@ -326,19 +398,76 @@ async fn connection(
     }
 }
 
+/// A client connection's byte stream: plain TCP, or TLS over it.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Resolves when the client has sent something (or closed: then an
+    /// error). TLS moves the decrypted bytes into `prefix`, since it cannot
+    /// be peeked; TCP leaves them in the socket.
+    fn wait_readable<'a>(
+        &'a mut self,
+        prefix: &'a mut Bytes,
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a;
+
+    /// HTTP/2 or not, as negotiated by ALPN; `None` when there was no
+    /// negotiation (plain TCP: the preface is peeked for instead).
+    fn alpn_h2(&self) -> Option<bool>;
+
+    /// Copies the next bytes without consuming them (plain TCP only).
+    fn peek<'a>(&'a self, buf: &'a mut [u8])
+    -> impl Future<Output = io::Result<usize>> + Send + 'a;
+}
+
+impl Transport for TcpStream {
+    async fn wait_readable(&mut self, _prefix: &mut Bytes) -> io::Result<()> {
+        self.readable().await
+    }
+
+    fn alpn_h2(&self) -> Option<bool> {
+        None
+    }
+
+    async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        TcpStream::peek(self, buf).await
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+    async fn wait_readable(&mut self, prefix: &mut Bytes) -> io::Result<()> {
+        use tokio::io::AsyncReadExt;
+        // Small: a parked connection holds this only while it waits.
+        let mut buf = [0u8; 512];
+        let n = self.read(&mut buf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        *prefix = Bytes::copy_from_slice(&buf[..n]);
+        Ok(())
+    }
+
+    fn alpn_h2(&self) -> Option<bool> {
+        Some(self.get_ref().1.alpn_protocol() == Some(b"h2"))
+    }
+
+    async fn peek(&self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
 /// A served connection that can be asked to finish gracefully.
 trait Graceful: Future<Output = hyper::Result<()>> {
     /// In-flight requests complete, then the connection ends.
     fn begin_shutdown(self: Pin<&mut Self>);
 }
 
-impl Graceful for http1::UpgradeableConnection<TokioIo<ParkingIo>, ConnService> {
+impl<S: Transport> Graceful for http1::UpgradeableConnection<TokioIo<ParkingIo<S>>, ConnService> {
     fn begin_shutdown(self: Pin<&mut Self>) {
         self.graceful_shutdown();
     }
 }
 
-impl Graceful for http2::Connection<TokioIo<ParkingIo>, ConnService, TokioExecutor> {
+impl<S: Transport> Graceful
+    for http2::Connection<TokioIo<ParkingIo<S>>, ConnService, TokioExecutor>
+{
     fn begin_shutdown(self: Pin<&mut Self>) {
         self.graceful_shutdown();
     }
@@ -398,8 +527,14 @@ enum Protocol {
     Closed,
 }
 
-/// Tells HTTP/2 (its preface) from HTTP/1 by peeking, without consuming.
-async fn protocol(io: &ParkingIo, limit: Duration) -> Protocol {
+/// Tells HTTP/2 from HTTP/1: by ALPN over TLS, else by peeking for the
+/// preface, without consuming.
+async fn protocol<S: Transport>(io: &ParkingIo<S>, limit: Duration) -> Protocol {
+    match io.stream.alpn_h2() {
+        Some(true) => return Protocol::Http2,
+        Some(false) => return Protocol::Http1,
+        None => {}
+    }
     if !io.prefix.is_empty() {
         return Protocol::Http1; // pipelined bytes after an HTTP/1 request
     }
@@ -474,8 +609,8 @@ impl Flags {
 }
 
 /// The socket as hyper sees it; see the module docs.
-struct ParkingIo {
-    stream: TcpStream,
+struct ParkingIo<S> {
+    stream: S,
     /// Bytes hyper had read past its last request, served before the socket.
     prefix: Bytes,
     flags: Arc<Flags>,
@@ -491,8 +626,8 @@ struct ParkingIo {
     parked: bool,
 }
 
-impl ParkingIo {
-    fn new(stream: TcpStream, flags: Arc<Flags>, park_after: Duration) -> Self {
+impl<S: Transport> ParkingIo<S> {
+    fn new(stream: S, flags: Arc<Flags>, park_after: Duration) -> Self {
         Self {
             stream,
             prefix: Bytes::new(),
@@ -536,7 +671,7 @@ impl ParkingIo {
     }
 }
 
-impl AsyncRead for ParkingIo {
+impl<S: Transport> AsyncRead for ParkingIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -572,7 +707,7 @@ impl AsyncRead for ParkingIo {
     }
 }
 
-impl AsyncWrite for ParkingIo {
+impl<S: Transport> AsyncWrite for ParkingIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -620,6 +755,7 @@ struct ConnService {
     router: axum::Router,
     peer: SocketAddr,
     flags: Arc<Flags>,
+    tls: Option<Arc<TlsInfo>>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
@@ -639,8 +775,15 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             })
         });
         req.extensions_mut().insert(ConnectInfo(self.peer));
+        if let Some(tls) = &self.tls {
+            req.extensions_mut().insert(tls.conn.clone());
+            if let Some(cert) = &tls.peer_cert {
+                req.extensions_mut().insert(cert.clone());
+            }
+        }
         let http1 = req.version() < axum::http::Version::HTTP_2;
         Exchange {
+            hsts: self.tls.as_ref().and_then(|t| t.hsts.clone()),
             http1,
             // Only HTTP/2 has an idle timeout to keep.
             active: (!http1).then(|| Active::begin(&flags)),
@@ -658,6 +801,7 @@ pin_project_lite::pin_project! {
         flags: Option<Arc<Flags>>,
         http1: bool,
         active: Option<Active>,
+        hsts: Option<axum::http::HeaderValue>,
     }
 }
 
@@ -690,6 +834,11 @@ impl Future for Exchange {
         let flags = this.flags.take().unwrap_or_default();
         let mut response = response;
         if let Ok(r) = &mut response {
+            if let Some(hsts) = this.hsts.take() {
+                // The gateway's policy, whatever an upstream said.
+                r.headers_mut()
+                    .insert(axum::http::header::STRICT_TRANSPORT_SECURITY, hsts);
+            }
             if r.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
                 flags.never.store(true, Ordering::Relaxed);
             } else if *this.http1 && !flags.request_done.load(Ordering::Relaxed) {

@@ -64,6 +64,7 @@ pub struct Metrics {
     hashes: Counter,
     connections_open: Gauge,
     connections_rejected: Counter,
+    tls_handshake_failures: Counter,
     connections_parked: Gauge,
     /// Serializes scrapes: gauges are set, then encoded.
     scrape: Mutex<()>,
@@ -88,6 +89,8 @@ pub struct Snapshot {
     /// Connections closed at accept since start: `server.max_connections`
     /// were open.
     pub connections_rejected: u64,
+    /// TLS handshakes on the main listener that failed or timed out.
+    pub tls_handshake_failures: u64,
 }
 
 impl Default for Metrics {
@@ -171,6 +174,12 @@ impl Metrics {
             "Connections closed at accept because server.max_connections were open",
             connections_rejected.clone(),
         );
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes on the main listener that failed (old protocol, no shared suite, refused client certificate) or timed out",
+            tls_handshake_failures.clone(),
+        );
         let revocation_sync_age = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "revocation_sync_age_seconds",
@@ -193,6 +202,7 @@ impl Metrics {
             hashes,
             connections_open,
             connections_rejected,
+            tls_handshake_failures,
             connections_parked,
             scrape: Mutex::new(()),
         }
@@ -220,6 +230,7 @@ impl Metrics {
         };
         catch_up(&self.hashes, now.hasher.total as u64);
         catch_up(&self.connections_rejected, now.connections_rejected);
+        catch_up(&self.tls_handshake_failures, now.tls_handshake_failures);
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "metrics encoding failed");

@@ -21,11 +21,15 @@ use crate::plugins::PluginHost;
 use crate::proxy::{self, Proxy};
 use crate::revocation::{self, RevocationSet};
 use crate::store::{self, Db};
+use crate::tls::server::Acceptor;
 use crate::tokens::{Keyring, Tokens};
 
 /// A gateway ready to serve: state built, revocation listener running.
 pub struct Gateway {
     state: AppState,
+    /// `[server.tls]`: the listener's TLS (and the admin listener's with
+    /// `admin.tls`); reload swaps its certificates.
+    tls: Option<Arc<Acceptor>>,
     /// The main listener's connections (open, parked), for `/metrics`.
     connections: Arc<listener::Stats>,
     stop: Arc<AtomicBool>,
@@ -37,6 +41,13 @@ impl Gateway {
     /// requiring the database to be up) and starts the revocation listener.
     /// A plugin that fails to load or configure is an error naming it.
     pub fn build(config: Config) -> Result<Self> {
+        let tls = match &config.server.tls {
+            Some(tls) => Some(
+                Acceptor::new(tls, &base_dir(&config))
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            ),
+            None => None,
+        };
         let keyring = Keyring::load(&config.tokens.keys_dir)?;
         let tokens = Tokens::with_cache(keyring, &config.tokens, config.proxy.token_cache_bytes);
         let db = Db::new(
@@ -79,10 +90,12 @@ impl Gateway {
             source: auth.config.source.clone(),
             auth: auth.clone(),
             proxy: proxy.clone(),
+            tls: tls.clone(),
             plugin_host,
             one_at_a_time: std::sync::Mutex::new(()),
         });
         Ok(Self {
+            tls,
             state: AppState::new(auth, proxy, metrics),
             connections: Arc::default(),
             stop,
@@ -117,6 +130,30 @@ impl Gateway {
         admin: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.serve_listeners(
+            Listeners {
+                main: listener,
+                admin,
+                plain: None,
+            },
+            shutdown,
+        )
+        .await
+    }
+
+    /// Serves every listener until `shutdown`: the main one (TLS with
+    /// `[server.tls]`), the admin one, and the plain-HTTP one beside TLS
+    /// (`server.tls.http_listen`: health and redirects only).
+    pub async fn serve_listeners(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Listeners {
+            main: listener,
+            admin,
+            plain,
+        } = listeners;
         let config = self.state.auth.config.clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let app = api::router(self.state.clone())
@@ -144,6 +181,25 @@ impl Gateway {
                 self.connections.clone(),
             );
             let mut rx = stop_rx.clone();
+            let mut settings =
+                Settings::new(&config.server, Duration::from_secs(1), Arc::default());
+            if config.admin.tls {
+                settings.tls = self.tls.clone();
+            }
+            tokio::spawn(listener::serve(
+                listener,
+                router,
+                async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                },
+                settings,
+            ))
+        });
+        let https_port = listener.local_addr()?.port();
+        let plain_task = plain.map(|listener| {
+            let redirect = config.server.tls.as_ref().is_none_or(|t| t.http_redirect);
+            let router = api::plain_http::router(self.state.clone(), https_port, redirect);
+            let mut rx = stop_rx.clone();
             tokio::spawn(listener::serve(
                 listener,
                 router,
@@ -153,19 +209,15 @@ impl Gateway {
                 Settings::new(&config.server, Duration::from_secs(1), Arc::default()),
             ))
         });
-        let result = listener::serve(
-            listener,
-            app,
-            shutdown,
-            Settings::new(
-                &config.server,
-                config.server.shutdown_timeout,
-                self.connections.clone(),
-            ),
-        )
-        .await;
+        let mut settings = Settings::new(
+            &config.server,
+            config.server.shutdown_timeout,
+            self.connections.clone(),
+        );
+        settings.tls = self.tls.clone();
+        let result = listener::serve(listener, app, shutdown, settings).await;
         let _ = stop_tx.send(true);
-        if let Some(task) = admin_task {
+        for task in [admin_task, plain_task].into_iter().flatten() {
             let _ = task.await;
         }
         hangups.abort();
@@ -176,14 +228,18 @@ impl Gateway {
     }
 }
 
-/// The directory relative plugin paths start from: the config file's.
+/// The sockets a gateway serves: the main listener, and optionally the
+/// admin one and the plain-HTTP one beside TLS.
+pub struct Listeners {
+    pub main: TcpListener,
+    pub admin: Option<TcpListener>,
+    /// `server.tls.http_listen`: `/healthz`, `/readyz` and redirects.
+    pub plain: Option<TcpListener>,
+}
+
+/// The directory relative plugin and TLS paths start from: the config file's.
 fn base_dir(config: &Config) -> PathBuf {
-    config
-        .source
-        .as_deref()
-        .and_then(|p| p.parent())
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), PathBuf::from)
+    config.base_dir()
 }
 
 /// Reloads routes, plugins and keys from the config file, all or nothing:
@@ -195,6 +251,7 @@ pub struct Reloader {
     source: Option<PathBuf>,
     auth: Arc<Auth>,
     proxy: Arc<Proxy>,
+    tls: Option<Arc<Acceptor>>,
     plugin_host: PluginHost,
     one_at_a_time: std::sync::Mutex<()>,
 }
@@ -215,14 +272,32 @@ impl Reloader {
         let _guard = self.one_at_a_time.lock();
         let runtime = proxy::Runtime::build(config, &self.plugin_host, &base_dir(config))?;
         let keyring = Keyring::load(&config.tokens.keys_dir).map_err(|e| e.to_string())?;
+        let tls = match (&self.tls, &config.server.tls) {
+            (Some(acceptor), Some(tls)) => Some((
+                acceptor,
+                Acceptor::prepare(tls, &base_dir(config)).map_err(|e| e.to_string())?,
+            )),
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                return Err("[server.tls] added or removed: that needs a restart".into());
+            }
+        };
         let summary = format!(
-            "reloaded: {} routes, {} plugins, {} keys",
+            "reloaded: {} routes, {} plugins, {} keys{}",
             runtime.routes.len(),
             config.plugins.len(),
-            keyring.keys().len()
+            keyring.keys().len(),
+            if tls.is_some() {
+                ", TLS certificates"
+            } else {
+                ""
+            }
         );
         self.proxy.replace(runtime);
         self.auth.tokens.replace_keyring(keyring);
+        if let Some((acceptor, prepared)) = tls {
+            acceptor.install(prepared);
+        }
         Ok(summary)
     }
 
@@ -280,6 +355,7 @@ fn admin_router(
                 connections_open: connections.open(),
                 connections_parked: connections.parked(),
                 connections_rejected: connections.rejected(),
+                tls_handshake_failures: connections.tls_failed(),
             });
             (
                 [(

@@ -357,6 +357,8 @@ pub fn client_ip(parts: &Parts, server: &ServerConfig) -> Option<IpAddr> {
 pub struct Browser {
     pub headers: axum::http::HeaderMap,
     pub peer: Option<IpAddr>,
+    /// The request came over this gateway's TLS (its own origin is https).
+    pub tls: bool,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Browser {
@@ -369,6 +371,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Browser {
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|ConnectInfo(addr)| addr.ip()),
+            tls: crate::tls::server::is_tls(&parts.extensions),
         })
     }
 }
@@ -380,6 +383,7 @@ impl Browser {
             &state.auth.config,
             &self.headers,
             self.peer,
+            self.tls,
             crate::csrf::Proof::Full,
         )
     }

@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod authz;
 pub mod extract;
+pub mod plain_http;
 pub mod problem;
 mod ratelimit;
 mod readiness;

@@ -168,12 +168,14 @@ pub fn set_identity(headers: &mut HeaderMap, claims: &Claims) {
 /// appended to `X-Forwarded-For` and `-Proto`/`-Host` are set only when
 /// missing. From any other peer every forwarding header
 /// ([`is_forwarding_header`]) is dropped first: `X-Forwarded-For` is the
-/// peer, `-Proto` is `http` and `-Host` the host the client asked for.
+/// peer, `-Proto` is `https` when the client spoke TLS to this gateway
+/// (`tls`), else `http`, and `-Host` the host the client asked for.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
     original_host: Option<&str>,
     peer_trusted: bool,
+    tls: bool,
 ) {
     if !peer_trusted {
         strip_where(headers, is_forwarding_header);
@@ -195,7 +197,8 @@ pub fn set_forwarded(
         headers.insert(X_FORWARDED_FOR, v);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        let proto = if tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !headers.contains_key(&X_FORWARDED_HOST)
         && let Some(v) = original_host.and_then(|h| HeaderValue::from_str(h).ok())
@@ -368,7 +371,7 @@ mod tests {
         ];
         let peer: IpAddr = "10.0.0.2".parse().expect("ip");
         let mut h = map(&incoming);
-        set_forwarded(&mut h, peer, Some("example.org"), false);
+        set_forwarded(&mut h, peer, Some("example.org"), false, false);
         let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
         assert_eq!(
@@ -386,7 +389,7 @@ mod tests {
 
         let mut h = map(&incoming);
         h.append("x-forwarded-for", HeaderValue::from_static("8.8.8.8"));
-        set_forwarded(&mut h, peer, Some("example.org"), true);
+        set_forwarded(&mut h, peer, Some("example.org"), true, false);
         assert_eq!(h["x-forwarded-for"], "6.6.6.6, 8.8.8.8, 10.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-real-ip"], "6.6.6.6");

@@ -283,7 +283,9 @@ impl Proxy {
         if let Some(claims) = &identity {
             headers::set_identity(h, claims);
         }
-        headers::set_forwarded(h, peer, host.as_deref(), peer_trusted);
+        let tls = crate::tls::server::is_tls(&parts.extensions);
+        let h = &mut parts.headers;
+        headers::set_forwarded(h, peer, host.as_deref(), peer_trusted, tls);
         h.insert(X_REQUEST_ID, request_id);
         if !route.config.preserve_host {
             h.remove(header::HOST);
@@ -424,7 +426,8 @@ impl Proxy {
                     .extensions()
                     .get::<ConnectInfo<SocketAddr>>()
                     .map(|c| c.0.ip());
-                crate::csrf::verify(&self.auth.config, req.headers(), peer, proof)?;
+                let tls = crate::tls::server::is_tls(req.extensions());
+                crate::csrf::verify(&self.auth.config, req.headers(), peer, tls, proof)?;
             }
         }
         match mode {

@@ -3,9 +3,12 @@
 //!
 //! - [`pem`]: reading certificate chains, keys and CA bundles from PEM
 //!   files, with errors that name the file and the reason;
+//! - [`server`]: the listener's config (SNI certificates, versions, suites,
+//!   client certificates, ALPN) and the [`server::Acceptor`] reload swaps;
 //! - [`provider`]: the one crypto provider (aws-lc-rs), as the JWTs use.
 
 pub mod pem;
+pub mod server;
 
 use std::sync::Arc;
 

@@ -154,6 +154,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The admin listener (`/metrics`, `POST /reload`).
     pub admin_addr: SocketAddr,
+    /// The plain-HTTP listener beside TLS, when started with one.
+    pub plain_addr: Option<SocketAddr>,
     pub reloader: Arc<gateway::server::Reloader>,
     pub base: String,
     pub db: Arc<TestDb>,
@@ -180,27 +182,53 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 
 /// Starts a server for `config` over an existing database and keys.
 pub async fn start(db: Arc<TestDb>, keys: Arc<tempfile::TempDir>, config: Config) -> TestApp {
+    let http = reqwest::Client::builder()
+        .user_agent("authgw-tests/1")
+        .build()
+        .unwrap();
+    start_with(db, keys, config, http, None).await
+}
+
+/// [`start`] with the client the tests use (`http`: one that trusts the
+/// test CA for a TLS listener, whose base URL is then `https://`) and,
+/// optionally, the plain-HTTP listener beside TLS.
+pub async fn start_with(
+    db: Arc<TestDb>,
+    keys: Arc<tempfile::TempDir>,
+    config: Config,
+    http: reqwest::Client,
+    plain: Option<tokio::net::TcpListener>,
+) -> TestApp {
     let gateway = Gateway::build(config.clone()).expect("build gateway");
     let reloader = gateway.reloader();
     let listener = gateway::listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_addr = admin.local_addr().unwrap();
+    let plain_addr = plain.as_ref().map(|l| l.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(gateway.serve_with_admin(listener, Some(admin), async move {
+    let listeners = gateway::server::Listeners {
+        main: listener,
+        admin: Some(admin),
+        plain,
+    };
+    let handle = tokio::spawn(gateway.serve_listeners(listeners, async move {
         let _ = rx.await;
     }));
+    let scheme = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let app = TestApp {
         addr,
         admin_addr,
+        plain_addr,
         reloader,
-        base: format!("http://{addr}"),
+        base: format!("{scheme}://{addr}"),
         db,
         keys,
-        http: reqwest::Client::builder()
-            .user_agent("authgw-tests/1")
-            .build()
-            .unwrap(),
+        http,
         config,
         shutdown: Some(tx),
         handle: Some(handle),
