@@ -16,10 +16,11 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
 use crate::store::revocations::{self, CHANNEL, Kind, Revocation};
+use crate::store::tls::{Connector, Target};
 
 /// How long the listener waits for the answer to a probe (and to LISTEN)
 /// before it calls the connection dead, drops it and reconnects.
@@ -175,9 +176,11 @@ impl ListenerSettings {
         (self.max_staleness / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
 
-    fn pg_config(&self) -> Result<tokio_postgres::Config, String> {
-        let mut pg: tokio_postgres::Config =
-            self.url.parse().map_err(|e| format!("database.url: {e}"))?;
+    /// The LISTEN connection's configuration and connector: `url`'s TLS
+    /// settings, as the pool's.
+    fn pg_config(&self) -> Result<(tokio_postgres::Config, Connector), String> {
+        let target = Target::parse(&self.url)?;
+        let mut pg = target.tokio_config();
         pg.connect_timeout(self.connect_timeout)
             .keepalives(true)
             .keepalives_idle(KEEPALIVE_IDLE)
@@ -187,7 +190,7 @@ impl ListenerSettings {
         if pg.get_application_name().is_none() {
             pg.application_name(LISTENER_APPLICATION_NAME);
         }
-        Ok(pg)
+        Ok((pg, target.connector()))
     }
 }
 
@@ -216,7 +219,7 @@ pub fn spawn_listener(
 }
 
 async fn run(settings: ListenerSettings, set: Arc<RevocationSet>, stop: Arc<AtomicBool>) {
-    let pg = match settings.pg_config() {
+    let (pg, connector) = match settings.pg_config() {
         Ok(pg) => pg,
         Err(e) => {
             tracing::error!(error = %e, "revocation listener cannot start");
@@ -229,7 +232,7 @@ async fn run(settings: ListenerSettings, set: Arc<RevocationSet>, stop: Arc<Atom
     )));
     let mut backoff = Duration::from_millis(200);
     while !stop.load(Ordering::SeqCst) {
-        match listen_once(&pg, &settings, &set, &stop).await {
+        match listen_once(&pg, &connector, &settings, &set, &stop).await {
             Ok(()) => return,
             Err(e) => {
                 if set.connected.swap(false, Ordering::SeqCst) {
@@ -329,6 +332,7 @@ fn apply(message: Message, set: &RevocationSet) -> Result<(), String> {
 /// Ok only when stopped.
 async fn listen_once(
     pg: &tokio_postgres::Config,
+    connector: &Connector,
     settings: &ListenerSettings,
     set: &RevocationSet,
     stop: &AtomicBool,
@@ -336,7 +340,7 @@ async fn listen_once(
     let (client, mut connection) = deadline(
         settings.connect_timeout + PROBE_TIMEOUT,
         "connect",
-        pg.connect(NoTls),
+        pg.connect(connector.clone()),
     )
     .await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();

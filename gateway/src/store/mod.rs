@@ -9,18 +9,57 @@ pub mod migrations;
 pub mod revocations;
 pub mod roles;
 pub mod sessions;
+pub mod tls;
 pub mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use postgres::{Client, NoTls};
-use r2d2_postgres::PostgresConnectionManager;
+use postgres::Client;
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
 
-pub type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+pub type Pool = r2d2::Pool<Manager>;
+
+/// The pool's connection manager: connects with `database.url`'s TLS
+/// settings ([`tls::Target`]), and its errors carry their causes (which
+/// certificate problem), for the pool's log and its timeout error.
+pub struct Manager {
+    config: postgres::Config,
+    connector: tls::Connector,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Client;
+    type Error = ConnectError;
+
+    fn connect(&self) -> std::result::Result<Client, ConnectError> {
+        self.config
+            .connect(self.connector.clone())
+            .map_err(ConnectError)
+    }
+
+    fn is_valid(&self, client: &mut Client) -> std::result::Result<(), ConnectError> {
+        client.simple_query("").map(drop).map_err(ConnectError)
+    }
+
+    fn has_broken(&self, client: &mut Client) -> bool {
+        client.is_closed()
+    }
+}
+
+/// A `postgres::Error` displayed with its causes.
+#[derive(Debug)]
+pub struct ConnectError(postgres::Error);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&tls::describe(&self.0))
+    }
+}
+
+impl std::error::Error for ConnectError {}
 
 /// The server's database handle: an r2d2 pool plus a semaphore of the same
 /// size, so a burst of requests waits asynchronously for a permit instead of
@@ -51,12 +90,15 @@ impl Drop for PoolGuard {
 impl Db {
     /// Builds the pool without connecting: the server starts even when the
     /// database is down, and connections are made when it comes back.
+    /// `url`'s TLS settings are checked (and its certificate files read) here.
     pub fn new(url: &str, size: u32, connect_timeout: Duration) -> Result<Self> {
-        let mut pg: postgres::Config = url
-            .parse()
-            .map_err(|e| Error::Internal(format!("database.url: {e}")))?;
-        pg.connect_timeout(connect_timeout);
-        let manager = PostgresConnectionManager::new(pg, NoTls);
+        let target = tls::Target::parse(url).map_err(Error::Internal)?;
+        let mut config = target.sync_config();
+        config.connect_timeout(connect_timeout);
+        let manager = Manager {
+            config,
+            connector: target.connector(),
+        };
         let pool = r2d2::Pool::builder()
             .max_size(size)
             .min_idle(Some(0))
@@ -110,14 +152,14 @@ impl Db {
     }
 }
 
-/// A direct connection, for the CLI and the revocation listener.
+/// A direct connection, for the CLI, with `url`'s TLS settings.
 pub fn connect(url: &str, connect_timeout: Duration) -> Result<Client> {
-    let mut pg: postgres::Config = url
-        .parse()
-        .map_err(|e| Error::Internal(format!("database.url: {e}")))?;
-    pg.connect_timeout(connect_timeout);
-    pg.connect(NoTls)
-        .map_err(|e| Error::Unavailable(format!("cannot connect to the database: {e}")))
+    let target = tls::Target::parse(url).map_err(Error::Internal)?;
+    let mut config = target.sync_config();
+    config.connect_timeout(connect_timeout);
+    config
+        .connect(target.connector())
+        .map_err(|e| Error::Unavailable(target.connect_error(&e)))
 }
 
 /// True when `e` is a unique-constraint violation.
