@@ -85,7 +85,7 @@ impl Runtime {
                 })?;
                 chain.push(plugin);
             }
-            routes.push(Route::new(r.clone(), chain)?);
+            routes.push(Route::new(r.clone(), chain, base_dir)?);
         }
         Ok(Self {
             any_cors: config.routes.iter().any(|r| r.cors),

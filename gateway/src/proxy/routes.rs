@@ -1,11 +1,15 @@
 //! The route table: which `[[routes]]` entry a request belongs to, and the
 //! upstreams (with their pooled clients) it goes to.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Body;
 use axum::http::{Method, Uri};
+use hyper_rustls::{
+    DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, ResolveServerName,
+};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -13,10 +17,13 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::config::{AuthMode, EscapedSlashes, RouteConfig};
 use crate::plugins::{Needs, Plugin, chain_needs};
 
-pub type UpstreamClient = Client<HttpConnector, Body>;
+/// One route's pooled client: `http://` upstreams in the clear, `https://`
+/// ones over rustls ([`crate::tls::upstream`]).
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 /// A route ready to serve: its config, parsed upstreams and one pooled
-/// client (the connect timeout and pool idle timeout are per route).
+/// client (the connect timeout, pool idle timeout and TLS settings are per
+/// route).
 pub struct Route {
     pub config: RouteConfig,
     pub methods: Option<Vec<Method>>,
@@ -39,8 +46,17 @@ pub struct Upstream {
 }
 
 impl Route {
-    pub fn new(config: RouteConfig, plugins: Vec<Arc<Plugin>>) -> Result<Self, String> {
+    /// Parses the upstreams and builds the route's client. TLS files
+    /// (`tls_ca`, `tls_client_cert`, `tls_client_key`) are read now, relative
+    /// to `base_dir` (the config file's directory); any problem is an error
+    /// naming the route, the key, the file and the reason.
+    pub fn new(
+        config: RouteConfig,
+        plugins: Vec<Arc<Plugin>>,
+        base_dir: &Path,
+    ) -> Result<Self, String> {
         let mut upstreams = Vec::new();
+        let mut https_hosts = Vec::new();
         for raw in config.upstream.to_vec() {
             let uri: Uri = raw
                 .parse()
@@ -51,6 +67,15 @@ impl Route {
                     config.name
                 ));
             };
+            if scheme != "http" && scheme != "https" {
+                return Err(format!(
+                    "route '{}': upstream {raw:?}: only http:// and https:// upstreams are supported",
+                    config.name
+                ));
+            }
+            if scheme == "https" {
+                https_hosts.push(authority.host().to_string());
+            }
             upstreams.push(Upstream {
                 scheme: scheme.to_string(),
                 authority: authority.to_string(),
@@ -62,13 +87,9 @@ impl Route {
                 .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
                 .collect()
         });
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let https_hosts: Vec<&str> = https_hosts.iter().map(String::as_str).collect();
+        let tls = crate::tls::upstream::for_route(&config, &https_hosts, base_dir)?;
+        let client = client(&config, tls)?;
         Ok(Self {
             config,
             methods,
@@ -139,6 +160,51 @@ impl Route {
         };
         format!("{}{rest}", upstream.base_path)
     }
+}
+
+/// The route's pooled client. Plain `http://` upstreams are connected
+/// exactly as before (the connector passes them through); `https://` ones
+/// get the route's TLS settings. A route with no `https://` upstream never
+/// makes a TLS connection, so its (unused) config trusts nothing and needs
+/// no system trust store.
+fn client(
+    config: &RouteConfig,
+    tls: Option<crate::tls::upstream::UpstreamTls>,
+) -> Result<UpstreamClient, String> {
+    let mut http = HttpConnector::new();
+    // The scheme is the HTTPS connector's business: let https:// through.
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(config.connect_timeout));
+    http.set_nodelay(true);
+    let (tls_config, server_name) = match tls {
+        Some(t) => (t.config, t.server_name),
+        None => (unused_tls_config(&config.name)?, None),
+    };
+    // The ALPN list is the TLS config's own (`http/1.1`, or `h2` first with
+    // upstream_http2): the connector is built directly, as hyper-rustls'
+    // builder insists on writing ALPN itself. hyper-util speaks h2 on a
+    // connection that negotiated it.
+    let resolver: Arc<dyn ResolveServerName + Send + Sync> = match server_name {
+        Some(name) => Arc::new(FixedServerNameResolver::new(name)),
+        None => Arc::new(DefaultServerNameResolver::default()),
+    };
+    let connector = HttpsConnector::new(http, tls_config, false, resolver);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .pool_timer(TokioTimer::new())
+        .build(connector))
+}
+
+/// The TLS config of a route without `https://` upstreams: never used,
+/// and trusting no one were it ever.
+fn unused_tls_config(route: &str) -> Result<rustls::ClientConfig, String> {
+    Ok(
+        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("route '{route}': TLS: {e}"))?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    )
 }
 
 /// What looking a request up in the table found.
@@ -224,7 +290,7 @@ mod tests {
             config
                 .routes
                 .into_iter()
-                .map(|r| Route::new(r, Vec::new()).expect("route builds"))
+                .map(|r| Route::new(r, Vec::new(), Path::new(".")).expect("route builds"))
                 .collect(),
         )
     }

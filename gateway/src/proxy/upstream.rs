@@ -85,12 +85,35 @@ impl Attempt {
 
 async fn attempt(route: &Route, req: Request<Body>) -> Result<Response<Incoming>, Attempt> {
     let limit = route.config.response_timeout;
+    let authority = req
+        .uri()
+        .authority()
+        .map_or_else(String::new, ToString::to_string);
     match tokio::time::timeout(limit, route.client.request(req)).await {
         Err(_) => Err(Attempt::Timeout(format!(
             "the upstream did not answer within {}",
             humantime::format_duration(limit)
         ))),
         Ok(Ok(response)) => Ok(response),
+        // TLS with the upstream failed (unknown issuer, expired, name
+        // mismatch, an alert): the reason goes to the log, never to the
+        // client, who gets a 502 problem saying only that TLS failed.
+        Ok(Err(e)) if tls_error(&e).is_some() => {
+            if let Some(tls) = tls_error(&e) {
+                tracing::warn!(
+                    route = route.name(),
+                    upstream = %authority,
+                    reason = %tls,
+                    "TLS with the upstream failed"
+                );
+            }
+            let why = "the TLS handshake with the upstream failed".to_string();
+            Err(if e.is_connect() {
+                Attempt::Connect(why)
+            } else {
+                Attempt::AfterConnect(why)
+            })
+        }
         Ok(Err(e)) if e.is_connect() => {
             if caused_by_timeout(&e) {
                 Err(Attempt::Timeout(format!(
@@ -113,16 +136,31 @@ async fn attempt(route: &Route, req: Request<Body>) -> Result<Response<Incoming>
 }
 
 fn caused_by_timeout(e: &(dyn StdError + 'static)) -> bool {
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
+    causes(e).any(|err| {
+        err.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    })
+}
+
+/// The rustls error somewhere in `e`'s chain, if TLS is what failed.
+fn tls_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    causes(e).find_map(|err| err.downcast_ref::<rustls::Error>())
+}
+
+/// `e` and every error under it. An `io::Error` wrapping another error
+/// reports, as its `source`, the *wrapped error's* source, skipping the
+/// wrapped error itself (a rustls error inside tokio-rustls' `io::Error`,
+/// inside hyper-rustls' own): so the walk steps into an `io::Error`
+/// through `get_ref` instead.
+fn causes<'a>(
+    e: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(e), |&err: &&'a (dyn StdError + 'static)| match err
+        .downcast_ref::<std::io::Error>()
+    {
+        Some(io) => io.get_ref().map(|inner| inner as &(dyn StdError + 'static)),
+        None => err.source(),
+    })
 }
 
 fn chain(e: &(dyn StdError + 'static)) -> String {
@@ -191,5 +229,35 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rustls::CertificateError;
+
+    /// A rustls error two `io::Error`s deep, as tokio-rustls and
+    /// hyper-rustls wrap it, is found, though `source()` alone skips it.
+    #[test]
+    fn finds_the_rustls_error_through_io_errors() {
+        let rustls = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        let inner = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls);
+        let outer: BoxError = Box::new(std::io::Error::other(inner));
+        assert!(outer.source().is_none(), "std's io::Error hides it");
+        assert!(matches!(
+            tls_error(&*outer),
+            Some(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer
+            ))
+        ));
+        let refused: BoxError =
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(tls_error(&*refused).is_none());
+        let timed_out: BoxError = Box::new(std::io::Error::other(std::io::Error::from(
+            std::io::ErrorKind::TimedOut,
+        )));
+        assert!(caused_by_timeout(&*timed_out));
     }
 }

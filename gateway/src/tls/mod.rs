@@ -8,6 +8,7 @@
 //! - [`provider`]: the one crypto provider (aws-lc-rs), as the JWTs use.
 
 pub mod pem;
+pub mod upstream;
 pub mod server;
 
 use std::sync::Arc;
