@@ -69,6 +69,7 @@ fn decide(c: &mut Criterion) {
         query: Some("quality=hd"),
         host: Some("cinema.example"),
         route: "films",
+        client_cert: None,
     };
     let headers = [
         ("accept", "application/json"),
@@ -139,6 +140,7 @@ fn example_in_three_languages(c: &mut Criterion) {
         query: None,
         host: Some("cinema.example"),
         route: "films",
+        client_cert: None,
     };
     let roles = ["subscriber".to_string()];
     let caller = CallerParts {

@@ -13,6 +13,9 @@
 //!   canonical is refused.
 //! - On allow: 200 with the identity headers (`X-User-*`, empty for an
 //!   anonymous caller), the plugins' header sets and `X-Request-Id`.
+//! - Plugins never get a client certificate here (`request.client-cert` is
+//!   none): the original client's TLS ended at the calling proxy, and a
+//!   certificate on the call itself is that proxy's, not the client's.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
@@ -128,6 +131,8 @@ pub fn answer(
             let runtime = proxy.runtime();
             *req.method_mut() = original.method.clone();
             *req.uri_mut() = original.uri.clone();
+            // The calling proxy's certificate, if it presented one.
+            req.extensions_mut().remove::<crate::tls::PeerCertificate>();
             let decided = proxy.decide(
                 &runtime,
                 &req,

@@ -78,6 +78,7 @@ fn request(path: &str) -> Request {
             value: "r-1".into(),
         }],
         route: Some("films".into()),
+        client_cert: None,
     }
 }
 
@@ -122,7 +123,7 @@ fn role_rules_allows_and_denies_with_status_and_reason() {
     );
     let stats = chain[0].stats();
     assert_eq!((stats.calls, stats.denies), (3, 2));
-    assert_eq!(chain[0].interface_version(), "0.2.0");
+    assert_eq!(chain[0].interface_version(), "0.3.0");
 }
 
 /// Plugins say in `configure` what `decide` reads: role-rules nothing beyond
@@ -520,7 +521,7 @@ fn an_unknown_interface_version_is_a_load_error() {
     let text = e.to_string();
     assert!(
         text.contains(
-            "exports authgw:policy/policy@0.9.0; this gateway loads versions 0.2.0, 0.1.0"
+            "exports authgw:policy/policy@0.9.0; this gateway loads versions 0.3.0, 0.2.0, 0.1.0"
         ),
         "{text}"
     );
@@ -586,8 +587,20 @@ fn plugin_check_reports_the_interface_version_and_exit_codes() {
     let stdout = text(&out.stdout);
     let first = stdout.lines().next().unwrap_or_default();
     assert!(
-        first.ends_with("exports authgw:policy/policy@0.2.0"),
+        first.ends_with("exports authgw:policy/policy@0.3.0"),
         "{stdout}"
+    );
+    let stamp = dist("header-stamp");
+    let out = authgw(&["plugin", "check", stamp.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .ends_with("exports authgw:policy/policy@0.2.0"),
+        "{}",
+        text(&out.stdout)
     );
     let old = dist("legacy");
     let out = authgw(&["plugin", "check", old.to_str().unwrap()]);

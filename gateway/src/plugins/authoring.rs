@@ -178,6 +178,9 @@ struct Case {
     route: String,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// The subject of a verified TLS client certificate the request came
+    /// with (`"CN=ops,O=cinema"`); absent: none.
+    client_cert: Option<String>,
     /// Absent: an anonymous request.
     identity: Option<CaseIdentity>,
     expect: Expect,
@@ -380,6 +383,7 @@ impl Case {
             query: self.query.as_deref(),
             host: self.host.as_deref(),
             route: &self.route,
+            client_cert: self.client_cert.as_deref(),
         };
         let headers = self
             .headers

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::{self, POLICY_EXPORT, SUPPORTED_VERSIONS, v0_1};
+use super::bindings::{self, POLICY_EXPORT, SUPPORTED_VERSIONS, v0_1, v0_2};
 use super::epoch::{EPOCH_TICK, Ticker};
 use super::error::PluginError;
 use super::instance::{Blueprint, Pre, one_line};
@@ -175,10 +175,14 @@ impl PluginHost {
                 one_line(&e)
             )
         };
-        let pre = if version == bindings::INTERFACE_VERSION {
-            Pre::Current(bindings::PluginPre::new(pre).map_err(not_implemented)?)
-        } else {
-            Pre::V0_1(v0_1::PluginPre::new(pre).map_err(not_implemented)?)
+        let pre = match version.as_str() {
+            bindings::INTERFACE_VERSION => {
+                Pre::Current(bindings::PluginPre::new(pre).map_err(not_implemented)?)
+            }
+            bindings::V0_2_VERSION => {
+                Pre::V0_2(v0_2::PluginPre::new(pre).map_err(not_implemented)?)
+            }
+            _ => Pre::V0_1(v0_1::PluginPre::new(pre).map_err(not_implemented)?),
         };
         Ok((pre, version))
     }
@@ -288,6 +292,7 @@ fn host_linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
         &mut linker,
         |s| s,
     )?;
+    v0_2::Plugin::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)?;
     v0_1::Plugin::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)?;
     Ok(linker)
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use wasmtime::Store;
 
-use super::bindings::{self, Identity, Request, WitDecision, v0_1};
+use super::bindings::{self, Identity, Request, WitDecision, v0_1, v0_2};
 use super::epoch::Ticker;
 use super::error::FailureKind;
 use super::needs::Needs;
@@ -36,6 +36,7 @@ pub(crate) struct Blueprint {
 /// A plugin compiled and linked, for the interface version it exports.
 pub(crate) enum Pre {
     Current(bindings::PluginPre<State>),
+    V0_2(v0_2::PluginPre<State>),
     V0_1(v0_1::PluginPre<State>),
 }
 
@@ -43,6 +44,7 @@ impl Pre {
     fn engine(&self) -> &wasmtime::Engine {
         match self {
             Pre::Current(pre) => pre.engine(),
+            Pre::V0_2(pre) => pre.engine(),
             Pre::V0_1(pre) => pre.engine(),
         }
     }
@@ -51,6 +53,7 @@ impl Pre {
 /// An instance's exports, by interface version.
 enum Bound {
     Current(bindings::Plugin),
+    V0_2(v0_2::Plugin),
     V0_1(v0_1::Plugin),
 }
 
@@ -114,7 +117,7 @@ impl std::fmt::Display for CreateError {
 
 impl Instance {
     /// Instantiates and configures a fresh instance; returns it with what
-    /// its `decide` reads (everything, for a 0.1.0 plugin).
+    /// its `decide` reads (everything a 0.1.0 plugin can be given, for one).
     pub(crate) fn create(bp: &Blueprint) -> Result<(Instance, Needs), CreateError> {
         let mut store = Store::new(
             bp.pre.engine(),
@@ -126,6 +129,7 @@ impl Instance {
         let failed = |(kind, detail)| CreateError::Failed(kind, detail);
         let plugin = guarded(&bp.ticker, &mut store, |store| match &bp.pre {
             Pre::Current(pre) => pre.instantiate(store).map(Bound::Current),
+            Pre::V0_2(pre) => pre.instantiate(store).map(Bound::V0_2),
             Pre::V0_1(pre) => pre.instantiate(store).map(Bound::V0_1),
         })
         .map_err(failed)?;
@@ -136,6 +140,10 @@ impl Instance {
                 .authgw_policy_policy()
                 .call_configure(store, config)?
                 .map(Needs::declared)),
+            Bound::V0_2(p) => Ok(p
+                .authgw_policy_policy()
+                .call_configure(store, config)?
+                .map(Needs::declared_v0_2)),
             Bound::V0_1(p) => Ok(p
                 .authgw_policy_policy()
                 .call_configure(store, config)?
@@ -167,6 +175,12 @@ impl Instance {
             Bound::Current(p) => p
                 .authgw_policy_policy()
                 .call_decide(store, request, identity),
+            Bound::V0_2(p) => {
+                let (request, identity) = (v0_2_request(request), identity.map(v0_2_identity));
+                p.authgw_policy_policy()
+                    .call_decide(store, &request, identity.as_ref())
+                    .map(from_v0_2)
+            }
             Bound::V0_1(p) => {
                 let (request, identity) = (v0_1_request(request), identity.map(v0_1_identity));
                 p.authgw_policy_policy()
@@ -192,6 +206,58 @@ impl Instance {
     /// The largest linear memory of this instance, in bytes.
     pub(crate) fn memory_bytes(&self) -> usize {
         self.store.data().memory_high
+    }
+}
+
+/// The 0.2.0 shapes: 0.3.0 without `request.client-cert`, which a 0.2.0
+/// plugin cannot be given.
+fn v0_2_request(r: &Request) -> v0_2::Request {
+    v0_2::Request {
+        method: r.method.clone(),
+        path: r.path.clone(),
+        query: r.query.clone(),
+        host: r.host.clone(),
+        headers: r
+            .headers
+            .iter()
+            .map(|h| v0_2::Header {
+                name: h.name.clone(),
+                value: h.value.clone(),
+            })
+            .collect(),
+        route: r.route.clone(),
+    }
+}
+
+fn v0_2_identity(id: &Identity) -> v0_2::Identity {
+    v0_2::Identity {
+        user_id: id.user_id.clone(),
+        login: id.login.clone(),
+        roles: id.roles.clone(),
+        is_admin: id.is_admin,
+        session_id: id.session_id.clone(),
+        expires_at: id.expires_at,
+    }
+}
+
+fn from_v0_2(decision: v0_2::Decision) -> WitDecision {
+    use bindings::{Allow, Deny, Header};
+    match decision {
+        v0_2::Decision::Allow(a) => WitDecision::Allow(Allow {
+            set_headers: a
+                .set_headers
+                .into_iter()
+                .map(|h| Header {
+                    name: h.name,
+                    value: h.value,
+                })
+                .collect(),
+            remove_headers: a.remove_headers,
+        }),
+        v0_2::Decision::Deny(d) => WitDecision::Deny(Deny {
+            status: d.status,
+            reason: d.reason,
+        }),
     }
 }
 

@@ -1,11 +1,11 @@
-//! What plugins read of a request: the `needs` a 0.2.0 plugin declares in
-//! `configure`, and the records built from them. Copying a string into a
+//! What plugins read of a request: the `needs` a plugin of interface 0.2.0
+//! or later declares in `configure`, and the records built from them. Copying a string into a
 //! plugin is most of what a call costs, so the host leaves out what no
 //! plugin of the route reads.
 
 use std::fmt::Display;
 
-use super::bindings::{Header, Identity, Request, WitNeeds};
+use super::bindings::{ClientCert, Header, Identity, Request, WitNeeds, v0_2};
 use crate::proxy::headers::is_identity_header;
 
 /// What a plugin, or a route's chain (the union of its plugins'), reads
@@ -22,6 +22,8 @@ pub struct Needs {
     pub route: bool,
     /// The user id, login and session id.
     pub user: bool,
+    /// The verified TLS client certificate (interface 0.3.0).
+    pub client_cert: bool,
 }
 
 /// The request as the gateway sees it, before [`Needs::request`] trims it.
@@ -32,6 +34,10 @@ pub struct RequestParts<'a> {
     pub query: Option<&'a str>,
     pub host: Option<&'a str>,
     pub route: &'a str,
+    /// The subject of the TLS client certificate the listener verified for
+    /// the request's connection (`crate::tls::PeerCertificate`); None
+    /// without one, and for forward-auth decisions.
+    pub client_cert: Option<&'a str>,
 }
 
 /// The verified caller, before [`Needs::identity`] trims it.
@@ -53,7 +59,9 @@ fn withheld(name: &str) -> bool {
 }
 
 impl Needs {
-    /// Everything: what a plugin of interface 0.1.0 is given.
+    /// Everything a plugin of interface 0.1.0 is given: every field of the
+    /// 0.1.0 records. Not the client certificate, which 0.1.0 has no field
+    /// for (a plugin of the same chain that declares it still gets it).
     pub fn everything() -> Needs {
         Needs {
             all_headers: true,
@@ -62,10 +70,23 @@ impl Needs {
             host: true,
             route: true,
             user: true,
+            client_cert: false,
         }
     }
 
-    /// A 0.2.0 plugin's declaration, header names lower-cased.
+    /// A 0.2.0 plugin's declaration: 0.3.0's without the client certificate.
+    pub(crate) fn declared_v0_2(wit: v0_2::Needs) -> Needs {
+        Needs::declared(WitNeeds {
+            headers: wit.headers,
+            query: wit.query,
+            host: wit.host,
+            route: wit.route,
+            user: wit.user,
+            client_cert: false,
+        })
+    }
+
+    /// A plugin's declaration, header names lower-cased.
     pub(crate) fn declared(wit: WitNeeds) -> Needs {
         let mut headers: Vec<String> = wit.headers.iter().map(|h| h.to_ascii_lowercase()).collect();
         headers.sort();
@@ -77,6 +98,7 @@ impl Needs {
             host: wit.host,
             route: wit.route,
             user: wit.user,
+            client_cert: wit.client_cert,
         }
     }
 
@@ -92,6 +114,7 @@ impl Needs {
         self.host |= other.host;
         self.route |= other.route;
         self.user |= other.user;
+        self.client_cert |= other.client_cert;
     }
 
     /// Whether a request header goes to the plugins.
@@ -126,6 +149,12 @@ impl Needs {
             host: parts.host.filter(|_| self.host).map(str::to_string),
             headers,
             route: self.route.then(|| parts.route.to_string()),
+            client_cert: parts
+                .client_cert
+                .filter(|_| self.client_cert)
+                .map(|subject| ClientCert {
+                    subject: subject.to_string(),
+                }),
         }
     }
 
@@ -153,6 +182,7 @@ mod tests {
             query: Some("hd=1"),
             host: Some("cinema.example"),
             route: "films",
+            client_cert: Some("CN=ops,O=cinema"),
         }
     }
 
@@ -173,7 +203,46 @@ mod tests {
         assert_eq!(request.query, None);
         assert_eq!(request.host, None);
         assert_eq!(request.route, None);
+        assert!(request.client_cert.is_none());
         assert!(request.headers.is_empty());
+    }
+
+    /// The client certificate's subject passes only when declared, and only
+    /// when the request came with one; a 0.2.0 declaration never asks for it,
+    /// nor does "everything" (what a 0.1.0 plugin gets).
+    #[test]
+    fn client_cert_passes_only_when_declared_and_present() {
+        let needs = Needs {
+            client_cert: true,
+            ..Needs::default()
+        };
+        let request = needs.request(parts(), HEADERS);
+        assert_eq!(
+            request.client_cert.map(|c| c.subject).as_deref(),
+            Some("CN=ops,O=cinema")
+        );
+        let without = RequestParts {
+            client_cert: None,
+            ..parts()
+        };
+        assert!(needs.request(without, HEADERS).client_cert.is_none());
+        assert!(
+            Needs::everything()
+                .request(parts(), HEADERS)
+                .client_cert
+                .is_none()
+        );
+        let old = Needs::declared_v0_2(v0_2::Needs {
+            headers: vec![],
+            query: true,
+            host: true,
+            route: true,
+            user: true,
+        });
+        assert!(!old.client_cert);
+        let mut chain = Needs::everything();
+        chain.add(&needs);
+        assert!(chain.request(parts(), HEADERS).client_cert.is_some());
     }
 
     /// Declared headers pass (case-insensitively); credentials never do,
@@ -186,6 +255,7 @@ mod tests {
             host: false,
             route: true,
             user: false,
+            client_cert: false,
         });
         let request = needs.request(parts(), HEADERS);
         let names: Vec<_> = request.headers.iter().map(|h| h.name.as_str()).collect();

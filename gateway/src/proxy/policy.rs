@@ -8,6 +8,7 @@ use super::headers::is_identity_header;
 use super::routes::Route;
 use crate::error::{Error, Result};
 use crate::plugins::{self, CallerParts, Decision, Identity, Needs, RequestParts};
+use crate::tls::PeerCertificate;
 use crate::tokens::Claims;
 
 /// Header changes an allow asks for on the upstream request.
@@ -68,9 +69,11 @@ pub fn decide<B>(
 }
 
 /// The plugins' view of a request: what the route's chain reads of the
-/// method, raw path and query, host, route and headers. Credentials and
-/// identity headers never reach a plugin, nor do header values that are not
-/// UTF-8.
+/// method, raw path and query, host, route, headers and the subject of the
+/// TLS client certificate the listener verified (a [`PeerCertificate`] in
+/// the request's extensions; the forward-auth endpoints remove theirs, as
+/// it is the calling proxy's). Credentials and identity headers never reach
+/// a plugin, nor do header values that are not UTF-8.
 pub fn request_record<B>(
     needs: &Needs,
     route: &str,
@@ -83,6 +86,10 @@ pub fn request_record<B>(
         query: req.uri().query(),
         host,
         route,
+        client_cert: req
+            .extensions()
+            .get::<PeerCertificate>()
+            .map(|cert| &*cert.subject),
     };
     let headers = req
         .headers()
