@@ -744,3 +744,69 @@ fn config_errors_name_file_key_and_reason() {
         );
     }
 }
+
+/// An idle keep-alive TLS connection is parked (its HTTP buffers freed,
+/// its TLS session kept) and serves its next request on the same TLS
+/// stream; HTTP/2 over TLS reaches the Auth API.
+#[tokio::test]
+async fn idle_tls_connections_park_and_resume() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Ca::new("park");
+    let server = ca.server("server", &["localhost", "127.0.0.1"]);
+    let app = tls_app(&ca, tls_with(&server), |_| {}, false).await;
+    let roots = gateway::tls::pem::roots(&ca.cert).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(gateway::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    async fn one_answer(
+        tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    ) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).contains("\"ok\"}") {
+            let n = tls.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into()
+    }
+    tls.write_all(request).await.unwrap();
+    assert!(one_answer(&mut tls).await.starts_with("HTTP/1.1 200"));
+    let gauge = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1.0)
+    };
+    // Parking is a matter of idle time (listener::PARK_AFTER, 250 ms):
+    // poll the gauge rather than sleep a fixed time.
+    let mut parked = 0.0;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        parked = gauge(&app.metrics_text().await, "authgw_connections_parked");
+        if parked >= 1.0 {
+            break;
+        }
+    }
+    assert!(parked >= 1.0, "the idle TLS connection was not parked");
+    // The same TLS stream: a second request is served.
+    tls.write_all(request).await.unwrap();
+    assert!(one_answer(&mut tls).await.starts_with("HTTP/1.1 200"));
+    // HTTP/2 over TLS reaches the Auth API.
+    let h2 = client_trusting(&ca).build().unwrap();
+    let r = h2
+        .post(app.url("/api/v1/auth/signup"))
+        .json(&serde_json::json!({"login": "tls-user", "password": "correct horse battery staple"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 201);
+}
