@@ -810,3 +810,78 @@ async fn idle_tls_connections_park_and_resume() {
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 201);
 }
+
+/// The verified client certificate reaches the plugins (issue 22): on a
+/// TLS listener with `client_ca`, the admin-mtls example of role-rules lets
+/// an administrator into `/admin` only with the certificate `CN=ops,O=cinema`;
+/// without a certificate, or with another subject of the same CA, 403 and
+/// the upstream never sees the request; a client-sent header claiming a
+/// certificate changes nothing.
+#[tokio::test]
+async fn the_client_certificate_reaches_the_plugins() {
+    let ca = Ca::new("plugins");
+    let server = ca.server("server", &["localhost", "127.0.0.1"]);
+    let ops = ca.client_in("ops", "cinema", "ops");
+    let intern = ca.client_in("intern", "cinema", "intern");
+    let echo = Echo::start("admin").await;
+    let tls = TlsConfig {
+        client_ca: Some(ca.cert.clone()),
+        ..tls_with(&server)
+    };
+    let rules: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../plugins/role-rules/examples/admin-mtls.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let echo_url = echo.url();
+    let app = tls_app(
+        &ca,
+        tls,
+        move |c| {
+            c.plugins = vec![common::plugin("admin-mtls", "role-rules", rules)];
+            c.routes = vec![gateway::config::RouteConfig {
+                plugins: vec!["admin-mtls".into()],
+                ..route("admin", "/admin", &echo_url, AuthMode::Required)
+            }];
+        },
+        false,
+    )
+    .await;
+    let admin = app.admin("root").await;
+    let with = |id: Option<&Issued>| {
+        let mut b = client_trusting(&ca);
+        if let Some(id) = id {
+            let pem = format!("{}{}", id.key_pem, id.cert_pem);
+            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        b.build().unwrap()
+    };
+    let get = |client: reqwest::Client| {
+        let (url, admin) = (app.url("/admin/users"), admin.clone());
+        async move {
+            reply(
+                client
+                    .get(url)
+                    .bearer_auth(admin)
+                    .header("x-client-cert-subject", "CN=ops,O=cinema")
+                    .header("ssl-client-s-dn", "CN=ops,O=cinema")
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    get(with(None)).await.assert_problem(403, "policy_denied");
+    get(with(Some(&intern)))
+        .await
+        .assert_problem(403, "policy_denied");
+    assert_eq!(echo.hits(), 0, "a denied request reached the upstream");
+    let r = get(with(Some(&ops))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["path"], "/admin/users");
+    assert_eq!(echo.hits(), 1);
+}

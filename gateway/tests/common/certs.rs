@@ -79,9 +79,29 @@ impl Ca {
         self.sign(file, cn, &[], Kind::Client, Validity::Now)
     }
 
+    /// A client certificate whose subject is `O=org` then `CN=cn`, which
+    /// RFC 4514 writes `CN=cn,O=org`.
+    pub fn client_in(&self, file: &str, org: &str, cn: &str) -> Issued {
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, org);
+        dn.push(DnType::CommonName, cn);
+        self.sign_dn(file, dn, &[], Kind::Client, Validity::Now)
+    }
+
     fn sign(&self, file: &str, cn: &str, names: &[&str], kind: Kind, validity: Validity) -> Issued {
+        self.sign_dn(file, dn(cn), names, kind, validity)
+    }
+
+    fn sign_dn(
+        &self,
+        file: &str,
+        subject: DistinguishedName,
+        names: &[&str],
+        kind: Kind,
+        validity: Validity,
+    ) -> Issued {
         let mut params = CertificateParams::default();
-        params.distinguished_name = dn(cn);
+        params.distinguished_name = subject;
         params.subject_alt_names = names
             .iter()
             .map(|n| match n.parse::<std::net::IpAddr>() {
