@@ -973,6 +973,7 @@ mod tests {
             h2_keepalive_interval: Duration::from_secs(10),
             h2_keepalive_timeout: Duration::from_secs(10),
             h2_idle_timeout: Duration::from_secs(10),
+            tls: None,
         };
         tweak(&mut settings);
         let task = tokio::spawn(serve(
