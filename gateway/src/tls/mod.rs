@@ -8,8 +8,8 @@
 //! - [`provider`]: the one crypto provider (aws-lc-rs), as the JWTs use.
 
 pub mod pem;
-pub mod upstream;
 pub mod server;
+pub mod upstream;
 
 use std::sync::Arc;
 
