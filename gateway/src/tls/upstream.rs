@@ -10,7 +10,8 @@
 //!   URL's host, else `tls_server_name`;
 //! - `tls_client_cert` + `tls_client_key`: mutual TLS, both or neither;
 //! - ALPN: `http/1.1`, or `h2` first with `upstream_http2` (not with
-//!   `websocket`: upgrades need HTTP/1.1).
+//!   `websocket`, as upgrades need HTTP/1.1, nor with `preserve_host`, as
+//!   the client's Host would contradict the upstream's `:authority`).
 //!
 //! There is deliberately no way to skip verification.
 
@@ -62,6 +63,15 @@ pub fn for_route(
         return Err(format!(
             "route '{name}': upstream_http2 cannot be combined with websocket = true: WebSocket \
              upgrades need HTTP/1.1 to the upstream"
+        ));
+    }
+    if route.upstream_http2 && route.preserve_host {
+        // Over h2 the upstream's authority goes in `:authority`; the
+        // client's Host next to it is a contradiction servers refuse
+        // (nginx: 400).
+        return Err(format!(
+            "route '{name}': upstream_http2 cannot be combined with preserve_host = true: over \
+             HTTP/2 the client's Host would contradict the upstream's :authority"
         ));
     }
     let server_name = match &route.tls_server_name {
@@ -335,7 +345,8 @@ mod tests {
     }
 
     /// `tls_server_name` must be a DNS name or an IP address; upstream_http2
-    /// offers h2 first, and is refused on a WebSocket route.
+    /// offers h2 first, and is refused on a WebSocket route and with
+    /// preserve_host.
     #[test]
     fn server_names_and_alpn() {
         let dir = tempfile::tempdir().unwrap();
@@ -380,6 +391,18 @@ mod tests {
         .unwrap_err();
         assert!(
             e.contains("route 'films': upstream_http2") && e.contains("websocket"),
+            "{e}"
+        );
+        let e = for_route(
+            &route(&format!(
+                "tls_ca = {ca:?}\nupstream_http2 = true\npreserve_host = true"
+            )),
+            &["h"],
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("route 'films': upstream_http2") && e.contains("preserve_host"),
             "{e}"
         );
         assert!(server_name("[::1]").is_ok() && server_name("127.0.0.1").is_ok());
