@@ -778,8 +778,9 @@ impl Config {
             }
         };
         config.apply_env(|k| std::env::var(k).ok())?;
-        config.validate(&origin)?;
+        // Before validation: relative TLS files start at the file's directory.
         config.source = Some(path.to_path_buf());
+        config.validate(&origin)?;
         Ok(config)
     }
 

@@ -318,19 +318,27 @@ impl Reloader {
 }
 
 #[cfg(unix)]
-async fn reload_on_sighup(reloader: Arc<Reloader>) {
+/// Reloads on every SIGHUP. The handler is installed when this is called,
+/// not when the task first runs: a SIGHUP right after start must not find
+/// the default action (terminate) still in place.
+fn reload_on_sighup(reloader: Arc<Reloader>) -> impl Future<Output = ()> + Send {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; use POST /reload on the admin listener");
-        return;
-    };
-    while hangups.recv().await.is_some() {
-        let _ = reloader.clone().reload_logged().await;
+    let hangups = signal(SignalKind::hangup());
+    async move {
+        let Ok(mut hangups) = hangups else {
+            tracing::warn!("cannot listen for SIGHUP; use POST /reload on the admin listener");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let _ = reloader.clone().reload_logged().await;
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn reload_on_sighup(_reloader: Arc<Reloader>) {}
+fn reload_on_sighup(_reloader: Arc<Reloader>) -> impl Future<Output = ()> + Send {
+    std::future::ready(())
+}
 
 /// The admin listener's routes: Prometheus metrics and reload.
 fn admin_router(

@@ -562,26 +562,105 @@ fn serial(r: &reqwest::Response) -> Vec<u8> {
     info.peer_certificate().unwrap().to_vec()
 }
 
-/// h2load over TLS (h2, then HTTP/1.1) while the certificate is reloaded
-/// every 100 ms: not one request fails, and the new certificate is what a
-/// new connection gets afterwards.
+/// The real `authgw serve` with `[server.tls]`: h2load over TLS (h2, then
+/// HTTP/1.1 keep-alive), 60 connections opened throughout, while the
+/// certificate files change and SIGHUP reloads them every 100 ms: not one
+/// request fails; afterwards a new connection gets the new certificate. A
+/// broken file then SIGHUP: refused, the last good certificate serves on.
+/// And a config with a missing key file does not start: one `error:` line
+/// naming the key and the file, exit 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certificate_swapped_under_load_loses_nothing() {
+async fn sighup_swaps_the_certificate_under_load_and_loses_nothing() {
+    use std::io::{BufRead, BufReader};
     let ca = Ca::new("load");
     let a = ca.server("a", &["localhost", "127.0.0.1"]);
     let b = ca.server("b", &["127.0.0.1", "b.test"]);
+    let db = TestDb::migrated();
+    let keys = keys_dir();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("gw.pem"), dir.path().join("gw.key"));
-    std::fs::copy(&a.cert, &cert).unwrap();
-    std::fs::copy(&a.key, &key).unwrap();
-    let tls = TlsConfig {
-        cert: Some(cert.clone()),
-        key: Some(key.clone()),
-        ..TlsConfig::default()
+    let install = |c: &Issued| {
+        std::fs::copy(&c.cert, &cert).unwrap();
+        std::fs::copy(&c.key, &key).unwrap();
     };
-    let app = tls_app(&ca, tls, |_| {}, false).await;
+    install(&a);
+    let config = dir.path().join("gateway.toml");
+    let (port, admin_port) = (common::free_port(), common::free_port());
+    let write_config = |key_file: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n[server.tls]\ncert = \"gw.pem\"\nkey = \"{key_file}\"\n\
+                 [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[database]\nurl = \"{}\"\n\
+                 [tokens]\nkeys_dir = \"{}\"\n",
+                db.url,
+                keys.path().display(),
+            ),
+        )
+        .unwrap();
+    };
+    // A missing key file: refused at start, naming it.
+    write_config("missing.key");
+    let out = Command::new(env!("CARGO_BIN_EXE_authgw"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env_remove("AUTHGW_DATABASE_URL")
+        .env_remove("AUTHGW_LISTEN")
+        .env_remove("AUTHGW_KEYS_DIR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("server.tls.key") && errors[0].contains("missing.key"),
+        "{stderr}"
+    );
+    write_config("gw.key");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_authgw"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env_remove("AUTHGW_DATABASE_URL")
+        .env_remove("AUTHGW_LISTEN")
+        .env_remove("AUTHGW_KEYS_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |what: &str| loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no log line with {what:?}"));
+        if line.contains(what) {
+            return line;
+        }
+    };
+    wait_for("authgw listening");
+    let url = format!("https://127.0.0.1:{port}/healthz");
+    let r = client_trusting(&ca)
+        .build()
+        .unwrap()
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let hup = || {
+        let ok = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     for h1 in [false, true] {
-        let url = app.url("/healthz");
+        let url = url.clone();
         let load = tokio::task::spawn_blocking(move || {
             // 60 connections opened 6 per 100 ms (-r), so that handshakes
             // happen throughout the swaps while earlier ones carry requests.
@@ -607,10 +686,9 @@ async fn certificate_swapped_under_load_loses_nothing() {
         });
         let mut swaps = 0;
         while !load.is_finished() {
-            let (c, k) = if swaps % 2 == 0 { (&b, &b) } else { (&a, &a) };
-            std::fs::copy(&c.cert, &cert).unwrap();
-            std::fs::copy(&k.key, &key).unwrap();
-            app.reloader.apply(&app.config).unwrap();
+            install(if swaps % 2 == 0 { &b } else { &a });
+            hup();
+            wait_for("reloaded:");
             swaps += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -620,19 +698,34 @@ async fn certificate_swapped_under_load_loses_nothing() {
             out.contains("3000 succeeded, 0 failed, 0 errored"),
             "h1={h1}:\n{out}"
         );
-        assert!(swaps >= 2, "the load ended before a swap ({swaps})");
+        assert!(swaps >= 2, "the load ended before two swaps ({swaps})");
     }
-    std::fs::copy(&b.cert, &cert).unwrap();
-    std::fs::copy(&b.key, &key).unwrap();
-    app.reloader.apply(&app.config).unwrap();
+    install(&b);
+    hup();
+    wait_for("reloaded:");
+    let out = s_client(addr, &ca, &[]).await;
+    assert!(
+        out.contains("b.test") || out.contains("CN = 127.0.0.1"),
+        "{out}"
+    );
+    // A broken certificate file: the reload is refused, b serves on.
+    std::fs::write(&cert, "garbage\n").unwrap();
+    hup();
+    let refused = wait_for("reload refused");
+    assert!(refused.contains("gw.pem"), "{refused}");
     let r = client_trusting(&ca)
         .build()
         .unwrap()
-        .get(app.url("/healthz"))
+        .get(&url)
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), 200);
     assert!(served_subject(&r).contains("CN=127.0.0.1"));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
 /// A client that opens a connection and never finishes the handshake (sends
