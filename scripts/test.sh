@@ -71,10 +71,16 @@ export AUTHGW_TEST_DATABASE_URL
 # gateway/tests/forward_auth_proxies.rs runs nginx (auth_request) and Caddy
 # (forward_auth) from Debian in front of an echo app; it fails under CI when
 # they are missing, so install them here (as root, with apt-get).
-step "nginx and caddy for the forward-auth tests"
+# gateway/tests/tls.rs and upstream_tls.rs need the TLS peers too: curl,
+# openssl (s_client) and h2load (nghttp2-client), and nginx as an HTTPS
+# upstream.
+step "nginx, caddy, curl, openssl and h2load for the forward-auth and TLS tests"
 proxies_missing=()
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || proxies_missing+=(nginx-light)
 command -v caddy >/dev/null 2>&1 || proxies_missing+=(caddy)
+command -v curl >/dev/null 2>&1 || proxies_missing+=(curl)
+command -v openssl >/dev/null 2>&1 || proxies_missing+=(openssl)
+command -v h2load >/dev/null 2>&1 || proxies_missing+=(nghttp2-client)
 if ((${#proxies_missing[@]})); then
     if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         printf 'installing %s with apt-get\n' "${proxies_missing[*]}" >&2
@@ -87,7 +93,7 @@ if ((${#proxies_missing[@]})); then
         done
     else
         printf '\n!!!!!!!! %s missing and not installable here (not root or no apt-get):\n' "${proxies_missing[*]}" >&2
-        printf '!!!!!!!! the forward-auth proxy tests will fail under CI and be skipped otherwise\n\n' >&2
+        printf '!!!!!!!! the forward-auth proxy and TLS tests will fail\n\n' >&2
     fi
 fi
 
