@@ -36,6 +36,16 @@ fn client_trusting(ca: &Ca) -> reqwest::ClientBuilder {
         .tls_info(true)
 }
 
+/// A client trusting `ca` that presents `id`'s certificate, if any.
+fn client_presenting(ca: &Ca, id: Option<&Issued>) -> reqwest::Client {
+    let mut b = client_trusting(ca);
+    if let Some(id) = id {
+        let pem = format!("{}{}", id.key_pem, id.cert_pem);
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    b.build().unwrap()
+}
+
 /// A gateway over TLS with `tweak` applied, its client trusting `ca`.
 async fn tls_app(
     ca: &Ca,
@@ -296,14 +306,7 @@ async fn required_client_certificates() {
     };
     let app = tls_app(&ca, tls, |_| {}, false).await;
     let url = app.url("/healthz");
-    let with = |id: Option<&Issued>| {
-        let mut b = client_trusting(&ca);
-        if let Some(id) = id {
-            let pem = format!("{}{}", id.key_pem, id.cert_pem);
-            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
-        }
-        b.build().unwrap()
-    };
+    let with = |id: Option<&Issued>| client_presenting(&ca, id);
     assert!(
         with(None).get(&url).send().await.is_err(),
         "no certificate must be refused"
@@ -374,11 +377,7 @@ async fn optional_client_certificates() {
     let app = tls_app(&ca, tls, |_| {}, false).await;
     let url = app.url("/healthz");
     assert_eq!(app.http.get(&url).send().await.unwrap().status(), 200);
-    let pem = format!("{}{}", stranger.key_pem, stranger.cert_pem);
-    let client = client_trusting(&ca)
-        .identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap())
-        .build()
-        .unwrap();
+    let client = client_presenting(&ca, Some(&stranger));
     assert!(client.get(&url).send().await.is_err());
 }
 
@@ -944,14 +943,7 @@ async fn the_client_certificate_reaches_the_plugins() {
     )
     .await;
     let admin = app.admin("root").await;
-    let with = |id: Option<&Issued>| {
-        let mut b = client_trusting(&ca);
-        if let Some(id) = id {
-            let pem = format!("{}{}", id.key_pem, id.cert_pem);
-            b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
-        }
-        b.build().unwrap()
-    };
+    let with = |id: Option<&Issued>| client_presenting(&ca, id);
     let get = |client: reqwest::Client| {
         let (url, admin) = (app.url("/admin/users"), admin.clone());
         async move {
