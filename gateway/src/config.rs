@@ -283,7 +283,8 @@ pub struct RouteConfig {
     /// Only these methods (others fall through to shorter prefixes).
     #[serde(default)]
     pub methods: Option<Vec<String>>,
-    /// `http://host:port[/base]`, one or several (round-robin). None: the
+    /// `http(s)://host:port[/base]`, one or several (round-robin; https
+    /// verified, see the `tls_*` keys). None: the
     /// route only answers forward-auth decisions (`/api/v1/authz/*`), and a
     /// proxied request that lands on it gets a 404 problem.
     #[serde(default)]
@@ -1084,10 +1085,10 @@ impl Config {
                 let uri: axum::http::Uri = u
                     .parse()
                     .map_err(|e| fail("upstream", format!("{u:?} is not a URL: {e}")))?;
-                if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
                     return Err(fail(
                         "upstream",
-                        format!("{u:?}: only http://host[:port][/base] upstreams are supported"),
+                        format!("{u:?}: expected http(s)://host[:port][/base]"),
                     ));
                 }
                 if uri.query().is_some() {
@@ -1333,6 +1334,31 @@ mod tests {
     fn durations_parse() {
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+    }
+
+    /// A route's upstreams are http:// or https:// (verified; issue 22);
+    /// any other scheme is refused naming the key.
+    #[test]
+    fn https_upstreams_are_accepted_other_schemes_refused() {
+        let route = |upstream: &str| {
+            format!("[[routes]]\nname = \"r\"\nprefix = \"/r\"\nupstream = \"{upstream}\"\n")
+        };
+        for ok in [
+            "https://billing.internal:8443",
+            "http://127.0.0.1:8000/base",
+        ] {
+            let c = Config::parse(&route(ok), "g.toml").map_err(|e| e.to_string());
+            let checked = c.and_then(|c| c.validate("g.toml").map_err(|e| e.to_string()));
+            assert!(checked.is_ok(), "{ok}: {checked:?}");
+        }
+        for bad in ["ftp://x", "ws://x", "//x"] {
+            let err = Config::parse(&route(bad), "g.toml")
+                .and_then(|c| c.validate("g.toml"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("routes[0].upstream"), "{bad}: {err}");
+        }
     }
 
     /// `server.trusted_proxies` takes CIDRs and bare addresses; a bad entry

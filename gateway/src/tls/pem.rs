@@ -10,7 +10,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// A certificate chain (leaf first), at least one certificate.
 pub fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let file = path.display();
-    let iter = CertificateDer::pem_file_iter(path).map_err(|e| format!("{file}: {}", reason(&e)))?;
+    let iter =
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("{file}: {}", reason(&e)))?;
     let chain = iter
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{file}: {}", reason(&e)))?;
@@ -66,7 +67,10 @@ mod tests {
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "no pem here\n").unwrap();
         let e = certs(&empty).unwrap_err();
-        assert!(e.contains("empty.pem") && e.contains("no PEM certificate"), "{e}");
+        assert!(
+            e.contains("empty.pem") && e.contains("no PEM certificate"),
+            "{e}"
+        );
         let e = key(&empty).unwrap_err();
         assert!(e.contains("empty.pem") && e.contains("private key"), "{e}");
     }
