@@ -2,7 +2,9 @@
 # shellcheck source-path=SCRIPTDIR
 # Benchmarks of authgw (docs/benchmarks.md has the figures and how to read them).
 #
-#   scripts/bench.sh [system]          the system benchmark (default), below
+#   scripts/bench.sh [system]          the system benchmark (default), below,
+#                                      the TLS part included
+#   scripts/bench.sh tls               the TLS part alone (= BENCH_ONLY=tls)
 #   scripts/bench.sh criterion [ARGS]  the criterion micro-benchmarks
 #                                      (gateway/benches/hot_path.rs and plugins.rs);
 #                                      ARGS go to criterion, e.g. a filter: verify
@@ -24,12 +26,32 @@
 # keep-alive connections. Prints a summary (also OUT/summary.md) with the
 # ratios and the issue 7 targets; raw outputs stay in OUT.
 #
+# The TLS part (issue 22): one certificate made here with openssl (an EC P-256
+# CA and a server certificate for 127.0.0.1 and localhost), served by
+#   nginx-tls       nginx terminating TLS (TLS 1.2/1.3, ALPN h2 + http/1.1),
+#                   a plain reverse proxy to the same upstream, no auth;
+#   authgw-tls      a second authgw with [server.tls] on the same database and
+#                   keys: the route of d. (ES256 + role-rules plugin +
+#                   revocation), and a route "pub" (auth = "public", no
+#                   plugin) to the same upstream: the TLS + proxy cost alone.
+# Measured, alternated in each round: HTTP/1.1 keep-alive over TLS (wrk, the
+# token sent to every system; plain nginx and authgw in the same rounds for
+# the TLS cost), h2 (h2load -m BENCH_H2_STREAMS, the same connections),
+# new connections per second with one request each: full handshakes
+# (openssl s_time -new: a new session every time, never resumed) and resumed
+# ones (h2load --h1 with Connection: close, which reconnects on the same
+# SSL object and resumes). With every run, the CPU time the system under test
+# used (SUT CPU), since one load CPU may be what bounds a handshake rate.
+# The TLS summary follows the other one (OUT/summary.md).
+#
 # Needs: a release build (built here), plugins/dist/role-rules.wasm (built
 # here when missing), PostgreSQL at BENCH_PG_URL (a database BENCH_DB is
 # dropped and created), nginx, haproxy, wrk, pgbench, psql, openssl, curl, jq,
-# python3, taskset (nginx, haproxy and wrk are installed with apt-get when
-# missing and running as root). nginx and HAProxy run as our own processes
-# with our own config files on free ports, never as the system services.
+# python3, taskset, and for the TLS part h2load (nginx, haproxy, wrk and
+# h2load (nghttp2-client) are installed with apt-get when missing and running
+# as root; HAProxy is needed by the proxy part only). nginx and HAProxy run as
+# our own processes with our own config files on free ports, never as the
+# system services.
 #
 # Environment (defaults in brackets):
 #   BENCH_QUICK=1          short runs: 3 s, 2 rounds, 2 000 idle connections
@@ -52,8 +74,13 @@
 #   BENCH_KEEP_DB [0]      1: keep the database afterwards
 #   BENCH_PERF [0]         1: perf record authgw during its last proxy run
 #                          (OUT/perf.data, top symbols in OUT/perf.txt)
-#   BENCH_ONLY             comma-separated parts to run, of: proxy check login
-#                          refresh flood rss (default: all)
+#   BENCH_ONLY             comma-separated parts to run, of: proxy tls check
+#                          login refresh flood rss (default: all)
+#   BENCH_H2_STREAMS [1]   h2load -m: streams in flight per h2 connection (1:
+#                          the same concurrency as wrk's HTTP/1.1 runs)
+#   BENCH_HS_CLIENTS [16]  concurrent clients of the new-connection runs
+#                          (openssl s_time processes; h2load -c)
+#   BENCH_HS_RESUMED [DURATION in s × 1000]  connections of each resumed run
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -111,11 +138,12 @@ criterion)
     exit 0
     ;;
 system) ;;
+tls) BENCH_ONLY=tls ;;
 -h | --help | help)
     usage
     exit 0
     ;;
-*) die "unknown command '$1' (try: scripts/bench.sh [system] | scripts/bench.sh criterion [filter])" ;;
+*) die "unknown command '$1' (try: scripts/bench.sh [system] | scripts/bench.sh tls | scripts/bench.sh criterion [filter])" ;;
 esac
 
 # --- settings ----------------------------------------------------------------
@@ -141,8 +169,10 @@ REFRESH_CONNS=32
 FLOOD_CONNS=16
 BIN=${BENCH_BIN:-$ROOT/target/release/authgw}
 [[ -z ${BENCH_BIN:-} ]] || BENCH_BUILD=0
-ONLY=${BENCH_ONLY:-proxy,check,login,refresh,flood,rss}
+ONLY=${BENCH_ONLY:-proxy,tls,check,login,refresh,flood,rss}
 want() { [[ ,$ONLY, == *,$1,* ]]; }
+H2_STREAMS=${BENCH_H2_STREAMS:-1}
+HS_CLIENTS=${BENCH_HS_CLIENTS:-16}
 WASM=$ROOT/plugins/dist/role-rules.wasm
 USER_LOGIN=viewer
 USER_PASSWORD=bench-viewer-password-1
@@ -156,11 +186,18 @@ if ! [[ $ROUNDS =~ ^[0-9]+$ ]] || ((ROUNDS < 2)); then
 fi
 [[ $CONNS =~ ^[0-9]+$ && $THREADS =~ ^[0-9]+$ && $IDLE_CONNS =~ ^[0-9]+$ ]] \
     || die "BENCH_CONNS, BENCH_THREADS and BENCH_IDLE_CONNS must be numbers"
+HS_RESUMED=${BENCH_HS_RESUMED:-$((DURATION_S * 1000))}
+[[ $H2_STREAMS =~ ^[1-9][0-9]*$ && $HS_CLIENTS =~ ^[1-9][0-9]*$ && $HS_RESUMED =~ ^[1-9][0-9]*$ ]] \
+    || die "BENCH_H2_STREAMS, BENCH_HS_CLIENTS and BENCH_HS_RESUMED must be positive numbers"
 
 # --- prerequisites -----------------------------------------------------------
+declare -A PACKAGE_OF=([nginx]=nginx [haproxy]=haproxy [wrk]=wrk [h2load]=nghttp2-client)
+tools=(nginx wrk)
+want proxy && tools+=(haproxy)
+want tls && tools+=(h2load)
 missing=()
-for tool in nginx haproxy wrk; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+for tool in "${tools[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("${PACKAGE_OF[$tool]}")
 done
 if ((${#missing[@]})); then
     if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
@@ -258,11 +295,12 @@ forget() {
     PIDS=("${kept[@]}")
 }
 
-# wait_http NAME URL: until URL answers (any status) or NAME exits.
+# wait_http NAME URL [CURL ARGS...]: until URL answers (any status) or NAME exits.
 wait_http() {
     local name=$1 url=$2 i
+    shift 2
     for ((i = 0; i < 150; i++)); do
-        curl -s -o /dev/null --max-time 1 "$url" && return 0
+        curl -s -o /dev/null --max-time 1 "$@" "$url" && return 0
         kill -0 "${PID_OF[$name]}" 2>/dev/null || {
             tail -n 20 "$OUT/$name.log" >&2
             die "$name exited during start-up (log: $OUT/$name.log)"
@@ -294,7 +332,13 @@ declare -A URL=(
     [authgw]=http://127.0.0.1:$P_AUTH/films/premium/1
     [nginx-authz]=http://127.0.0.1:$P_NGXA/films/premium/1
 )
-SYSTEMS=(direct nginx haproxy authgw nginx-authz)
+# HAProxy and nginx auth_request are measured by the proxy part only.
+if want proxy; then
+    SYSTEMS=(direct nginx haproxy authgw nginx-authz)
+else
+    SYSTEMS=(direct nginx authgw)
+fi
+has_system() { [[ " ${SYSTEMS[*]} " == *" $1 "* ]]; }
 API=http://127.0.0.1:$P_AUTH
 WRK_ARGS="wrk -t$THREADS -c$CONNS -d$DURATION --latency (taskset -c $LOAD_CPUS)"
 
@@ -511,22 +555,28 @@ backend upstream
 EOF
 
 # --- start everything --------------------------------------------------------
-step "starting the upstream nginx (:$P_UP), nginx proxy (:$P_NGX), HAProxy (:$P_HAP), authgw (:$P_AUTH), nginx auth_request (:$P_NGXA)"
-haproxy -c -f "$OUT/conf/haproxy.cfg" >"$OUT/haproxy-check.log" 2>&1 \
-    || { cat "$OUT/haproxy-check.log" >&2; die "HAProxy refuses $OUT/conf/haproxy.cfg"; }
+if has_system haproxy; then
+    step "starting the upstream nginx (:$P_UP), nginx proxy (:$P_NGX), HAProxy (:$P_HAP), authgw (:$P_AUTH), nginx auth_request (:$P_NGXA)"
+    haproxy -c -f "$OUT/conf/haproxy.cfg" >"$OUT/haproxy-check.log" 2>&1 \
+        || { cat "$OUT/haproxy-check.log" >&2; die "HAProxy refuses $OUT/conf/haproxy.cfg"; }
+else
+    step "starting the upstream nginx (:$P_UP), nginx proxy (:$P_NGX), authgw (:$P_AUTH)"
+fi
 start nginx-upstream "$LOAD_CPUS" nginx -p "$OUT/nginx-up" -c "$OUT/conf/nginx-upstream.conf" \
     -e "$OUT/nginx-upstream.error.log" -g 'daemon off;'
 start nginx-proxy "$SUT_CPUS" nginx -p "$OUT/nginx-proxy" -c "$OUT/conf/nginx-proxy.conf" \
     -e "$OUT/nginx-proxy.error.log" -g 'daemon off;'
-start haproxy "$SUT_CPUS" haproxy -db -f "$OUT/conf/haproxy.cfg"
+has_system haproxy && start haproxy "$SUT_CPUS" haproxy -db -f "$OUT/conf/haproxy.cfg"
 start authgw "$SUT_CPUS" "$BIN" serve
-start nginx-authz "$SUT_CPUS" nginx -p "$OUT/nginx-authz" -c "$OUT/conf/nginx-authz.conf" \
-    -e "$OUT/nginx-authz.error.log" -g 'daemon off;'
+if has_system nginx-authz; then
+    start nginx-authz "$SUT_CPUS" nginx -p "$OUT/nginx-authz" -c "$OUT/conf/nginx-authz.conf" \
+        -e "$OUT/nginx-authz.error.log" -g 'daemon off;'
+fi
 wait_http nginx-upstream "$UPSTREAM/"
 wait_http nginx-proxy "http://127.0.0.1:$P_NGX/"
-wait_http haproxy "http://127.0.0.1:$P_HAP/"
+has_system haproxy && wait_http haproxy "http://127.0.0.1:$P_HAP/"
 wait_http authgw "$API/healthz"
-wait_http nginx-authz "http://127.0.0.1:$P_NGXA/"
+has_system nginx-authz && wait_http nginx-authz "http://127.0.0.1:$P_NGXA/"
 
 # --- users and tokens --------------------------------------------------------
 # post PATH JSON [TOKEN]: the body of a successful POST, else die.
@@ -568,6 +618,7 @@ for sys_ in "${SYSTEMS[@]}"; do
     [[ $body == ok ]] || die "$sys_ answered '$body' instead of 'ok' at ${URL[$sys_]}"
 done
 for sys_ in haproxy authgw nginx-authz; do
+    has_system "$sys_" || continue
     s=$(status "${URL[$sys_]}")
     [[ $s == 401 ]] || die "$sys_ let a request without a token through ($s)"
     s=$(status -H "Authorization: Bearer $FORGED" "${URL[$sys_]}")
@@ -620,6 +671,275 @@ for ((r = 1; r <= ROUNDS; r++)); do
         fi
     done
 done
+
+fi
+
+if want tls; then
+# --- TLS at the edge (issue 22) ----------------------------------------------
+# nginx terminating TLS against authgw terminating TLS: the same upstream, the
+# same certificate, the same token; HTTP/1.1 keep-alive, h2, new connections.
+TLS_DIR=$OUT/tls
+mkdir -p "$TLS_DIR" "$OUT/nginx-tls"
+chmod 700 "$TLS_DIR"
+step "TLS: an EC P-256 CA and a server certificate for 127.0.0.1 and localhost (openssl)"
+{
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 -subj /CN=authgw-bench-ca \
+        -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem" \
+        && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+            -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" \
+        && printf '%s\n' 'basicConstraints = critical, CA:FALSE' 'keyUsage = critical, digitalSignature' \
+            'extendedKeyUsage = serverAuth' 'subjectAltName = IP:127.0.0.1, DNS:localhost' >"$TLS_DIR/server.ext" \
+        && openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" \
+            -CAcreateserial -days 7 -extfile "$TLS_DIR/server.ext" -out "$TLS_DIR/server.pem"
+} >>"$OUT/setup.log" 2>&1 || { tail -n 20 "$OUT/setup.log" >&2; die "openssl could not make the TLS certificates"; }
+CACERT=(--cacert "$TLS_DIR/ca.pem")
+
+read -r P_NGXS P_AUTHS P_ADMINS < <(free_ports 3)
+# nginx 1.25.1 made "http2" a directive of its own; older ones take it on listen.
+ngx_version=$(nginx -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
+if [[ $(printf '%s\n' "$ngx_version" 1.25.1 | sort -V | head -n 1) == 1.25.1 ]]; then
+    ngx_listen_h2='' ngx_http2="http2 on;"
+else
+    ngx_listen_h2=" http2" ngx_http2=''
+fi
+{
+    nginx_common "$OUT/nginx-tls"
+    cat <<EOF
+    upstream up {
+        server 127.0.0.1:$P_UP;
+        keepalive 256;
+        keepalive_requests 10000000;
+    }
+    server {
+        listen 127.0.0.1:$P_NGXS ssl$ngx_listen_h2;
+        $ngx_http2
+        ssl_certificate $TLS_DIR/server.pem;
+        ssl_certificate_key $TLS_DIR/server.key;
+        # What authgw accepts by default (min_version = "1.2"); nginx's
+        # defaults otherwise (session tickets on, no session cache).
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+} >"$OUT/conf/nginx-tls.conf"
+
+# authgw-tls: the config of d. on other ports, with [server.tls] and the
+# public route "pub" (no token, no plugin) to the same upstream.
+TLS_CONFIG=$OUT/conf/gateway-tls.toml
+{
+    sed -e "s/^listen = \"127.0.0.1:$P_AUTH\"$/listen = \"127.0.0.1:$P_AUTHS\"/" \
+        -e "s/^listen = \"127.0.0.1:$P_ADMIN\"$/listen = \"127.0.0.1:$P_ADMINS\"/" "$CONFIG"
+    cat <<EOF
+
+[server.tls]
+cert = "$TLS_DIR/server.pem"
+key = "$TLS_DIR/server.key"
+
+[[routes]]
+name = "pub"
+prefix = "/pub"
+upstream = "$UPSTREAM"
+auth = "public"
+EOF
+} >"$TLS_CONFIG"
+grep -q "^listen = \"127.0.0.1:$P_AUTHS\"$" "$TLS_CONFIG" || die "cannot write $TLS_CONFIG"
+
+step "starting nginx TLS (:$P_NGXS) and authgw TLS (:$P_AUTHS)"
+start nginx-tls "$SUT_CPUS" nginx -p "$OUT/nginx-tls" -c "$OUT/conf/nginx-tls.conf" \
+    -e "$OUT/nginx-tls.error.log" -g 'daemon off;'
+start authgw-tls "$SUT_CPUS" env AUTHGW_CONFIG="$TLS_CONFIG" "$BIN" serve
+wait_http nginx-tls "https://localhost:$P_NGXS/" "${CACERT[@]}"
+wait_http authgw-tls "https://localhost:$P_AUTHS/healthz" "${CACERT[@]}"
+
+declare -A TLS_URL=(
+    [nginx]=${URL[nginx]}
+    [authgw]=${URL[authgw]}
+    [nginx-tls]=https://127.0.0.1:$P_NGXS/films/premium/1
+    [authgw-tls]=https://127.0.0.1:$P_AUTHS/films/premium/1
+    [authgw-tls-pub]=https://127.0.0.1:$P_AUTHS/pub/films/premium/1
+)
+# The processes whose CPU time is the system's.
+declare -A PROC_OF=([nginx]=nginx-proxy [authgw]=authgw [nginx-tls]=nginx-tls [authgw-tls]=authgw-tls
+    [authgw-tls-pub]=authgw-tls)
+TLS_SYSTEMS=(nginx-tls authgw-tls authgw-tls-pub)
+H1_SYSTEMS=(nginx authgw "${TLS_SYSTEMS[@]}")
+# New connections: no token (openssl s_time sends a bare GET), so the two
+# systems that proxy without auth.
+HS_SYSTEMS=(nginx-tls authgw-tls-pub)
+
+# Sanity: the certificate verifies, 200 "ok" with the token over HTTP/1.1 and
+# h2, 401 without a token on the full path, 200 without one on "pub", and an
+# HTTP/1.0 request without Host (what s_time sends) is proxied.
+for sys_ in "${TLS_SYSTEMS[@]}"; do
+    for v in --http1.1 --http2; do
+        out=$(curl -s "${CACERT[@]}" "$v" -w '\n%{http_version}' -H "Authorization: Bearer $TOKEN" "${TLS_URL[$sys_]}") \
+            || die "$sys_: no TLS answer at ${TLS_URL[$sys_]} (curl $v)"
+        [[ ${out%$'\n'*} == ok ]] || die "$sys_ answered '${out%$'\n'*}' instead of 'ok' at ${TLS_URL[$sys_]} ($v)"
+        want_v=1.1
+        [[ $v == --http2 ]] && want_v=2
+        [[ ${out##*$'\n'} == "$want_v" ]] || die "$sys_ spoke HTTP/${out##*$'\n'} to curl $v"
+    done
+done
+s=$(status "${CACERT[@]}" "${TLS_URL[authgw-tls]}")
+[[ $s == 401 ]] || die "authgw-tls let a request without a token through ($s)"
+s=$(status "${CACERT[@]}" "${TLS_URL[authgw-tls-pub]}")
+[[ $s == 200 ]] || die "authgw-tls answered $s on the public route without a token"
+for sys_ in "${HS_SYSTEMS[@]}"; do
+    hostport=${TLS_URL[$sys_]#https://}
+    path=/${hostport#*/}
+    hostport=${hostport%%/*}
+    out=$(printf 'GET %s HTTP/1.0\r\n\r\n' "$path" | openssl s_client -quiet -connect "$hostport" 2>/dev/null) || true
+    [[ $out == *$'\r\n\r\nok' ]] || die "$sys_ did not answer 'ok' to an HTTP/1.0 GET without Host (what s_time sends): ${out:0:200}"
+done
+step "TLS sanity checks passed: 200 over HTTP/1.1 and h2, 401 without a token, the public route open"
+
+# resumes HOSTPORT PATH: "yes" when openssl s_client, given the session of a
+# first connection, resumes it on a second one (what the resumed runs rely on).
+resumes() {
+    local sess=$TLS_DIR/session.pem out
+    rm -f "$sess"
+    printf 'GET %s HTTP/1.0\r\n\r\n' "$2" | openssl s_client -connect "$1" -ign_eof -sess_out "$sess" >/dev/null 2>&1 || true
+    [[ -s $sess ]] || { echo no; return 0; }
+    out=$(printf 'GET %s HTTP/1.0\r\n\r\n' "$2" | openssl s_client -connect "$1" -ign_eof -sess_in "$sess" 2>/dev/null) || true
+    if [[ $out == *$'\nReused, '* ]]; then echo yes; else echo no; fi
+}
+RESUMES='{}'
+for sys_ in "${HS_SYSTEMS[@]}"; do
+    hostport=${TLS_URL[$sys_]#https://}
+    path=/${hostport#*/}
+    hostport=${hostport%%/*}
+    RESUMES=$(jq -c --arg s "$sys_" --arg v "$(resumes "$hostport" "$path")" '. + {($s): $v}' <<<"$RESUMES")
+done
+step "TLS session resumption offered (s_client -sess_out, then -sess_in): $RESUMES"
+
+# sut_ticks NAME: CPU clock ticks (user + system) used so far by the process
+# started as NAME and its children (nginx's worker).
+CLK_TCK=$(getconf CLK_TCK)
+sut_ticks() {
+    local pid=${PID_OF[$1]} p total=0 stat
+    local -a f
+    for p in "$pid" $(pgrep -P "$pid" || true); do
+        stat=$(<"/proc/$p/stat") || continue
+        stat=${stat##*) }
+        read -r -a f <<<"$stat"
+        total=$((total + f[11] + f[12]))
+    done
+    echo "$total"
+}
+now_s() { date +%s.%N; }
+# tls_record LABELS FIGURES_JSON: one line of results.jsonl, and a line on stderr.
+tls_record() {
+    printf '%s\n' "$2" | jq -c --argjson l "$1" '$l + .' >>"$OUT/results.jsonl"
+    printf '%s\n' "$2" | jq -r --argjson l "$1" \
+        '"    \($l.test) \($l.system): \(.rps|floor) req/s" +
+         (if .p50_us then ", p50 \(.p50_us/1000) ms, p99 \(.p99_us/1000) ms" else "" end) +
+         (if .mean_us then ", mean \(.mean_us/1000|.*100|floor/100) ms" else "" end) +
+         ", SUT CPU \($l.sut_cpu_s / $l.wall_s * 100 | floor) %" +
+         (if ((.non2xx // 0) + (.failed // 0) + (.errored // 0) + (.timeouts // 0) + (.connect_errors // 0)
+              + (.read_errors // 0) + (.write_errors // 0)) > 0
+          then ", ERRORS/non-2xx \((.non2xx // 0) + (.failed // 0) + (.errored // 0) + (.timeouts // 0) + (.connect_errors // 0) + (.read_errors // 0) + (.write_errors // 0))"
+          else "" end)' >&2
+}
+# tls_run TEST SYSTEM ROUND COMMAND...: run COMMAND (output in OUT/raw/TEST-SYSTEM-ROUND.txt)
+# measuring the wall time and the system's CPU time; sets RAW, WALL_S, LABELS.
+tls_run() {
+    local test=$1 sys_=$2 r=$3 t0 t1 c0 c1
+    shift 3
+    RAW=$OUT/raw/$test-$sys_-$r.txt
+    c0=$(sut_ticks "${PROC_OF[$sys_]}")
+    t0=$(now_s)
+    "$@" >"$RAW" 2>&1 || { tail -n 20 "$RAW" >&2; die "$test on $sys_ failed (see $RAW)"; }
+    t1=$(now_s)
+    c1=$(sut_ticks "${PROC_OF[$sys_]}")
+    WALL_S=$(jq -n "$t1 - $t0")
+    LABELS=$(jq -cn --arg t "$test" --arg s "$sys_" --argjson r "$r" --argjson w "$WALL_S" \
+        --argjson c "$(jq -n "($c1 - $c0) / $CLK_TCK")" '{test: $t, system: $s, round: $r, wall_s: $w, sut_cpu_s: $c}')
+}
+tls_wrk() {
+    local sys_=$1 r=$2 line
+    tls_run tls_h1 "$sys_" "$r" env BENCH_LUA_DIR="$BENCH" taskset -c "$LOAD_CPUS" wrk -t"$THREADS" -c"$CONNS" \
+        -d"$DURATION" --latency -s "$BENCH/get.lua" -H "Authorization: Bearer $TOKEN" "${TLS_URL[$sys_]}"
+    line=$(grep -m1 '^BENCH_JSON ' "$RAW") || { tail -n 20 "$RAW" >&2; die "no figures in $RAW (wrk failed?)"; }
+    tls_record "$LABELS" "${line#BENCH_JSON }"
+}
+tls_h2() {
+    local sys_=$1 r=$2 figures
+    tls_run tls_h2 "$sys_" "$r" taskset -c "$LOAD_CPUS" h2load -t"$THREADS" -c"$CONNS" -m"$H2_STREAMS" \
+        -D"$DURATION_S" -H "Authorization: Bearer $TOKEN" "${TLS_URL[$sys_]}"
+    figures=$(python3 "$BENCH/tls.py" h2load "$RAW") || die "cannot read $RAW"
+    [[ $(jq -r .alpn <<<"$figures") == h2 ]] || die "h2load did not speak h2 to $sys_ (see $RAW)"
+    tls_record "$LABELS" "$figures"
+}
+# Full handshakes: HS_CLIENTS openssl s_time -new processes, each one
+# connection at a time: connect, a full handshake (a new session each time,
+# never a resumption), GET PATH HTTP/1.0, read the answer, close.
+stime_all() {
+    local hostport=$1 path=$2 raw=$3 i pids=() rc=0
+    for ((i = 1; i <= HS_CLIENTS; i++)); do
+        taskset -c "$LOAD_CPUS" openssl s_time -connect "$hostport" -new -time "$DURATION_S" -www "$path" \
+            >"$raw.$i" 2>&1 &
+        pids+=("$!")
+    done
+    for i in "${pids[@]}"; do wait "$i" || rc=1; done
+    return "$rc"
+}
+tls_hs_full() {
+    local sys_=$1 r=$2 hostport path figures i raws=()
+    hostport=${TLS_URL[$sys_]#https://}
+    path=/${hostport#*/}
+    hostport=${hostport%%/*}
+    tls_run tls_hs_full "$sys_" "$r" stime_all "$hostport" "$path" "$OUT/raw/tls_hs_full-$sys_-$r.txt"
+    for ((i = 1; i <= HS_CLIENTS; i++)); do raws+=("$RAW.$i"); done
+    figures=$(python3 "$BENCH/tls.py" stime "$WALL_S" "${raws[@]}") || die "cannot read $RAW.*"
+    (($(jq .bytes_per_conn_min <<<"$figures") > 0)) || die "s_time read no answer from $sys_ (see $RAW.*)"
+    tls_record "$LABELS" "$figures"
+}
+# Resumed handshakes: h2load over HTTP/1.1 with Connection: close; each client
+# reconnects on the same SSL object and so resumes its session.
+tls_hs_resumed() {
+    local sys_=$1 r=$2 figures
+    tls_run tls_hs_resumed "$sys_" "$r" taskset -c "$LOAD_CPUS" h2load --h1 -t"$THREADS" -c"$HS_CLIENTS" -m1 \
+        -n"$HS_RESUMED" -H 'Connection: close' "${TLS_URL[$sys_]}"
+    figures=$(python3 "$BENCH/tls.py" h2load "$RAW") || die "cannot read $RAW"
+    tls_record "$LABELS" "$figures"
+}
+
+step "TLS warm-up: 2 s of wrk and of h2load on each TLS system"
+for sys_ in "${TLS_SYSTEMS[@]}"; do
+    BENCH_LUA_DIR=$BENCH taskset -c "$LOAD_CPUS" wrk -t"$THREADS" -c"$CONNS" -d2s -s "$BENCH/get.lua" \
+        -H "Authorization: Bearer $TOKEN" "${TLS_URL[$sys_]}" >"$OUT/raw/warmup-$sys_.txt" 2>&1 \
+        || die "wrk warm-up failed on $sys_ (see $OUT/raw/warmup-$sys_.txt)"
+    taskset -c "$LOAD_CPUS" h2load -t"$THREADS" -c"$CONNS" -m"$H2_STREAMS" -D2 -H "Authorization: Bearer $TOKEN" \
+        "${TLS_URL[$sys_]}" >"$OUT/raw/warmup-h2-$sys_.txt" 2>&1 \
+        || die "h2load warm-up failed on $sys_ (see $OUT/raw/warmup-h2-$sys_.txt)"
+done
+for ((r = 1; r <= ROUNDS; r++)); do
+    step "TLS round $r/$ROUNDS: HTTP/1.1 keep-alive (${H1_SYSTEMS[*]}), h2 (${TLS_SYSTEMS[*]}), new connections (${HS_SYSTEMS[*]}); $DURATION each"
+    for sys_ in "${H1_SYSTEMS[@]}"; do tls_wrk "$sys_" "$r"; done
+    for sys_ in "${TLS_SYSTEMS[@]}"; do tls_h2 "$sys_" "$r"; done
+    for sys_ in "${HS_SYSTEMS[@]}"; do tls_hs_full "$sys_" "$r"; done
+    for sys_ in "${HS_SYSTEMS[@]}"; do tls_hs_resumed "$sys_" "$r"; done
+done
+negotiated=$(sed -n 's/^TLS Protocol: //p; s/^Cipher: //p; s/^Server Temp Key: //p' \
+    "$OUT/raw/tls_h2-authgw-tls-1.txt" | paste -sd ' ')
+negotiated_ngx=$(sed -n 's/^TLS Protocol: //p; s/^Cipher: //p; s/^Server Temp Key: //p' \
+    "$OUT/raw/tls_h2-nginx-tls-1.txt" | paste -sd ' ')
+TLS_META=$(jq -cn --arg n "authgw $negotiated; nginx $negotiated_ngx" \
+    --arg cert "EC P-256 (ECDSA), leaf only, signed by a P-256 CA" \
+    --arg wrk "wrk -t$THREADS -c$CONNS -d$DURATION --latency (taskset -c $LOAD_CPUS)" \
+    --arg h2 "h2load -t$THREADS -c$CONNS -m$H2_STREAMS -D$DURATION_S (taskset -c $LOAD_CPUS)" \
+    --argjson hc "$HS_CLIENTS" --argjson resumes "$RESUMES" \
+    --arg full "$HS_CLIENTS × openssl s_time -new -time $DURATION_S -www PATH (taskset -c $LOAD_CPUS)" \
+    --arg res "h2load --h1 -c$HS_CLIENTS -m1 -n$HS_RESUMED -H 'Connection: close' (taskset -c $LOAD_CPUS)" \
+    '{negotiated: $n, cert: $cert, wrk_args: $wrk, h2_args: $h2, hs_clients: $hc, hs_full_tool: $full,
+      hs_resumed_tool: $res, resumes: $resumes}')
+stop nginx-tls
+stop authgw-tls
 
 fi
 
@@ -771,15 +1091,24 @@ jq -n --arg started "$STARTED" --arg machine "$MACHINE" --arg lb "$LOAD_BEFORE" 
     --arg load "$LOAD_CPUS" --argjson cores "$SUT_CORES" --argjson argon "$ARGON2_MS" --arg argon_src "$ARGON2_SOURCE" \
     --argjson lc "$LOGIN_CONNS" --argjson rc "$REFRESH_CONNS" --argjson fc "$FLOOD_CONNS" --argjson pool "$POOL_SIZE" \
     --arg commit "$COMMIT" --arg nginx "$(nginx -v 2>&1 | sed 's/.*: //')" \
-    --arg haproxy "$(haproxy -v | head -n 1 | cut -d ' ' -f 3)" --arg wrk "$(wrk -v 2>&1 | head -n 1 | cut -d ' ' -f 2)" \
+    --arg haproxy "$(haproxy -v 2>/dev/null | head -n 1 | cut -d ' ' -f 3)" --arg wrk "$(wrk -v 2>&1 | head -n 1 | cut -d ' ' -f 2)" \
+    --arg h2load "$(h2load --version 2>/dev/null | sed -n 's/.*nghttp2\///p')" --arg openssl "$(openssl version)" \
+    --argjson tls "${TLS_META:-null}" \
     --arg pg "$(psql -X -w -At -d "$DB_URL" -c 'show server_version')" --arg rustc "$(rustc --version 2>/dev/null || echo '?')" \
     '{started: $started, machine: $machine, load_before: $lb, load_after: $la, wrk_args: $wrk_args,
       rounds: $rounds, sut_cpus: $sut, load_cpus: $load, sut_cores: $cores, argon2_verify_ms: $argon,
       argon2_source: $argon_src, login_conns: $lc, refresh_conns: $rc, flood_conns: $fc, pool_size: $pool,
-      versions: {authgw: $commit, nginx: $nginx, haproxy: $haproxy, wrk: $wrk, postgresql: $pg, rustc: $rustc}}' \
+      tls: $tls,
+      versions: {authgw: $commit, nginx: $nginx, haproxy: $haproxy, wrk: $wrk, h2load: $h2load, openssl: $openssl,
+                 postgresql: $pg, rustc: $rustc}}' \
     >"$OUT/meta.json"
 step "load average: $LOAD_AFTER"
 echo
 jq -r '"versions: " + (.versions | to_entries | map("\(.key) \(.value)") | join(", ")) + "\nargon2id verify time from " + .argon2_source' "$OUT/meta.json"
 echo
-python3 "$BENCH/summary.py" "$OUT"
+if [[ ,$ONLY, =~ ,(proxy|check|login|refresh|flood|rss), ]]; then
+    python3 "$BENCH/summary.py" "$OUT"
+    want tls && python3 "$BENCH/tls.py" summary "$OUT" --append
+else
+    python3 "$BENCH/tls.py" summary "$OUT"
+fi
