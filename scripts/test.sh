@@ -120,6 +120,42 @@ if [[ ! -f $browser_dir/node_modules/.package-lock.json || $browser_dir/package-
     (cd "$browser_dir" && npm ci --no-audit --no-fund >&2) || die "npm ci in $browser_dir failed"
 fi
 
+# --- aiosmtpd for the email tests ----------------------------------------------
+# gateway/tests/email.rs delivers to a real SMTP server: gateway/tests/smtp/
+# server.py on aiosmtpd (PyPI, pinned), run by the Python this step exports as
+# AUTHGW_TEST_SMTP_PYTHON: the caller's if it is set (it must import aiosmtpd),
+# else a venv of its own under the user's cache, installed the first time.
+step "aiosmtpd for the email tests"
+AIOSMTPD_VERSION=1.4.6
+if [[ -n ${AUTHGW_TEST_SMTP_PYTHON:-} ]]; then
+    "$AUTHGW_TEST_SMTP_PYTHON" -c 'import aiosmtpd' 2>/dev/null \
+        || die "AUTHGW_TEST_SMTP_PYTHON=$AUTHGW_TEST_SMTP_PYTHON cannot import aiosmtpd (pip install aiosmtpd==$AIOSMTPD_VERSION), or unset it"
+    printf 'using AUTHGW_TEST_SMTP_PYTHON=%s\n' "$AUTHGW_TEST_SMTP_PYTHON" >&2
+else
+    smtp_venv=${XDG_CACHE_HOME:-$HOME/.cache}/authgw/smtp-venv
+    smtp_python=$smtp_venv/bin/python
+    if ! "$smtp_python" -c "import sys, aiosmtpd; sys.exit(aiosmtpd.__version__ != '$AIOSMTPD_VERSION')" 2>/dev/null; then
+        if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+            if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+                printf 'installing python3 and python3-venv with apt-get\n' >&2
+                apt-get -q update >&2 || die "apt-get update failed"
+                DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends python3 python3-venv >&2 \
+                    || die "apt-get install python3 python3-venv failed"
+            else
+                die "python3 with venv and ensurepip not found; install them (Debian: apt-get install python3 python3-venv)"
+            fi
+        fi
+        printf 'installing aiosmtpd %s into %s\n' "$AIOSMTPD_VERSION" "$smtp_venv" >&2
+        # --clear: a venv left by another python3, or half made, is made anew.
+        python3 -m venv --clear "$smtp_venv" || die "python3 -m venv $smtp_venv failed (Debian: apt-get install python3-venv)"
+        "$smtp_python" -m pip install --quiet --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION" >&2 \
+            || die "pip install aiosmtpd==$AIOSMTPD_VERSION into $smtp_venv failed"
+        "$smtp_python" -c 'import aiosmtpd' || die "aiosmtpd installed into $smtp_venv but not importable"
+    fi
+    export AUTHGW_TEST_SMTP_PYTHON=$smtp_python
+    printf 'using AUTHGW_TEST_SMTP_PYTHON=%s (aiosmtpd %s)\n' "$AUTHGW_TEST_SMTP_PYTHON" "$AIOSMTPD_VERSION" >&2
+fi
+
 step "cargo test --workspace --all-targets --no-fail-fast $*"
 cargo test --workspace --all-targets --no-fail-fast "$@" || die "tests failed"
 
