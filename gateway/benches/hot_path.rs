@@ -65,7 +65,14 @@ fn verify_by_algorithm(c: &mut Criterion) {
     for (name, alg) in ALGORITHMS {
         let (_dir, t) = tokens_for(alg);
         let token = t
-            .issue(Uuid::new_v4(), "alice", &roles(), false, Uuid::new_v4())
+            .issue(
+                Uuid::new_v4(),
+                "alice",
+                &roles(),
+                false,
+                Uuid::new_v4(),
+                true,
+            )
             .unwrap();
         group.bench_function(name, |b| b.iter(|| t.verify(black_box(&token)).unwrap()));
     }
@@ -75,7 +82,7 @@ fn verify_by_algorithm(c: &mut Criterion) {
         let (_dir, t) = tokens_for(alg);
         let (sub, sid) = (Uuid::new_v4(), Uuid::new_v4());
         group.bench_function(name, |b| {
-            b.iter(|| t.issue(sub, "alice", &roles(), false, sid).unwrap())
+            b.iter(|| t.issue(sub, "alice", &roles(), false, sid, true).unwrap())
         });
     }
     group.finish();
@@ -84,7 +91,14 @@ fn verify_by_algorithm(c: &mut Criterion) {
 fn revocation_overhead(c: &mut Criterion) {
     let (_dir, t) = tokens_for(SigningAlgorithm::EdDsa);
     let token = t
-        .issue(Uuid::new_v4(), "alice", &roles(), false, Uuid::new_v4())
+        .issue(
+            Uuid::new_v4(),
+            "alice",
+            &roles(),
+            false,
+            Uuid::new_v4(),
+            true,
+        )
         .unwrap();
     let set = RevocationSet::new();
     let until = chrono::Utc::now() + chrono::Duration::minutes(15);
@@ -150,7 +164,14 @@ fn http_check_vs_healthz(c: &mut Criterion) {
             .state()
             .auth
             .tokens
-            .issue(Uuid::new_v4(), "alice", &roles(), false, Uuid::new_v4())
+            .issue(
+                Uuid::new_v4(),
+                "alice",
+                &roles(),
+                false,
+                Uuid::new_v4(),
+                true,
+            )
             .unwrap();
         let state = gateway.state().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -290,7 +311,7 @@ fn argon2(c: &mut Criterion) {
 fn token_cache_and_revocation(c: &mut Criterion) {
     let (_dir, t) = tokens_for(SigningAlgorithm::Es256);
     let (sub, sid) = (Uuid::new_v4(), Uuid::new_v4());
-    let token = t.issue(sub, "alice", &roles(), false, sid).unwrap();
+    let token = t.issue(sub, "alice", &roles(), false, sid, true).unwrap();
     let mut group = c.benchmark_group("token_verify (ES256)");
     group.bench_function("cold (signature + claims)", |b| {
         b.iter(|| t.verify(black_box(&token)).unwrap())
@@ -301,7 +322,7 @@ fn token_cache_and_revocation(c: &mut Criterion) {
     });
     group.bench_function("cached (miss: verify + insert)", |b| {
         b.iter_batched(
-            || t.issue(sub, "alice", &roles(), false, sid).unwrap(),
+            || t.issue(sub, "alice", &roles(), false, sid, true).unwrap(),
             |fresh| t.verify_cached(black_box(&fresh)).unwrap(),
             criterion::BatchSize::SmallInput,
         )

@@ -210,6 +210,7 @@ pub fn logout_user(
 }
 
 /// Creates an administrator. Only the CLI calls this: no HTTP endpoint can.
+/// The operator vouches for its address: it starts verified.
 pub fn create_admin(
     client: &mut Client,
     actor: &str,
@@ -218,7 +219,17 @@ pub fn create_admin(
     hash: &str,
 ) -> Result<User> {
     let mut tx = client.transaction()?;
-    let user = users::create(&mut tx, login, email, hash, true)?;
+    let user = users::create(
+        &mut tx,
+        users::NewUser {
+            login,
+            email,
+            email_verified: true,
+            locale: None,
+            password_hash: hash,
+            is_admin: true,
+        },
+    )?;
     audit::record(
         &mut tx,
         actor,

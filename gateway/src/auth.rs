@@ -12,6 +12,7 @@ use crate::admin;
 use crate::client_key::client_key_of;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::mail::Locale;
 use crate::passwords::{self, Hasher};
 use crate::revocation::RevocationSet;
 use crate::store::failures::{self, Claim};
@@ -37,6 +38,8 @@ pub struct Auth {
     pub hasher: Hasher,
     pub tokens: Tokens,
     pub revocations: Arc<RevocationSet>,
+    /// Account mail: templates and the outbox ([`crate::mail::Composer`]).
+    pub mail: Arc<crate::mail::Composer>,
 }
 
 /// Checks a login's shape: 3-64 characters of `[A-Za-z0-9._-]`.
@@ -55,9 +58,10 @@ pub fn validate_login(login: &str) -> Result<()> {
     }
 }
 
+/// An address mail can be sent to (RFC 5321 shape, at most 254 bytes).
 pub fn validate_email(email: Option<&str>) -> Result<()> {
     match email {
-        Some(e) if e.len() > 254 || !e.contains('@') || e.starts_with('@') || e.ends_with('@') => {
+        Some(e) if e.len() > 254 || !crate::mail::is_deliverable(e) => {
             Err(Error::invalid("email", "must be an e-mail address"))
         }
         _ => Ok(()),
@@ -101,19 +105,58 @@ impl Auth {
         Ok(claims)
     }
 
+    /// Creates an ordinary user. With an email, a verification link is
+    /// queued in the same transaction, in `locale`.
     pub async fn signup(
         &self,
         login: String,
         password: String,
         email: Option<String>,
+        locale: Option<Locale>,
     ) -> Result<User> {
         validate_login(&login)?;
         passwords::validate_new("password", &password, &login)?;
         validate_email(email.as_deref())?;
+        if email.is_none() && self.config.auth.require_verified_email {
+            return Err(Error::invalid(
+                "email",
+                "required: logins need a verified address (auth.require_verified_email)",
+            ));
+        }
         let hash = self.hasher.hash(password).await?;
-        self.db
-            .run(move |c| users::create(c, &login, email.as_deref(), &hash, false))
-            .await
+        let mail = self.mail.clone();
+        let user = self
+            .db
+            .run(move |c| {
+                let mut tx = c.transaction()?;
+                let user = users::create(
+                    &mut tx,
+                    users::NewUser {
+                        login: &login,
+                        email: email.as_deref(),
+                        email_verified: false,
+                        locale: locale.map(Locale::as_str),
+                        password_hash: &hash,
+                        is_admin: false,
+                    },
+                )?;
+                if let Some(email) = &email {
+                    crate::recovery::queue_verification(
+                        &mail,
+                        &mut tx,
+                        &user,
+                        email,
+                        locale.unwrap_or_default(),
+                    )?;
+                }
+                tx.commit()?;
+                Ok(user)
+            })
+            .await?;
+        if user.email.is_some() {
+            self.mail.wake();
+        }
+        Ok(user)
     }
 
     pub async fn login(
@@ -167,6 +210,7 @@ impl Auth {
         let lifetime = self.session_lifetime();
         let (refresh_token, hash) = tokens::new_refresh_token();
         let session_id = Uuid::new_v4();
+        let require_verified = self.config.auth.require_verified_email;
         let user = self
             .db
             .run(move |c| {
@@ -181,6 +225,20 @@ impl Auth {
                     return Err(Error::InvalidCredentials);
                 }
                 failures::clear(&mut tx, &login, client)?;
+                if require_verified {
+                    let user = users::get(&mut tx, creds.id)?.ok_or(Error::InvalidCredentials)?;
+                    if !user.is_admin && !user.email_verified {
+                        history::record(
+                            &mut tx,
+                            Some(creds.id),
+                            &creds.login,
+                            &info,
+                            Outcome::EmailNotVerified,
+                        )?;
+                        tx.commit()?;
+                        return Err(Error::EmailNotVerified);
+                    }
+                }
                 sessions::issue(&mut tx, creds.id, session_id, &hash, lifetime, None, &info)?;
                 history::record(
                     &mut tx,
@@ -236,9 +294,14 @@ impl Auth {
     }
 
     fn pair(&self, user: &User, session_id: Uuid, refresh_token: String) -> Result<TokenPair> {
-        let access_token =
-            self.tokens
-                .issue(user.id, &user.login, &user.roles, user.is_admin, session_id)?;
+        let access_token = self.tokens.issue(
+            user.id,
+            &user.login,
+            &user.roles,
+            user.is_admin,
+            session_id,
+            user.email_verified,
+        )?;
         Ok(TokenPair {
             access_token,
             refresh_token,
@@ -444,18 +507,11 @@ impl Auth {
         .await
     }
 
-    pub async fn profile(&self, user_id: Uuid) -> Result<User> {
-        self.db
-            .run(move |c| users::get(c, user_id))
-            .await?
-            .ok_or_else(|| Error::InvalidToken("user no longer exists".into()))
-    }
-
     /// Checks `password` against the stored hash of `user_id`, counted and
     /// locked per (account, client) like a login, so a stolen access token
     /// is no better a password oracle than the login form. Returns whether
     /// the user is an administrator.
-    async fn confirm_password(
+    pub(crate) async fn confirm_password(
         &self,
         user_id: Uuid,
         password: String,
@@ -496,10 +552,14 @@ impl Auth {
         self.confirm_password(claims.sub, old, info).await?;
         let hash = self.hasher.hash(new).await?;
         let (user_id, keep) = (claims.sub, claims.sid);
+        let mail = self.mail.clone();
         self.revoking(move |c, lifetime| {
             let mut tx = c.transaction()?;
             sessions::lock_user(&mut tx, user_id)?;
             users::set_password(&mut tx, user_id, &hash)?;
+            if let Some(user) = users::get(&mut tx, user_id)? {
+                crate::recovery::queue_password_notice(&mail, &mut tx, &user)?;
+            }
             let revoked = admin::end_user_sessions(
                 &mut tx,
                 user_id,
@@ -510,7 +570,9 @@ impl Auth {
             tx.commit()?;
             Ok(revoked)
         })
-        .await
+        .await?;
+        self.mail.wake();
+        Ok(())
     }
 
     /// Deletes the caller's account after checking its password. An

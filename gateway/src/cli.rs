@@ -12,6 +12,8 @@ use crate::error::Error;
 use crate::store::{self, migrations, roles, users};
 use crate::{admin, passwords, secrets, tokens};
 
+mod email;
+
 #[derive(Parser)]
 #[command(
     name = "authgw",
@@ -55,6 +57,9 @@ enum Command {
     /// config needed).
     #[command(subcommand)]
     Introspection(IntrospectionCommand),
+    /// Account mail: test the transport, list the outbox, requeue failures.
+    #[command(subcommand)]
+    Email(email::EmailCommand),
 }
 
 #[derive(Subcommand)]
@@ -253,6 +258,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Users(cmd) => users_cmd(&config, cmd),
         Command::Plugin(cmd) => plugin_cmd(&cmd),
         Command::Introspection(cmd) => introspection_cmd(&cmd),
+        Command::Email(cmd) => email::run(&config, cmd),
     }
 }
 

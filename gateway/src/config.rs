@@ -12,6 +12,9 @@ use serde::{Deserialize, Deserializer};
 
 use crate::plugins::{HostConfig, PluginSpec};
 
+mod email;
+pub use email::{ENV_SMTP_PASSWORD, EmailConfig};
+
 /// Environment variables that override the file (deploy-specific values and secrets).
 pub const ENV_DATABASE_URL: &str = "AUTHGW_DATABASE_URL";
 pub const ENV_LISTEN: &str = "AUTHGW_LISTEN";
@@ -48,6 +51,8 @@ pub struct Config {
     pub cors: CorsConfig,
     /// Cookie sessions for browser apps; see [`AuthConfig`].
     pub auth: AuthConfig,
+    /// Account mail: verification, password reset, notices ([`EmailConfig`]).
+    pub email: EmailConfig,
     /// The edge proxy's routes; see [`RouteConfig`].
     pub routes: Vec<RouteConfig>,
     /// Policy plugins routes may name.
@@ -135,6 +140,9 @@ pub struct AuthConfig {
     /// Also set the access token as an HttpOnly cookie (`Path=/`), which the
     /// edge proxy reads as `proxy.token_cookie`, for server-rendered pages.
     pub access_cookie: bool,
+    /// Refuse logins (403 `email_not_verified`) until the account's address
+    /// is verified; administrators are exempt, and signup needs an email.
+    pub require_verified_email: bool,
 }
 
 impl Default for AuthConfig {
@@ -143,6 +151,7 @@ impl Default for AuthConfig {
             cookie_secure: true,
             cookie_same_site: SameSite::Strict,
             access_cookie: false,
+            require_verified_email: false,
         }
     }
 }
@@ -929,7 +938,27 @@ impl Config {
         }
         self.validate_browser(origin)?;
         self.validate_tls(origin)?;
+        self.validate_email(origin)?;
         self.validate_routes(origin)
+    }
+
+    /// `[email]`: the keys, then the transport (URL, password variable, CA
+    /// file) and the templates (overrides read and checked), so a bad one is
+    /// refused at load naming its key.
+    fn validate_email(&self, origin: &str) -> Result<(), ConfigError> {
+        let fail = |key: &str, reason: String| ConfigError {
+            origin: origin.into(),
+            key: key.into(),
+            reason,
+        };
+        self.email.check().map_err(|(key, why)| fail(key, why))?;
+        crate::mail::Transport::from_config(&self.email, &self.base_dir(), |k| {
+            std::env::var(k).ok()
+        })
+        .map_err(|e| fail(e.key, e.reason))?;
+        crate::mail::templates::Templates::load(&self.email, &self.base_dir())
+            .map_err(|e| fail("email.templates_dir", e))?;
+        Ok(())
     }
 
     /// The directory relative paths (plugins, TLS files) start from: the

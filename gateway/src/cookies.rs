@@ -130,6 +130,7 @@ mod tests {
             cookie_secure: false,
             cookie_same_site: SameSite::Lax,
             access_cookie: false,
+            ..AuthConfig::default()
         };
         let v = set(&dev, refresh_name(&dev), "t", REFRESH_PATH, 60);
         assert_eq!(

@@ -27,6 +27,16 @@ pub enum Error {
         "this refresh token's successor was already rotated further; use the newest refresh token"
     )]
     RefreshTokenAlreadyRotated,
+    /// `auth.require_verified_email`: a correct password, but the address
+    /// is not verified yet.
+    #[error("verify your email address first: follow the link mailed to it")]
+    EmailNotVerified,
+    /// A verification link's token is unknown, used, superseded or expired.
+    #[error("the verification link is invalid or has expired; ask for a new one")]
+    InvalidEmailToken,
+    /// A password-reset link's token is unknown, used, superseded or expired.
+    #[error("the password-reset link is invalid or has expired; ask for a new one")]
+    InvalidResetToken,
     /// A caller of introspection did not authenticate as a configured client.
     #[error("{0}")]
     InvalidClient(String),

@@ -8,6 +8,8 @@
 //! - [`server`]: assembling the gateway and serving it with graceful shutdown.
 //! - [`api`]: HTTP routes, request/response shapes, problem+json mapping.
 //! - [`auth`]: Auth API use cases (signup, login, refresh, logout, ...).
+//! - [`recovery`]: account recovery use cases (email verification, password reset, address change).
+//! - [`mail`]: account mail: templates, the outbox sender, SMTP (lettre) or `.eml` files.
 //! - [`admin`]: administrative actions with their audit rows (HTTP and CLI).
 //! - [`tokens`]: JWT keys, signing, verification, refresh tokens and their successors.
 //! - [`secrets`]: server secrets (HMAC keys in the keys directory) and what they derive.
@@ -40,10 +42,12 @@ pub mod error;
 pub mod forward_auth;
 pub mod introspection;
 pub mod listener;
+pub mod mail;
 pub mod metrics;
 pub mod passwords;
 pub mod plugins;
 pub mod proxy;
+pub mod recovery;
 pub mod revocation;
 pub mod secrets;
 pub mod server;

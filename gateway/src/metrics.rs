@@ -66,6 +66,12 @@ pub struct Metrics {
     connections_rejected: Counter,
     tls_handshake_failures: Counter,
     connections_parked: Gauge,
+    email_queued: Gauge,
+    email_failed_rows: Gauge,
+    email_oldest: Gauge<f64, AtomicU64>,
+    email_sent: Counter,
+    email_failed: Counter,
+    email_send_errors: Counter,
     /// Serializes scrapes: gauges are set, then encoded.
     scrape: Mutex<()>,
 }
@@ -162,6 +168,14 @@ impl Metrics {
             "connections_parked",
             "Idle keep-alive connections parked: no HTTP buffers held",
         );
+        let email_queued = gauge(
+            "email_outbox_queued",
+            "Messages in the outbox waiting to be sent (as of the sender's last pass)",
+        );
+        let email_failed_rows = gauge(
+            "email_outbox_failed",
+            "Messages in the outbox given up on (authgw email retry requeues them)",
+        );
         let hashes = Counter::default();
         registry.register(
             "password_hashes",
@@ -186,6 +200,26 @@ impl Metrics {
             "Time since the revocation set was last known current (its LISTEN connection answered a probe); revocations made since may be missing",
             revocation_sync_age.clone(),
         );
+        let email_oldest = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "email_outbox_oldest_queued_seconds",
+            "Age of the oldest message waiting in the outbox (0 when none)",
+            email_oldest.clone(),
+        );
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let email_sent = counter("email_sent", "Messages this process delivered");
+        let email_failed = counter(
+            "email_failed",
+            "Messages this process gave up on (max_attempts reached or refused for good)",
+        );
+        let email_send_errors = counter(
+            "email_send_errors",
+            "Failed delivery attempts by this process (each retried or given up)",
+        );
         Self {
             registry,
             requests,
@@ -204,7 +238,32 @@ impl Metrics {
             connections_rejected,
             tls_handshake_failures,
             connections_parked,
+            email_queued,
+            email_failed_rows,
+            email_oldest,
+            email_sent,
+            email_failed,
+            email_send_errors,
             scrape: Mutex::new(()),
+        }
+    }
+
+    /// The outbox as the mail sender last saw it.
+    pub fn set_outbox(&self, stats: crate::store::outbox::Stats) {
+        self.email_queued.set(stats.queued);
+        self.email_failed_rows.set(stats.failed);
+        self.email_oldest.set(stats.oldest_queued_secs);
+    }
+
+    pub fn email_sent(&self) {
+        self.email_sent.inc();
+    }
+
+    /// A failed attempt; `given_up` when the message is now failed.
+    pub fn email_send_error(&self, given_up: bool) {
+        self.email_send_errors.inc();
+        if given_up {
+            self.email_failed.inc();
         }
     }
 

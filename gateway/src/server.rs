@@ -34,6 +34,8 @@ pub struct Gateway {
     connections: Arc<listener::Stats>,
     stop: Arc<AtomicBool>,
     reloader: Arc<Reloader>,
+    /// The mail transport, until serving starts its sender.
+    mail_transport: std::sync::Mutex<Option<crate::mail::Transport>>,
 }
 
 impl Gateway {
@@ -77,12 +79,20 @@ impl Gateway {
                 "auth.cookie_secure = false: session cookies without Secure, for development on http://localhost only"
             );
         }
+        let mail = crate::mail::Composer::new(&config.email, &base_dir(&config))
+            .map_err(|e| Error::Internal(format!("email.templates_dir: {e}")))?;
+        let mail_transport =
+            crate::mail::Transport::from_config(&config.email, &base_dir(&config), |k| {
+                std::env::var(k).ok()
+            })
+            .map_err(|e| Error::Internal(format!("{}: {}", e.key, e.reason)))?;
         let auth = Arc::new(Auth {
             config: Arc::new(config),
             db,
             hasher,
             tokens,
             revocations,
+            mail: Arc::new(mail),
         });
         let metrics = Arc::new(Metrics::new());
         let proxy = Arc::new(Proxy::new(auth.clone(), runtime, metrics.clone()));
@@ -100,6 +110,7 @@ impl Gateway {
             connections: Arc::default(),
             stop,
             reloader,
+            mail_transport: std::sync::Mutex::new(Some(mail_transport)),
         })
     }
 
@@ -169,6 +180,19 @@ impl Gateway {
                 ))
             }));
         let housekeeping = tokio::spawn(housekeeping(self.state.auth.db.clone()));
+        let transport = self.mail_transport.lock().map_or(None, |mut t| t.take());
+        let mail_sender = transport.map(|transport| {
+            tokio::spawn(
+                crate::mail::sender::Sender {
+                    db: self.state.auth.db.clone(),
+                    transport,
+                    config: config.email.clone(),
+                    metrics: self.state.metrics.clone(),
+                    bell: self.state.auth.mail.bell(),
+                }
+                .run(),
+            )
+        });
         let purger = tokio::spawn(api::purge_every(
             Arc::downgrade(&self.state.limiter),
             api::PURGE_EVERY,
@@ -223,6 +247,9 @@ impl Gateway {
         hangups.abort();
         housekeeping.abort();
         purger.abort();
+        if let Some(sender) = mail_sender {
+            sender.abort();
+        }
         self.stop.store(true, Ordering::SeqCst);
         result
     }
@@ -393,7 +420,8 @@ fn admin_router(
 }
 
 /// Deletes revocations past their expiry, refresh tokens a week past
-/// theirs and failed-password counters a day past their last failure, every
+/// theirs, failed-password counters a day past their last failure, mailed
+/// tokens a day after they died and sent mail a week after it went, every
 /// ten minutes; a failure is logged and retried next time.
 async fn housekeeping(db: Db) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
@@ -405,6 +433,8 @@ async fn housekeeping(db: Db) {
                 let revocations = store::revocations::purge_expired(c)?;
                 let tokens = store::sessions::purge_expired(c, Duration::from_secs(7 * 86_400))?;
                 let failures = store::failures::purge_stale(c, Duration::from_secs(86_400))?;
+                store::email_tokens::purge(c)?;
+                store::outbox::purge_sent(c, Duration::from_secs(7 * 86_400))?;
                 Ok((revocations, tokens, failures))
             })
             .await;

@@ -47,6 +47,10 @@ pub struct Claims {
     pub login: String,
     pub roles: Vec<String>,
     pub adm: bool,
+    /// The account's address is verified (OpenID Connect's claim); absent
+    /// (false) in tokens issued before it existed.
+    #[serde(default)]
+    pub email_verified: bool,
     pub sid: Uuid,
     pub jti: Uuid,
     pub iat: i64,
@@ -362,6 +366,7 @@ impl Tokens {
         roles: &[String],
         adm: bool,
         sid: Uuid,
+        email_verified: bool,
     ) -> Result<String> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
@@ -371,6 +376,7 @@ impl Tokens {
             login: login.to_string(),
             roles: roles.to_vec(),
             adm,
+            email_verified,
             sid,
             jti: Uuid::new_v4(),
             iat: now,
@@ -502,7 +508,7 @@ mod tests {
         ] {
             let (_dir, t) = tokens(alg);
             let sub = Uuid::new_v4();
-            let token = t.issue(sub, "alice", &["adult".into()], false, Uuid::new_v4());
+            let token = t.issue(sub, "alice", &["adult".into()], false, Uuid::new_v4(), true);
             let Ok(token) = token else {
                 panic!("issue {alg:?}")
             };

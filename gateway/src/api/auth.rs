@@ -6,17 +6,18 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch};
+use axum::routing::{delete, get, patch, post};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::extract::{
-    Authenticated, Browser, Client, FormOrJson, JsonBody, OptionalJsonBody, Params,
+    AcceptLanguage, Authenticated, Browser, Client, FormOrJson, JsonBody, OptionalJsonBody, Params,
 };
 use super::{AppState, list, page_of};
 use crate::auth::TokenPair;
 use crate::error::{Error, Result};
+use crate::mail::Locale;
 use crate::store::sessions::ClientInfo;
 use crate::store::users::User;
 
@@ -27,6 +28,26 @@ pub struct SignupRequest {
     password: String,
     #[serde(default)]
     email: Option<String>,
+    /// The language of the account's mail; else `Accept-Language`'s.
+    #[serde(default)]
+    locale: Option<LocaleField>,
+}
+
+/// `"en"` or `"ru"`.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum LocaleField {
+    En,
+    Ru,
+}
+
+impl From<LocaleField> for Locale {
+    fn from(l: LocaleField) -> Self {
+        match l {
+            LocaleField::En => Locale::En,
+            LocaleField::Ru => Locale::Ru,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -91,6 +112,7 @@ pub struct UserBody {
     id: Uuid,
     login: String,
     email: Option<String>,
+    email_verified: bool,
     roles: Vec<String>,
     is_admin: bool,
     created_at: DateTime<Utc>,
@@ -102,6 +124,7 @@ impl From<User> for UserBody {
             id: u.id,
             login: u.login,
             email: u.email,
+            email_verified: u.email_verified,
             roles: u.roles,
             is_admin: u.is_admin,
             created_at: u.created_at,
@@ -191,9 +214,14 @@ fn with_cookies(cookies: Vec<axum::http::HeaderValue>, mut response: Response) -
 
 pub async fn signup(
     State(s): State<AppState>,
+    AcceptLanguage(requested): AcceptLanguage,
     JsonBody(req): JsonBody<SignupRequest>,
 ) -> Result<Response> {
-    let user = s.auth.signup(req.login, req.password, req.email).await?;
+    let locale = req.locale.map(Locale::from).or(requested);
+    let user = s
+        .auth
+        .signup(req.login, req.password, req.email, locale)
+        .await?;
     Ok((StatusCode::CREATED, Json(UserBody::from(user))).into_response())
 }
 
@@ -308,6 +336,7 @@ pub struct CheckBody {
     login: String,
     roles: Vec<String>,
     is_admin: bool,
+    email_verified: bool,
     session_id: Uuid,
     expires_at: DateTime<Utc>,
 }
@@ -319,6 +348,7 @@ pub async fn check(Authenticated(c): Authenticated) -> Json<CheckBody> {
         login: c.login,
         roles: c.roles,
         is_admin: c.adm,
+        email_verified: c.email_verified,
         session_id: c.sid,
         expires_at: timestamp(c.exp),
     })
@@ -363,6 +393,7 @@ pub async fn introspect(
             "token_type": "Bearer",
             "roles": c.roles,
             "is_admin": c.adm,
+            "email_verified": c.email_verified,
             "sid": c.sid.to_string(),
         }))
         .into_response(),
@@ -379,20 +410,46 @@ pub async fn jwks(State(s): State<AppState>) -> impl IntoResponse {
 
 pub fn me_routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/users/me", get(me).delete(delete_me))
+        .route(
+            "/api/v1/users/me",
+            get(me).delete(delete_me).patch(super::recovery::update_me),
+        )
+        .route(
+            "/api/v1/users/me/email/verify",
+            post(super::recovery::resend_verification),
+        )
         .route("/api/v1/users/me/password", patch(change_password))
         .route("/api/v1/users/me/history", get(history))
         .route("/api/v1/users/me/sessions", get(sessions))
         .route("/api/v1/users/me/sessions/{id}", delete(end_session))
 }
 
-async fn me(State(s): State<AppState>, Authenticated(c): Authenticated) -> Result<Json<UserBody>> {
-    Ok(Json(s.auth.profile(c.sub).await?.into()))
+/// The caller's account as `GET` and `PATCH /users/me` answer it: the
+/// user and the address waiting for confirmation.
+#[derive(Serialize)]
+pub struct MeBody {
+    #[serde(flatten)]
+    user: UserBody,
+    pending_email: Option<String>,
+}
+
+impl MeBody {
+    pub fn new(user: User, pending_email: Option<String>) -> Self {
+        Self {
+            user: user.into(),
+            pending_email,
+        }
+    }
+}
+
+async fn me(State(s): State<AppState>, Authenticated(c): Authenticated) -> Result<Json<MeBody>> {
+    let (user, pending) = s.auth.me(c.sub).await?;
+    Ok(Json(MeBody::new(user, pending)))
 }
 
 /// Checks of a current password take a token from the per-client bucket
 /// like login does (and count failures like it: see `Auth::confirm_password`).
-fn password_check_budget(s: &AppState, info: &ClientInfo) -> Result<()> {
+pub(super) fn password_check_budget(s: &AppState, info: &ClientInfo) -> Result<()> {
     match info.ip {
         Some(ip) => s.limiter.check(ip),
         None => Ok(()),

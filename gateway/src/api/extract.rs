@@ -405,3 +405,21 @@ impl Browser {
         self.headers.contains_key(header::AUTHORIZATION)
     }
 }
+
+/// The locale `Accept-Language` asks for (en or ru), if any: the language
+/// of mail to an account that has none of its own.
+pub struct AcceptLanguage(pub Option<crate::mail::Locale>);
+
+impl FromRequestParts<AppState> for AcceptLanguage {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Error> {
+        Ok(AcceptLanguage(
+            parts
+                .headers
+                .get(header::ACCEPT_LANGUAGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::mail::Locale::from_accept_language),
+        ))
+    }
+}

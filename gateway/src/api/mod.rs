@@ -9,6 +9,7 @@ pub mod plain_http;
 pub mod problem;
 mod ratelimit;
 mod readiness;
+mod recovery;
 
 use std::sync::Arc;
 
@@ -85,6 +86,15 @@ fn routes(state: AppState) -> Router {
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/refresh", post(auth::refresh))
         .route("/api/v1/auth/introspect", post(auth::introspect))
+        .route("/api/v1/auth/verify-email", post(recovery::verify_email))
+        .route(
+            "/api/v1/auth/password-reset",
+            post(recovery::password_reset),
+        )
+        .route(
+            "/api/v1/auth/password-reset/confirm",
+            post(recovery::password_reset_confirm),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ratelimit::limit,

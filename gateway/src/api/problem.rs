@@ -66,6 +66,17 @@ fn problem(e: Error) -> Problem {
             "refresh_token_already_rotated",
             e.to_string(),
         ),
+        Error::EmailNotVerified => p(StatusCode::FORBIDDEN, "email_not_verified", e.to_string()),
+        Error::InvalidEmailToken => p(
+            StatusCode::BAD_REQUEST,
+            "invalid_email_token",
+            e.to_string(),
+        ),
+        Error::InvalidResetToken => p(
+            StatusCode::BAD_REQUEST,
+            "invalid_reset_token",
+            e.to_string(),
+        ),
         Error::InvalidClient(detail) => {
             let mut out = p(StatusCode::UNAUTHORIZED, "invalid_client", detail);
             out.headers.push((

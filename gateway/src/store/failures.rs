@@ -99,6 +99,15 @@ pub fn clear(c: &mut impl GenericClient, login: &str, client: IpAddr) -> Result<
 
 /// Forgets counters whose last failure is older than `age` (and whose lock,
 /// if any, has ended). Returns the rows deleted.
+/// Forgets every failed check of the account, from every client (its
+/// password was just reset by someone who controls its address).
+pub fn clear_account(c: &mut impl GenericClient, login: &str) -> Result<()> {
+    let login = login.to_lowercase();
+    c.execute("DELETE FROM login_failures WHERE login = $1", &[&login])?;
+    c.execute("DELETE FROM account_failures WHERE login = $1", &[&login])?;
+    Ok(())
+}
+
 pub fn purge_stale(c: &mut impl GenericClient, age: Duration) -> Result<u64> {
     let secs = age.as_secs_f64();
     let pairs = c.execute(

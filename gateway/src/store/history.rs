@@ -15,6 +15,10 @@ pub enum Outcome {
     BadPassword,
     UnknownLogin,
     Locked,
+    /// The password was set through a reset link.
+    PasswordReset,
+    /// A correct password, refused until the address is verified.
+    EmailNotVerified,
 }
 
 impl Outcome {
@@ -24,6 +28,8 @@ impl Outcome {
             Outcome::BadPassword => "bad_password",
             Outcome::UnknownLogin => "unknown_login",
             Outcome::Locked => "locked",
+            Outcome::PasswordReset => "password_reset",
+            Outcome::EmailNotVerified => "email_not_verified",
         }
     }
 }

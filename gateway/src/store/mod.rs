@@ -3,9 +3,11 @@
 //! through [`Db::run`], which keeps the synchronous driver off tokio workers.
 
 pub mod audit;
+pub mod email_tokens;
 pub mod failures;
 pub mod history;
 pub mod migrations;
+pub mod outbox;
 pub mod revocations;
 pub mod roles;
 pub mod sessions;

@@ -13,6 +13,10 @@ pub struct User {
     pub id: Uuid,
     pub login: String,
     pub email: Option<String>,
+    /// The owner of `email` followed a link mailed to it.
+    pub email_verified: bool,
+    /// "en" or "ru": the language of the account's mail.
+    pub locale: Option<String>,
     pub roles: Vec<String>,
     pub is_admin: bool,
     pub created_at: DateTime<Utc>,
@@ -27,7 +31,8 @@ pub struct Credentials {
     pub is_admin: bool,
 }
 
-const USER_COLUMNS: &str = "u.id, u.login, u.email, u.is_admin, u.created_at,
+const USER_COLUMNS: &str =
+    "u.id, u.login, u.email, u.email_verified, u.locale, u.is_admin, u.created_at,
     COALESCE((SELECT array_agg(r.name ORDER BY r.name) FROM user_roles ur
               JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = u.id), '{}') AS roles";
 
@@ -36,26 +41,51 @@ fn user_from_row(row: &Row) -> User {
         id: row.get("id"),
         login: row.get("login"),
         email: row.get("email"),
+        email_verified: row.get("email_verified"),
+        locale: row.get("locale"),
         roles: row.get("roles"),
         is_admin: row.get("is_admin"),
         created_at: row.get("created_at"),
     }
 }
 
+/// What [`create`] inserts.
+#[derive(Debug, Clone, Copy)]
+pub struct NewUser<'a> {
+    pub login: &'a str,
+    pub email: Option<&'a str>,
+    /// An address the creator vouches for (an administrator from the CLI).
+    pub email_verified: bool,
+    pub locale: Option<&'a str>,
+    pub password_hash: &'a str,
+    pub is_admin: bool,
+}
+
 /// Inserts a user. A login taken case-insensitively gives `Conflict(login_taken)`.
-pub fn create(
-    client: &mut impl GenericClient,
-    login: &str,
-    email: Option<&str>,
-    password_hash: &str,
-    is_admin: bool,
-) -> Result<User> {
+pub fn create(client: &mut impl GenericClient, new: NewUser<'_>) -> Result<User> {
+    let NewUser {
+        login,
+        email,
+        email_verified,
+        locale,
+        password_hash,
+        is_admin,
+    } = new;
+    let email_verified = email_verified && email.is_some();
     let id = Uuid::new_v4();
     let row = client
         .query_one(
-            "INSERT INTO users (id, login, email, password_hash, is_admin)
-             VALUES ($1, $2, $3, $4, $5) RETURNING created_at",
-            &[&id, &login, &email, &password_hash, &is_admin],
+            "INSERT INTO users (id, login, email, password_hash, is_admin, email_verified, locale)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING created_at",
+            &[
+                &id,
+                &login,
+                &email,
+                &password_hash,
+                &is_admin,
+                &email_verified,
+                &locale,
+            ],
         )
         .map_err(|e| {
             if is_unique_violation(&e) {
@@ -71,6 +101,8 @@ pub fn create(
         id,
         login: login.to_string(),
         email: email.map(str::to_string),
+        email_verified,
+        locale: locale.map(str::to_string),
         roles: Vec::new(),
         is_admin,
         created_at: row.get(0),
@@ -163,6 +195,8 @@ pub fn list(client: &mut impl GenericClient, filter: &UserFilter) -> Result<Page
     }))
 }
 
+/// Sets the password hash. Every outstanding password-reset token of the
+/// user dies with the old password, whichever route changed it.
 pub fn set_password(
     client: &mut impl GenericClient,
     id: Uuid,
@@ -172,7 +206,42 @@ pub fn set_password(
         "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1",
         &[&id, &password_hash],
     )?;
+    super::email_tokens::revoke_all(client, id, super::email_tokens::Purpose::Reset)?;
     Ok(n == 1)
+}
+
+/// Makes `email` the user's address, verified (a verification link was
+/// followed, or a reset link sent to it).
+pub fn set_verified_email(client: &mut impl GenericClient, id: Uuid, email: &str) -> Result<bool> {
+    let n = client.execute(
+        "UPDATE users SET email = $2, email_verified = true, updated_at = now() WHERE id = $1",
+        &[&id, &email],
+    )?;
+    Ok(n == 1)
+}
+
+pub fn set_locale(client: &mut impl GenericClient, id: Uuid, locale: &str) -> Result<bool> {
+    let n = client.execute(
+        "UPDATE users SET locale = $2, updated_at = now() WHERE id = $1",
+        &[&id, &locale],
+    )?;
+    Ok(n == 1)
+}
+
+/// Users whose address is `email` (case-insensitively), at most `limit`.
+pub fn find_by_email(
+    client: &mut impl GenericClient,
+    email: &str,
+    limit: i64,
+) -> Result<Vec<User>> {
+    let rows = client.query(
+        &format!(
+            "SELECT {USER_COLUMNS} FROM users u WHERE lower(u.email) = lower($1)
+             ORDER BY u.created_at LIMIT $2"
+        ),
+        &[&email, &limit],
+    )?;
+    Ok(rows.iter().map(user_from_row).collect())
 }
 
 /// Deletes the user; roles, refresh tokens and history go with it (cascade).

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 pub mod certs;
 pub mod pgproxy;
+pub mod smtp;
 pub mod upstream;
 
 use gateway::config::Config;
@@ -127,6 +128,9 @@ pub fn test_config(db_url: &str, keys: &std::path::Path) -> Config {
     c.limits.auth_per_minute = 100_000;
     c.limits.auth_burst = 100_000;
     c.server.shutdown_timeout = Duration::from_secs(5);
+    // Mail goes to files (no smtp_url) under the system's temp directory,
+    // never into the source tree; the email tests point it at a real server.
+    c.email.dir = std::env::temp_dir().join("authgw-test-mail");
     c.introspection
         .clients
         .push(gateway::config::IntrospectionClient {
