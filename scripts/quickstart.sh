@@ -215,6 +215,12 @@ if [[ -n $TLS ]]; then
 else
     step "authgw serve: listening on http://$listen (Ctrl-C to stop)"
 fi
+if [[ -n $DEMO ]]; then
+    # gateway.toml's [email] has no smtp_url: mail is written as files, in
+    # email.dir ("mail") next to the demo config.
+    mkdir -p "$DATA/mail" || die "cannot create $DATA/mail"
+    step "mail: no SMTP server configured; verification and reset messages are written to .data/mail/*.eml (docs/email.md)"
+fi
 if [[ -n ${PG_URL:-} ]]; then
     step "the private PostgreSQL cluster keeps running after the server stops; stop it with:"
     printf '        bash -c '"'"'source scripts/lib/pg.sh && authgw_private_cluster_stop .data'"'"'\n' >&2
