@@ -286,8 +286,16 @@ fn introspection_cmd(cmd: &IntrospectionCommand) -> Result<(), Failure> {
 }
 
 fn serve(config: Config) -> Result<(), Failure> {
+    // Whatever the level, the database driver stays at info: at debug it
+    // logs every statement's parameters (password hashes, token hashes, the
+    // bodies of queued mail with their links).
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
-        .map_err(|e| Failure::Usage(format!("log.level: {e}")))?;
+        .map_err(|e| Failure::Usage(format!("log.level: {e}")))?
+        .add_directive(
+            "tokio_postgres=info"
+                .parse()
+                .map_err(|e| Failure::Usage(format!("log.level: {e}")))?,
+        );
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal());

@@ -456,3 +456,154 @@ async fn cli_file_transport_and_bad_settings() {
         assert!(!e.contains("hunter2"), "{e}");
     }
 }
+
+/// The newest `.eml` file in `dir` (waiting up to 20 s for the `n`th),
+/// parsed.
+async fn nth_eml(dir: &Path, n: usize) -> common::smtp::Mail {
+    for _ in 0..400 {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if files.len() >= n {
+            files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).unwrap());
+            let raw = std::fs::read(&files[n - 1]).unwrap();
+            return common::smtp::Mail::parse(String::new(), Vec::new(), raw).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no message #{n} in {}", dir.display());
+}
+
+/// The real binary, logging JSON at debug level, through signup,
+/// verification and a password reset: no log line carries a mailed token,
+/// a link with one, or a password; the lines that say mail went out name
+/// the kind and the recipient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_log_line_carries_a_token_a_link_or_a_password() {
+    use std::io::{BufRead, BufReader};
+    let db = TestDb::migrated();
+    let keys = keys_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let mail_dir = dir.path().join("mail");
+    let config = dir.path().join("gateway.toml");
+    let (port, admin_port) = (free_port(), free_port());
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
+             [log]\nformat = \"json\"\nlevel = \"debug\"\n[database]\nurl = \"{}\"\n[tokens]\nkeys_dir = \"{}\"\n\
+             [passwords]\nmemory_kib = 1024\niterations = 1\n[email]\npoll_interval = \"100ms\"\n",
+            db.url,
+            keys.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_authgw"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env_remove("AUTHGW_DATABASE_URL")
+        .env_remove("AUTHGW_LISTEN")
+        .env_remove("AUTHGW_KEYS_DIR")
+        .env_remove("AUTHGW_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let collect = |stream: Box<dyn std::io::Read + Send>,
+                   ready: Option<std::sync::mpsc::Sender<()>>| {
+        std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if line.contains("authgw listening")
+                    && let Some(tx) = &ready
+                {
+                    let _ = tx.send(());
+                }
+                lines.push(line);
+            }
+            lines
+        })
+    };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let out = collect(Box::new(child.stdout.take().unwrap()), Some(ready_tx));
+    let err = collect(Box::new(child.stderr.take().unwrap()), None);
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("no 'authgw listening' line");
+
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        let r = http.post(format!("{base}{path}")).json(&body).send();
+        async move { r.await.unwrap().status().as_u16() }
+    };
+    let new_password = "a brand new passphrase 42";
+    assert_eq!(
+        post(
+            "/api/v1/auth/signup",
+            json!({"login": "quiet", "password": PASSWORD, "email": "quiet@example.com"})
+        )
+        .await,
+        201
+    );
+    let verify = nth_eml(&mail_dir, 1).await;
+    let verify_token = common::smtp::token_from(&verify.text, "http://localhost:3000/verify-email");
+    assert_eq!(
+        post("/api/v1/auth/verify-email", json!({"token": verify_token})).await,
+        200
+    );
+    assert_eq!(
+        post("/api/v1/auth/password-reset", json!({"login": "quiet"})).await,
+        202
+    );
+    let reset = nth_eml(&mail_dir, 2).await;
+    let reset_token = common::smtp::token_from(&reset.text, "http://localhost:3000/reset-password");
+    assert_eq!(
+        post(
+            "/api/v1/auth/password-reset/confirm",
+            json!({"token": reset_token, "new_password": new_password})
+        )
+        .await,
+        204
+    );
+    nth_eml(&mail_dir, 3).await; // the "password changed" notice
+    assert_eq!(
+        post(
+            "/api/v1/auth/login",
+            json!({"login": "quiet", "password": new_password})
+        )
+        .await,
+        200
+    );
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait().unwrap();
+    let lines: Vec<String> = out
+        .join()
+        .unwrap()
+        .into_iter()
+        .chain(err.join().unwrap())
+        .collect();
+    assert!(lines.len() > 10, "the server logged: {lines:?}");
+    for line in &lines {
+        for secret in [
+            verify_token.as_str(),
+            reset_token.as_str(),
+            "token=",
+            PASSWORD,
+            new_password,
+        ] {
+            assert!(
+                !line.contains(secret),
+                "a log line carries {secret:?}: {line}"
+            );
+        }
+    }
+    let sent: Vec<&String> = lines.iter().filter(|l| l.contains("mail sent")).collect();
+    assert_eq!(sent.len(), 3, "{lines:?}");
+    assert!(
+        sent.iter().all(|l| l.contains("quiet@example.com")),
+        "{sent:?}"
+    );
+}
