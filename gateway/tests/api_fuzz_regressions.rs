@@ -147,3 +147,35 @@ async fn password_length_counts_characters() {
     let too_long = app.signup("carol", &"p".repeat(1025)).await;
     too_long.assert_problem(422, "invalid_field");
 }
+
+/// Found by Schemathesis: `PATCH /api/v1/users/me` with the body `[null,
+/// null]` answered 200, because serde reads a struct from an array by
+/// position; `["alice", "<password>"]` would have been a signup. Every body
+/// is an object: an array is 400 `malformed_request`, and nothing changes.
+#[tokio::test]
+async fn array_bodies_are_refused_not_read_by_position() {
+    let app = spawn_app().await;
+    let (_, access, _) = app.user("bob").await;
+    let signup = app
+        .post("/api/v1/auth/signup", None, json!(["alice", PASSWORD]))
+        .await;
+    signup.assert_problem(400, "malformed_request");
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM users WHERE login = 'alice'"),
+        0
+    );
+    let patch = app
+        .send(
+            Method::PATCH,
+            "/api/v1/users/me",
+            Some(&access),
+            Some(json!([null, null])),
+        )
+        .await;
+    patch.assert_problem(400, "malformed_request");
+    let login = app
+        .post("/api/v1/auth/login", None, json!(["bob", PASSWORD]))
+        .await;
+    login.assert_problem(400, "malformed_request");
+}

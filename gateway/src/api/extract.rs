@@ -185,6 +185,15 @@ fn refuse_nul_in_pairs(raw: &[u8]) -> Result<(), Error> {
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    // Every body of the API is an object. serde would also read a struct
+    // from an array, by position: `["alice", "pw"]` as a signup, `[null]` as
+    // an empty profile change.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(classify_message(
+            ".",
+            "invalid type: sequence, expected an object",
+        ));
+    }
     // JSON can only spell NUL as the escape \u0000, so most bodies skip this.
     if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
         && let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
