@@ -255,10 +255,15 @@ fn classify_message(path: &str, message: &str) -> Error {
         return Error::invalid(field, "is required");
     }
     if path == "." || path.is_empty() {
+        let detail = if message.starts_with("duplicate field") {
+            message
+        } else {
+            format!("the body must be a JSON object: {message}")
+        };
         return Error::BadRequest {
             code: "malformed_request",
             field: None,
-            detail: format!("the body must be a JSON object: {message}"),
+            detail,
         };
     }
     Error::invalid(path, message)

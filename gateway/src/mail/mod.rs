@@ -329,3 +329,91 @@ pub fn is_deliverable(address: &str) -> bool {
 pub fn lease(config: &EmailConfig) -> Duration {
     config.smtp_timeout * 6 + Duration::from_secs(30)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn with_url(url: &str) -> EmailConfig {
+        EmailConfig {
+            smtp_url: url.into(),
+            ..EmailConfig::default()
+        }
+    }
+
+    fn refused(config: &EmailConfig, env: Option<&str>) -> TransportError {
+        match Transport::from_config(config, Path::new("/"), |_| env.map(str::to_string)) {
+            Ok(t) => panic!("{:?} accepted as {}", config.smtp_url, t.describe()),
+            Err(e) => e,
+        }
+    }
+
+    /// Every SMTP URL that would leak mail or a secret is refused at load
+    /// naming its key: a password in the file, plaintext to another host,
+    /// an unknown scheme or parameter, a user without its password.
+    #[tokio::test]
+    async fn unsafe_smtp_settings_are_refused_naming_the_key() {
+        let e = refused(&with_url("smtp://user:secret@mail.example.com"), None);
+        assert_eq!(e.key, "email.smtp_url");
+        assert!(
+            e.reason.contains("AUTHGW_SMTP_PASSWORD") && !e.reason.contains("secret"),
+            "{}",
+            e.reason
+        );
+        for url in [
+            "smtp://mail.example.com:25?tls=none",
+            "smtp://10.0.0.5?tls=none",
+            "smtp://[2001:db8::1]?tls=none",
+        ] {
+            let e = refused(&with_url(url), None);
+            assert!(e.reason.contains("loopback"), "{url}: {}", e.reason);
+        }
+        for url in [
+            "http://mail.example.com",
+            "smtp://mail.example.com?tls=maybe",
+            "smtp://mail.example.com?x=1",
+            "smtp://",
+            "not a url",
+        ] {
+            assert_eq!(refused(&with_url(url), None).key, "email.smtp_url", "{url}");
+        }
+        let e = refused(&with_url("smtp://mailer@mail.example.com"), None);
+        assert_eq!(e.key, "email.smtp_password_env");
+        let bad_ca = EmailConfig {
+            smtp_ca: Some("/nonexistent/ca.pem".into()),
+            ..with_url("smtps://mail.example.com")
+        };
+        assert_eq!(refused(&bad_ca, None).key, "email.smtp_ca");
+    }
+
+    /// The accepted forms: STARTTLS on 587 by default, implicit TLS on
+    /// 465, plaintext to loopback, a user with the password from the
+    /// environment, and files with no URL. The description never carries
+    /// the user or the password.
+    #[tokio::test]
+    async fn accepted_smtp_settings_describe_themselves_without_secrets() {
+        let ok = |url: &str| {
+            Transport::from_config(&with_url(url), Path::new("/srv"), |_| Some("pw".into()))
+                .map(|t| t.describe())
+                .unwrap_or_else(|e| panic!("{url}: {} {}", e.key, e.reason))
+        };
+        assert_eq!(
+            ok("smtp://mail.example.com"),
+            "smtp://mail.example.com:587 (STARTTLS)"
+        );
+        assert_eq!(
+            ok("smtps://mailer@mail.example.com"),
+            "smtps://mail.example.com:465 (TLS)"
+        );
+        assert_eq!(
+            ok("smtp://127.0.0.1:2525?tls=none"),
+            "smtp://127.0.0.1:2525 (plain, loopback)"
+        );
+        assert_eq!(
+            ok("smtp://localhost:25?tls=none"),
+            "smtp://localhost:25 (plain, loopback)"
+        );
+        assert_eq!(ok(""), "files in /srv/mail");
+    }
+}

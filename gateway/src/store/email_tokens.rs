@@ -100,6 +100,19 @@ pub fn revoke_all(c: &mut impl GenericClient, user_id: Uuid, purpose: Purpose) -
     )?)
 }
 
+/// Kills every verification link that would change the account's address
+/// (a pending change): a password change or reset cancels it, so someone
+/// who knew the old password cannot finish an address change after the
+/// owner took the account back.
+pub fn revoke_pending_changes(c: &mut impl GenericClient, user_id: Uuid) -> Result<u64> {
+    Ok(c.execute(
+        "UPDATE email_tokens t SET used_at = now() FROM users u
+         WHERE t.user_id = $1 AND u.id = t.user_id AND t.purpose = 'verify'
+           AND t.used_at IS NULL AND t.email IS DISTINCT FROM u.email",
+        &[&user_id],
+    )?)
+}
+
 /// When the user's newest token of `purpose` was issued.
 pub fn last_issued(
     c: &mut impl GenericClient,

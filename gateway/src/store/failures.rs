@@ -97,8 +97,6 @@ pub fn clear(c: &mut impl GenericClient, login: &str, client: IpAddr) -> Result<
     Ok(())
 }
 
-/// Forgets counters whose last failure is older than `age` (and whose lock,
-/// if any, has ended). Returns the rows deleted.
 /// Forgets every failed check of the account, from every client (its
 /// password was just reset by someone who controls its address).
 pub fn clear_account(c: &mut impl GenericClient, login: &str) -> Result<()> {
@@ -108,6 +106,8 @@ pub fn clear_account(c: &mut impl GenericClient, login: &str) -> Result<()> {
     Ok(())
 }
 
+/// Forgets counters whose last failure is older than `age` (and whose lock,
+/// if any, has ended). Returns the rows deleted.
 pub fn purge_stale(c: &mut impl GenericClient, age: Duration) -> Result<u64> {
     let secs = age.as_secs_f64();
     let pairs = c.execute(

@@ -195,8 +195,10 @@ pub fn list(client: &mut impl GenericClient, filter: &UserFilter) -> Result<Page
     }))
 }
 
-/// Sets the password hash. Every outstanding password-reset token of the
-/// user dies with the old password, whichever route changed it.
+/// Sets the password hash. Every outstanding password-reset link of the
+/// user dies with the old password, whichever route changed it, and so
+/// does a pending address change (whoever started it may have known only
+/// the old password).
 pub fn set_password(
     client: &mut impl GenericClient,
     id: Uuid,
@@ -207,6 +209,7 @@ pub fn set_password(
         &[&id, &password_hash],
     )?;
     super::email_tokens::revoke_all(client, id, super::email_tokens::Purpose::Reset)?;
+    super::email_tokens::revoke_pending_changes(client, id)?;
     Ok(n == 1)
 }
 
