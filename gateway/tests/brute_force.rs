@@ -13,16 +13,6 @@ use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-async fn login_from(app: &TestApp, client: &reqwest::Client, login: &str, password: &str) -> Reply {
-    let r = client
-        .post(app.url("/api/v1/auth/login"))
-        .json(&json!({"login": login, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    reply(r).await
-}
-
 async fn send_from(
     app: &TestApp,
     client: &reqwest::Client,

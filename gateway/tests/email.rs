@@ -162,17 +162,6 @@ async fn access_token(app: &TestApp, login: &str, password: &str) -> String {
     r.body["access_token"].as_str().unwrap().to_string()
 }
 
-/// Login from a client of its own (another loopback address).
-async fn login_from(app: &TestApp, client: &reqwest::Client, login: &str, password: &str) -> Reply {
-    let r = client
-        .post(app.url("/api/v1/auth/login"))
-        .json(&json!({"login": login, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    reply(r).await
-}
-
 /// Polls `done` every 20 ms until it holds; fails after 10 s.
 async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -144,6 +144,23 @@ pub fn test_config(db_url: &str, keys: &std::path::Path) -> Config {
 pub const INTROSPECTION_CLIENT: &str = "test-service";
 pub const INTROSPECTION_SECRET: &str = "hNq2g0cKk0mWZ8f3xY7uT1pV5sR9aL4eD6bJ0iO2wQ8";
 
+/// Logs in through `client` (one from [`client_from`]: another loopback
+/// address, so another client to the abuse limits).
+pub async fn login_from(
+    app: &TestApp,
+    client: &reqwest::Client,
+    login: &str,
+    password: &str,
+) -> Reply {
+    let r = client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"login": login, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    reply(r).await
+}
+
 /// An HTTP client whose connections come from `ip`: on Linux any address
 /// of 127.0.0.0/8 works, so tests can be several clients.
 pub fn client_from(ip: &str) -> reqwest::Client {
