@@ -148,6 +148,20 @@ impl Nginx {
         std::fs::read_to_string(self.dir.path().join(format!("{port}.log")))
             .map_or(0, |log| log.lines().count())
     }
+
+    /// [`Nginx::hits`] once it reaches `want` (up to 5 s): nginx writes its
+    /// access log line after the response, so a client can read the
+    /// answer before the line is there.
+    async fn hits_reaching(&self, port: u16, want: usize) -> usize {
+        for _ in 0..100 {
+            let n = self.hits(port);
+            if n >= want {
+                return n;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.hits(port)
+    }
 }
 
 // --- the gateway's log --------------------------------------------------------
@@ -304,7 +318,7 @@ async fn https_upstream_with_the_route_ca() {
         seen.contains("sni=localhost ") && seen.starts_with("uid= "),
         "{seen}"
     );
-    assert_eq!(nginx.hits(port), 2);
+    assert_eq!(nginx.hits_reaching(port, 2).await, 2);
 
     let plain = app.get("/plain/x", None).await;
     assert_eq!(plain.status, StatusCode::OK);
@@ -401,7 +415,7 @@ async fn expired_and_misnamed_certificates() {
     let (status, seen) = get(&app, "/renamed/x").await;
     assert_eq!(status, StatusCode::OK, "{seen}");
     assert!(seen.contains("sni=films.internal "), "{seen}");
-    assert_eq!(nginx.hits(other), 1);
+    assert_eq!(nginx.hits_reaching(other, 1).await, 1);
 }
 
 /// Mutual TLS: nginx requires a client certificate of the test CA. With
@@ -649,7 +663,7 @@ async fn reload_with_a_bad_tls_ca_is_refused() {
         .unwrap()
         .unwrap();
     assert_eq!(get(&app, "/moved/x").await.0, StatusCode::OK);
-    assert_eq!(nginx.hits(port), 4);
+    assert_eq!(nginx.hits_reaching(port, 4).await, 4);
 }
 
 /// Not a test of behaviour: requests per second through the gateway to a
