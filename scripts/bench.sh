@@ -5,6 +5,7 @@
 #   scripts/bench.sh [system]          the system benchmark (default), below,
 #                                      the TLS part included
 #   scripts/bench.sh tls               the TLS part alone (= BENCH_ONLY=tls)
+#   scripts/bench.sh reset             the password-reset part alone (= BENCH_ONLY=reset)
 #   scripts/bench.sh criterion [ARGS]  the criterion micro-benchmarks
 #                                      (gateway/benches/hot_path.rs and plugins.rs);
 #                                      ARGS go to criterion, e.g. a filter: verify
@@ -75,7 +76,7 @@
 #   BENCH_PERF [0]         1: perf record authgw during its last proxy run
 #                          (OUT/perf.data, top symbols in OUT/perf.txt)
 #   BENCH_ONLY             comma-separated parts to run, of: proxy tls check
-#                          login refresh flood rss (default: all)
+#                          reset login refresh flood rss (default: all)
 #   BENCH_H2_STREAMS [1]   h2load -m: streams in flight per h2 connection (1:
 #                          the same concurrency as wrk's HTTP/1.1 runs)
 #   BENCH_HS_CLIENTS [16]  concurrent clients of the new-connection runs
@@ -139,11 +140,12 @@ criterion)
     ;;
 system) ;;
 tls) BENCH_ONLY=tls ;;
+reset) BENCH_ONLY=reset ;;
 -h | --help | help)
     usage
     exit 0
     ;;
-*) die "unknown command '$1' (try: scripts/bench.sh [system] | scripts/bench.sh tls | scripts/bench.sh criterion [filter])" ;;
+*) die "unknown command '$1' (try: scripts/bench.sh [system] | scripts/bench.sh tls | scripts/bench.sh reset | scripts/bench.sh criterion [filter])" ;;
 esac
 
 # --- settings ----------------------------------------------------------------
@@ -169,7 +171,7 @@ REFRESH_CONNS=32
 FLOOD_CONNS=16
 BIN=${BENCH_BIN:-$ROOT/target/release/authgw}
 [[ -z ${BENCH_BIN:-} ]] || BENCH_BUILD=0
-ONLY=${BENCH_ONLY:-proxy,tls,check,login,refresh,flood,rss}
+ONLY=${BENCH_ONLY:-proxy,tls,check,reset,login,refresh,flood,rss}
 want() { [[ ,$ONLY, == *,$1,* ]]; }
 H2_STREAMS=${BENCH_H2_STREAMS:-1}
 HS_CLIENTS=${BENCH_HS_CLIENTS:-16}
@@ -953,6 +955,25 @@ done
 
 fi
 
+# --- password reset: the answer takes as long whether or not the account -----
+# exists (issue 15): a known login with an address (a message is queued after
+# the answer, at most one per resend_interval), a known one without, an
+# unknown one; alternated in each round, the same connections.
+if want reset; then
+api POST /api/v1/auth/signup "{\"login\":\"nomail\",\"password\":\"$USER_PASSWORD\"}" >/dev/null
+declare -A RESET_BODY=([with-email]="{\"login\":\"$USER_LOGIN\"}" [no-email]='{"login":"nomail"}'
+    [unknown]='{"login":"nobody-at-all"}')
+for ((r = 1; r <= ROUNDS; r++)); do
+    for kind in with-email no-email unknown; do
+        step "POST /api/v1/auth/password-reset ($kind) round $r/$ROUNDS"
+        export BENCH_RESET_BODY=${RESET_BODY[$kind]}
+        wrk_run "reset-$kind-$r" "{\"test\":\"reset\",\"kind\":\"$kind\",\"round\":$r}" reset.lua "$API"
+    done
+done
+unset BENCH_RESET_BODY
+
+fi
+
 if want login; then
 step "one login at a time (1 connection, $DURATION)"
 BENCH_LUA_DIR=$BENCH BENCH_LOGIN_BODY=$LOGIN_BODY taskset -c "$LOAD_CPUS" wrk -t1 -c1 -d"$DURATION" --latency \
@@ -1109,6 +1130,10 @@ echo
 if [[ ,$ONLY, =~ ,(proxy|check|login|refresh|flood|rss), ]]; then
     python3 "$BENCH/summary.py" "$OUT"
     want tls && python3 "$BENCH/tls.py" summary "$OUT" --append
-else
+    want reset && python3 "$BENCH/reset.py" "$OUT" --append
+elif want tls; then
     python3 "$BENCH/tls.py" summary "$OUT"
+    want reset && python3 "$BENCH/reset.py" "$OUT" --append
+else
+    python3 "$BENCH/reset.py" "$OUT"
 fi
