@@ -72,6 +72,7 @@ pub struct Metrics {
     email_sent: Counter,
     email_failed: Counter,
     email_send_errors: Counter,
+    resets_dropped: Counter,
     /// Serializes scrapes: gauges are set, then encoded.
     scrape: Mutex<()>,
 }
@@ -220,6 +221,10 @@ impl Metrics {
             "email_send_errors",
             "Failed delivery attempts by this process (each retried or given up)",
         );
+        let resets_dropped = counter(
+            "password_reset_dropped",
+            "Password-reset requests answered 202 but dropped: email.max_pending_resets were in flight",
+        );
         Self {
             registry,
             requests,
@@ -244,6 +249,7 @@ impl Metrics {
             email_sent,
             email_failed,
             email_send_errors,
+            resets_dropped,
             scrape: Mutex::new(()),
         }
     }
@@ -257,6 +263,11 @@ impl Metrics {
 
     pub fn email_sent(&self) {
         self.email_sent.inc();
+    }
+
+    /// A password-reset request dropped after its 202 (a flood).
+    pub fn reset_dropped(&self) {
+        self.resets_dropped.inc();
     }
 
     /// A failed attempt; `given_up` when the message is now failed.

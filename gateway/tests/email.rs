@@ -1290,3 +1290,62 @@ async fn without_a_mail_server_messages_are_eml_files() {
     assert_eq!(mail.subject, CHANGED_SUBJECT);
     assert_eq!(eml_files(&mail_dir).len(), 3);
 }
+
+/// A flood of reset requests cannot pile up work without bound: with
+/// `email.max_pending_resets = 1` and the first request's lookup held (its
+/// user's lock taken by another connection), a second request gets the
+/// same 202 and is dropped (counted in
+/// `authgw_password_reset_dropped_total`); the first completes once the
+/// lock is released.
+#[tokio::test]
+async fn reset_work_in_flight_is_bounded() {
+    let mut app = mail_app(|c| c.email.max_pending_resets = 1).await;
+    app.signup_with_email("alice", "alice@example.org").await;
+    app.signup_with_email("bob", "bob@example.org").await;
+    let alice: uuid::Uuid = app.db.query("SELECT id FROM users WHERE login = 'alice'")[0].get(0);
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let url = app.db.url.clone();
+    let holder = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut tx = c.transaction().unwrap();
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('authgw.user:' || $1::uuid::text, 0))",
+            &[&alice],
+        )
+        .unwrap();
+        held_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+        tx.commit().unwrap();
+    });
+    held_rx.recv().unwrap();
+    let first = reset_request(&app, json!({"login": "alice"}), None).await;
+    assert_eq!(first.status, 202);
+    // The first request's work now waits for alice's lock, holding the one slot.
+    let mut waiting = false;
+    for _ in 0..200 {
+        if app
+            .db
+            .count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            == 1
+        {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(waiting, "the first reset never waited for the lock");
+    let second = reset_request(&app, json!({"login": "bob"}), None).await;
+    assert_eq!((second.status, &second.body), (first.status, &first.body));
+    assert_eq!(app.metric("authgw_password_reset_dropped_total").await, 1.0);
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    app.mail("alice@example.org", RESET_SUBJECT).await;
+    app.smtp.none_within(Duration::from_secs(1)).await;
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM email_tokens WHERE purpose = 'reset'"),
+        1,
+        "bob's request was dropped"
+    );
+}

@@ -35,6 +35,9 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub proxy: Arc<Proxy>,
     pub metrics: Arc<Metrics>,
+    /// Password-reset lookups in flight after their 202
+    /// (`email.max_pending_resets`).
+    pub pending_resets: Arc<tokio::sync::Semaphore>,
     /// The `[cors]` layer, None when no origin is allowed ([`crate::cors`]).
     pub cors: Option<Arc<tower_http::cors::CorsLayer>>,
 }
@@ -43,7 +46,11 @@ impl AppState {
     pub fn new(auth: Arc<Auth>, proxy: Arc<Proxy>, metrics: Arc<Metrics>) -> Self {
         let limiter = Arc::new(RateLimiter::new(&auth.config.limits));
         let cors = crate::cors::layer(&auth.config.cors).map(Arc::new);
+        let pending_resets = Arc::new(tokio::sync::Semaphore::new(
+            auth.config.email.max_pending_resets,
+        ));
         Self {
+            pending_resets,
             auth,
             limiter,
             proxy,

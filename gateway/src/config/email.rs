@@ -57,6 +57,10 @@ pub struct EmailConfig {
     pub poll_interval: Duration,
     /// Template overrides: `{dir}/{locale}/{kind}.txt` and `.html`.
     pub templates_dir: Option<PathBuf>,
+    /// Password-reset requests being looked up at once (each runs after its
+    /// 202); past it, further requests are answered the same and dropped, so
+    /// a flood cannot pile up work without bound.
+    pub max_pending_resets: usize,
 }
 
 impl Default for EmailConfig {
@@ -79,6 +83,7 @@ impl Default for EmailConfig {
             retry_max: Duration::from_secs(3600),
             poll_interval: Duration::from_secs(5),
             templates_dir: None,
+            max_pending_resets: 256,
         }
     }
 }
@@ -109,6 +114,9 @@ impl EmailConfig {
                     self.from
                 ),
             ));
+        }
+        if self.max_pending_resets == 0 {
+            return Err(("email.max_pending_resets", "must be at least 1".into()));
         }
         if self.max_attempts == 0 {
             return Err(("email.max_attempts", "must be at least 1".into()));
