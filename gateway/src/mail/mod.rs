@@ -325,9 +325,11 @@ pub fn is_deliverable(address: &str) -> bool {
 }
 
 /// How long the sender holds a claimed message before another process may
-/// try it: longer than one delivery can take.
+/// try it: longer than one delivery can take (connecting, and each of
+/// EHLO, STARTTLS, EHLO, AUTH, MAIL, RCPT, DATA and the message's end, each
+/// bounded by `smtp_timeout`).
 pub fn lease(config: &EmailConfig) -> Duration {
-    config.smtp_timeout * 6 + Duration::from_secs(30)
+    config.smtp_timeout * 12 + Duration::from_secs(30)
 }
 
 #[cfg(test)]

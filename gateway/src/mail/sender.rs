@@ -18,8 +18,11 @@ use crate::metrics::Metrics;
 use crate::store::Db;
 use crate::store::outbox::{self, Claimed};
 
-/// Messages claimed per pass.
-const BATCH: i64 = 16;
+/// Messages claimed at a time: one, so that a claim's lease covers one
+/// delivery. Sends are sequential; with a batch, a slow server could let
+/// the last messages' leases run out before their turn, and another
+/// process would send them too.
+const BATCH: i64 = 1;
 
 pub struct Sender {
     pub db: Db,
@@ -54,7 +57,7 @@ impl Sender {
         }
     }
 
-    /// Sends every due message, a batch at a time.
+    /// Sends every due message, one claim at a time.
     async fn drain(&self) {
         let lease = super::lease(&self.config);
         loop {
