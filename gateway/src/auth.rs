@@ -225,31 +225,19 @@ impl Auth {
                     return Err(Error::InvalidCredentials);
                 }
                 failures::clear(&mut tx, &login, client)?;
-                if require_verified {
-                    let user = users::get(&mut tx, creds.id)?.ok_or(Error::InvalidCredentials)?;
-                    if !user.is_admin && !user.email_verified {
-                        history::record(
-                            &mut tx,
-                            Some(creds.id),
-                            &creds.login,
-                            &info,
-                            Outcome::EmailNotVerified,
-                        )?;
-                        tx.commit()?;
-                        return Err(Error::EmailNotVerified);
-                    }
-                }
-                sessions::issue(&mut tx, creds.id, session_id, &hash, lifetime, None, &info)?;
-                history::record(
-                    &mut tx,
-                    Some(creds.id),
-                    &creds.login,
-                    &info,
-                    Outcome::Success,
-                )?;
-                let user = users::get(&mut tx, creds.id)?;
+                let user = users::get(&mut tx, creds.id)?.ok_or(Error::InvalidCredentials)?;
+                let outcome = if require_verified && !user.is_admin && !user.email_verified {
+                    Outcome::EmailNotVerified
+                } else {
+                    sessions::issue(&mut tx, creds.id, session_id, &hash, lifetime, None, &info)?;
+                    Outcome::Success
+                };
+                history::record(&mut tx, Some(creds.id), &creds.login, &info, outcome)?;
                 tx.commit()?;
-                user.ok_or(Error::InvalidCredentials)
+                if outcome == Outcome::EmailNotVerified {
+                    return Err(Error::EmailNotVerified);
+                }
+                Ok(user)
             })
             .await?;
         self.pair(&user, session_id, refresh_token)

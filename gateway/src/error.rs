@@ -113,6 +113,24 @@ impl Error {
     }
 }
 
+/// An error with its causes, `outer: cause: cause`, on one line of text:
+/// most libraries' top-level message ("db error", "error performing TLS
+/// handshake", "network error") says nothing of why. A cause whose text the
+/// message already ends with is not repeated.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
 impl From<postgres::Error> for Error {
     fn from(e: postgres::Error) -> Self {
         // The database going away is it being unavailable (503), not a bug:

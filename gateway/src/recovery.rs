@@ -75,6 +75,11 @@ fn locale_of(user: &User, requested: Option<Locale>) -> Locale {
         .unwrap_or_default()
 }
 
+/// The account behind an access token; one deleted since is a dead token.
+fn caller(c: &mut impl postgres::GenericClient, user_id: Uuid) -> Result<User> {
+    users::get(c, user_id)?.ok_or_else(|| Error::InvalidToken("user no longer exists".into()))
+}
+
 /// Queues a verification of `email` for `user` in `tx`: a new token
 /// (older ones die) and the `verify_email` message.
 pub(crate) fn queue_verification(
@@ -126,8 +131,7 @@ impl Auth {
     pub async fn me(&self, user_id: Uuid) -> Result<(User, Option<String>)> {
         self.db
             .run(move |c| {
-                let user = users::get(c, user_id)?
-                    .ok_or_else(|| Error::InvalidToken("user no longer exists".into()))?;
+                let user = caller(c, user_id)?;
                 let pending = email_tokens::pending_email(c, user_id)?;
                 Ok((user, pending))
             })
@@ -171,8 +175,7 @@ impl Auth {
             .run(move |c| {
                 let mut tx = c.transaction()?;
                 sessions::lock_user(&mut tx, user_id)?;
-                let user = users::get(&mut tx, user_id)?
-                    .ok_or_else(|| Error::InvalidToken("user no longer exists".into()))?;
+                let user = caller(&mut tx, user_id)?;
                 let pending = email_tokens::pending_email(&mut tx, user_id)?;
                 let to = match (pending, &user.email) {
                     (Some(p), _) => p,
@@ -204,14 +207,15 @@ impl Auth {
 
     /// `PATCH /users/me`: the locale at once; a new address after the
     /// current password, pending until its link is followed (the old one
-    /// stays in force and is told of the change).
+    /// stays in force and is told of the change). Returns the account and
+    /// the address pending, as `GET /users/me` shows them.
     pub async fn update_profile(
         &self,
         claims: &Claims,
         change: ProfileChange,
         requested: Option<Locale>,
         info: &ClientInfo,
-    ) -> Result<User> {
+    ) -> Result<(User, Option<String>)> {
         let user_id = claims.sub;
         if let Some(email) = &change.email {
             validate_email(Some(email))?;
@@ -231,8 +235,7 @@ impl Auth {
                 if let Some(locale) = change.locale {
                     users::set_locale(&mut tx, user_id, locale.as_str())?;
                 }
-                let user = users::get(&mut tx, user_id)?
-                    .ok_or_else(|| Error::InvalidToken("user no longer exists".into()))?;
+                let user = caller(&mut tx, user_id)?;
                 if let Some(new) = change.email.as_deref() {
                     let same = user
                         .email
@@ -255,8 +258,9 @@ impl Auth {
                         )?;
                     }
                 }
+                let pending = email_tokens::pending_email(&mut tx, user_id)?;
                 tx.commit()?;
-                Ok(user)
+                Ok((user, pending))
             })
             .await?;
         if queued {
@@ -394,10 +398,9 @@ fn wait_between(
     purpose: Purpose,
     interval: Duration,
 ) -> Result<()> {
-    let Some(last) = email_tokens::last_issued(tx, user_id, purpose)? else {
+    let Some(elapsed) = email_tokens::since_last_issued(tx, user_id, purpose)? else {
         return Ok(());
     };
-    let elapsed = (chrono::Utc::now() - last).to_std().unwrap_or_default();
     if elapsed < interval {
         return Err(Error::RateLimited {
             retry_after: (interval - elapsed).max(Duration::from_secs(1)),

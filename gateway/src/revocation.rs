@@ -290,21 +290,9 @@ async fn deadline<T>(
 ) -> Result<T, String> {
     match tokio::time::timeout(limit, f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {}", describe(&e))),
+        Ok(Err(e)) => Err(format!("{what}: {}", crate::error::with_causes(&e))),
         Err(_) => Err(format!("{what}: no answer within {limit:?}")),
     }
-}
-
-/// An error with its causes ("db error" alone says nothing).
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 /// What the connection task hands over: a notification's payload, or why
@@ -349,7 +337,7 @@ async fn listen_once(
             let message = match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                 Some(Ok(AsyncMessage::Notification(n))) => Ok(n.payload().to_owned()),
                 Some(Ok(_)) => continue,
-                Some(Err(e)) => Err(format!("connection: {}", describe(&e))),
+                Some(Err(e)) => Err(format!("connection: {}", crate::error::with_causes(&e))),
                 None => Err("connection closed".to_owned()),
             };
             let ended = message.is_err();

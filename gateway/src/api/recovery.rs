@@ -85,8 +85,7 @@ pub async fn update_me(
         locale: req.locale.map(Locale::from),
         password: req.password,
     };
-    s.auth.update_profile(&c, change, requested, &info).await?;
-    let (user, pending) = s.auth.me(c.sub).await?;
+    let (user, pending) = s.auth.update_profile(&c, change, requested, &info).await?;
     Ok(Json(MeBody::new(user, pending)).into_response())
 }
 

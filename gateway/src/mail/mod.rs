@@ -206,7 +206,7 @@ impl Transport {
                 )),
                 Err(e) => Err(SendError {
                     permanent: e.is_permanent(),
-                    message: one_line(&error_chain(&e)),
+                    message: one_line(&crate::error::with_causes(&e)),
                 }),
             },
             Self::Files { inner, dir } => {
@@ -223,7 +223,7 @@ impl Transport {
                     )),
                     Err(e) => Err(SendError {
                         permanent: false,
-                        message: one_line(&error_chain(&e)),
+                        message: one_line(&crate::error::with_causes(&e)),
                     }),
                 }
             }
@@ -271,20 +271,6 @@ fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// `s` on one line, at most 500 characters (an SMTP error for a log line

@@ -127,7 +127,7 @@ async fn attempt(route: &Route, req: Request<Body>) -> Result<Response<Incoming>
             }
         }
         Ok(Err(e)) => {
-            tracing::debug!(route = route.name(), error = %chain(&e), "upstream request failed");
+            tracing::debug!(route = route.name(), error = %crate::error::with_causes(&e), "upstream request failed");
             Err(Attempt::AfterConnect(
                 "the upstream closed the connection without a response".into(),
             ))
@@ -161,17 +161,6 @@ fn causes<'a>(
         Some(io) => io.get_ref().map(|inner| inner as &(dyn StdError + 'static)),
         None => err.source(),
     })
-}
-
-fn chain(e: &(dyn StdError + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        out.push_str(": ");
-        out.push_str(&err.to_string());
-        cur = err.source();
-    }
-    out
 }
 
 pin_project! {

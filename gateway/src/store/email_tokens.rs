@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use postgres::GenericClient;
 use uuid::Uuid;
 
@@ -113,17 +112,21 @@ pub fn revoke_pending_changes(c: &mut impl GenericClient, user_id: Uuid) -> Resu
     )?)
 }
 
-/// When the user's newest token of `purpose` was issued.
-pub fn last_issued(
+/// How long ago the user's newest token of `purpose` was issued, by the
+/// database's clock (the one that stamped it).
+pub fn since_last_issued(
     c: &mut impl GenericClient,
     user_id: Uuid,
     purpose: Purpose,
-) -> Result<Option<DateTime<Utc>>> {
+) -> Result<Option<Duration>> {
     let row = c.query_one(
-        "SELECT max(created_at) FROM email_tokens WHERE user_id = $1 AND purpose = $2",
+        "SELECT EXTRACT(EPOCH FROM now() - max(created_at))::float8
+         FROM email_tokens WHERE user_id = $1 AND purpose = $2",
         &[&user_id, &purpose.as_str()],
     )?;
-    Ok(row.get(0))
+    Ok(row
+        .get::<_, Option<f64>>(0)
+        .map(|secs| Duration::from_secs_f64(secs.max(0.0))))
 }
 
 /// The address a live verification token would confirm when it is not the

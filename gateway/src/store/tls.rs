@@ -197,19 +197,7 @@ impl Target {
 
 /// An error with its causes: tokio-postgres says only "error performing TLS
 /// handshake", the cause says which certificate problem.
-pub fn describe(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
-}
+pub use crate::error::with_causes as describe;
 
 /// The libpq TLS keys authgw handles itself.
 #[derive(Debug, Default, PartialEq, Eq)]
