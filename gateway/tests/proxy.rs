@@ -11,7 +11,7 @@ use common::*;
 use gateway::config::{AuthMode, Config, OneOrMany};
 use reqwest::StatusCode;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// What the echo upstream saw: its JSON answer.
 fn seen_header<'a>(echo: &'a Value, name: &str) -> Option<&'a str> {
@@ -442,26 +442,14 @@ async fn websocket_upgrade_passes_on_allowed_routes() {
         |_| {},
     )
     .await;
-    let mut sock = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    sock.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    let (mut sock, head) = ws_handshake(app.addr, "/ws").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
     sock.write_all(b"ping over the tunnel").await.unwrap();
-    let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&buf[..n], b"ping over the tunnel");
+    assert_eq!(
+        read_within(&mut sock, Duration::from_secs(5)).await,
+        b"ping over the tunnel"
+    );
 
     let r = app
         .http

@@ -23,7 +23,7 @@ use common::upstream::{Echo, route};
 use common::*;
 use gateway::config::{AuthMode, RouteConfig};
 use reqwest::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 // --- nginx ------------------------------------------------------------------
 
@@ -477,14 +477,10 @@ async fn mutual_tls_with_the_upstream() {
     }
 }
 
-/// `upstream_http2 = true` offers h2 and nginx saw HTTP/2.0; the same
-/// server through a route without it saw HTTP/1.1.
-#[tokio::test]
-async fn upstream_http2_only_when_asked() {
-    capture_logs();
-    let Some(mut nginx) = Nginx::new() else {
-        return;
-    };
+/// One nginx HTTPS server offering h2 (its own CA), and a gateway with two
+/// routes to it: `/h2` with `upstream_http2 = true`, `/h1` without. The CA's
+/// files live as long as the returned `Ca`.
+async fn h2_and_h1_routes(nginx: &mut Nginx) -> (TestApp, Ca) {
     let ca = Ca::new("upstream ca");
     let port = nginx.server(&ca.server("srv", &["localhost", "127.0.0.1"]), true, "");
     nginx.run().await;
@@ -500,6 +496,18 @@ async fn upstream_http2_only_when_asked() {
         |_| {},
     )
     .await;
+    (app, ca)
+}
+
+/// `upstream_http2 = true` offers h2 and nginx saw HTTP/2.0; the same
+/// server through a route without it saw HTTP/1.1.
+#[tokio::test]
+async fn upstream_http2_only_when_asked() {
+    capture_logs();
+    let Some(mut nginx) = Nginx::new() else {
+        return;
+    };
+    let (app, _ca) = h2_and_h1_routes(&mut nginx).await;
     for _ in 0..3 {
         let (status, seen) = get(&app, "/h2/x").await;
         assert_eq!(status, StatusCode::OK, "{seen}");
@@ -540,27 +548,14 @@ async fn websocket_over_https() {
     ws.websocket = true;
     ws.tls_ca = Some(ca.cert.clone());
     let app = gateway_with(vec![ws], |_| {}).await;
-    let mut sock = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    sock.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    let (mut sock, head) = ws_handshake(app.addr, "/ws").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
     sock.write_all(b"ping over tls").await.unwrap();
-    let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&buf[..n], b"ping over tls");
+    assert_eq!(
+        read_within(&mut sock, Duration::from_secs(5)).await,
+        b"ping over tls"
+    );
     assert_eq!(echo.hits(), 1);
 }
 
@@ -676,21 +671,7 @@ async fn h2_vs_h1_throughput() {
     let Some(mut nginx) = Nginx::new() else {
         return;
     };
-    let ca = Ca::new("upstream ca");
-    let port = nginx.server(&ca.server("srv", &["localhost", "127.0.0.1"]), true, "");
-    nginx.run().await;
-    let upstream = format!("https://127.0.0.1:{port}");
-    let app = gateway_with(
-        vec![
-            RouteConfig {
-                upstream_http2: true,
-                ..tls_route("h2", &upstream, Some(&ca.cert))
-            },
-            tls_route("h1", &upstream, Some(&ca.cert)),
-        ],
-        |_| {},
-    )
-    .await;
+    let (app, _ca) = h2_and_h1_routes(&mut nginx).await;
     const REQUESTS: usize = 4000;
     const CONCURRENCY: usize = 32;
     let run = |path: &'static str| {

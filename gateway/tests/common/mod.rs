@@ -707,3 +707,30 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Opens a raw connection to `addr` and sends a WebSocket handshake for
+/// `path`; returns the socket and the answer's head, lower-cased (it must
+/// arrive within 5 s).
+pub async fn ws_handshake(addr: SocketAddr, path: &str) -> (tokio::net::TcpStream, String) {
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut sock, request.as_bytes())
+        .await
+        .unwrap();
+    let head = read_within(&mut sock, Duration::from_secs(5)).await;
+    (sock, String::from_utf8_lossy(&head).to_ascii_lowercase())
+}
+
+/// What one read of `sock` returns within `limit` (panics on timeout).
+pub async fn read_within(sock: &mut tokio::net::TcpStream, limit: Duration) -> Vec<u8> {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(limit, tokio::io::AsyncReadExt::read(sock, &mut buf))
+        .await
+        .expect("nothing to read in time")
+        .unwrap();
+    buf.truncate(n);
+    buf
+}
