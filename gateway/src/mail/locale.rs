@@ -124,6 +124,11 @@ mod tests {
             Some(Locale::Ru)
         );
         assert_eq!(Locale::from_accept_language(""), None);
+        // Only the first 32 items are read: a huge header costs nothing more.
+        let long = format!("{}ru", "xx;q=1, ".repeat(32));
+        assert_eq!(Locale::from_accept_language(&long), None);
+        assert_eq!(Locale::from_accept_language(&long[8..]), Some(Locale::Ru));
+        assert_eq!(Locale::from_accept_language("ru;q=1.5, en;q=-1"), None);
     }
 
     #[test]
