@@ -60,19 +60,29 @@ fn roles() -> Vec<String> {
     vec!["subscriber".into(), "adult".into()]
 }
 
+/// A password session's grant for alice with `roles`.
+fn grant(sub: Uuid, sid: Uuid, roles: &[String]) -> tokens::Grant<'_> {
+    tokens::Grant {
+        sub,
+        login: "alice",
+        roles,
+        adm: false,
+        sid,
+        email_verified: true,
+        amr: &*PWD,
+        auth_time: chrono::Utc::now().timestamp(),
+    }
+}
+
+/// A password login's `amr`.
+static PWD: std::sync::LazyLock<[String; 1]> = std::sync::LazyLock::new(|| ["pwd".to_string()]);
+
 fn verify_by_algorithm(c: &mut Criterion) {
     let mut group = c.benchmark_group("verify");
     for (name, alg) in ALGORITHMS {
         let (_dir, t) = tokens_for(alg);
         let token = t
-            .issue(
-                Uuid::new_v4(),
-                "alice",
-                &roles(),
-                false,
-                Uuid::new_v4(),
-                true,
-            )
+            .issue(&grant(Uuid::new_v4(), Uuid::new_v4(), &roles()))
             .unwrap();
         group.bench_function(name, |b| b.iter(|| t.verify(black_box(&token)).unwrap()));
     }
@@ -82,7 +92,7 @@ fn verify_by_algorithm(c: &mut Criterion) {
         let (_dir, t) = tokens_for(alg);
         let (sub, sid) = (Uuid::new_v4(), Uuid::new_v4());
         group.bench_function(name, |b| {
-            b.iter(|| t.issue(sub, "alice", &roles(), false, sid, true).unwrap())
+            b.iter(|| t.issue(&grant(sub, sid, &roles())).unwrap())
         });
     }
     group.finish();
@@ -91,14 +101,7 @@ fn verify_by_algorithm(c: &mut Criterion) {
 fn revocation_overhead(c: &mut Criterion) {
     let (_dir, t) = tokens_for(SigningAlgorithm::EdDsa);
     let token = t
-        .issue(
-            Uuid::new_v4(),
-            "alice",
-            &roles(),
-            false,
-            Uuid::new_v4(),
-            true,
-        )
+        .issue(&grant(Uuid::new_v4(), Uuid::new_v4(), &roles()))
         .unwrap();
     let set = RevocationSet::new();
     let until = chrono::Utc::now() + chrono::Duration::minutes(15);
@@ -164,14 +167,7 @@ fn http_check_vs_healthz(c: &mut Criterion) {
             .state()
             .auth
             .tokens
-            .issue(
-                Uuid::new_v4(),
-                "alice",
-                &roles(),
-                false,
-                Uuid::new_v4(),
-                true,
-            )
+            .issue(&grant(Uuid::new_v4(), Uuid::new_v4(), &roles()))
             .unwrap();
         let state = gateway.state().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -311,7 +307,7 @@ fn argon2(c: &mut Criterion) {
 fn token_cache_and_revocation(c: &mut Criterion) {
     let (_dir, t) = tokens_for(SigningAlgorithm::Es256);
     let (sub, sid) = (Uuid::new_v4(), Uuid::new_v4());
-    let token = t.issue(sub, "alice", &roles(), false, sid, true).unwrap();
+    let token = t.issue(&grant(sub, sid, &roles())).unwrap();
     let mut group = c.benchmark_group("token_verify (ES256)");
     group.bench_function("cold (signature + claims)", |b| {
         b.iter(|| t.verify(black_box(&token)).unwrap())
@@ -322,7 +318,7 @@ fn token_cache_and_revocation(c: &mut Criterion) {
     });
     group.bench_function("cached (miss: verify + insert)", |b| {
         b.iter_batched(
-            || t.issue(sub, "alice", &roles(), false, sid, true).unwrap(),
+            || t.issue(&grant(sub, sid, &roles())).unwrap(),
             |fresh| t.verify_cached(black_box(&fresh)).unwrap(),
             criterion::BatchSize::SmallInput,
         )

@@ -276,3 +276,32 @@ pub fn set_admin_password(
     tx.commit()?;
     Ok(())
 }
+
+/// Removes the TOTP factor (confirmed or pending), the recovery codes and
+/// the pending login challenges of `id`: a user who lost the authenticator
+/// and the recovery codes logs in with the password alone again. 404 when
+/// the user has no factor.
+pub fn reset_mfa(client: &mut Client, actor: &str, id: Uuid) -> Result<User> {
+    let user = require_user(client, id)?;
+    let mut tx = client.transaction()?;
+    sessions::lock_user(&mut tx, id)?;
+    if crate::store::mfa::factor(&mut tx, id)?.is_none() {
+        return Err(Error::NotFound {
+            what: "TOTP factor of user",
+            name: user.login,
+        });
+    }
+    let confirmed = crate::store::mfa::remove(&mut tx, id)?;
+    audit::record(
+        &mut tx,
+        actor,
+        "user.mfa_reset",
+        &id.to_string(),
+        &json!({ "login": user.login, "was_confirmed": confirmed }),
+    )?;
+    tx.commit()?;
+    Ok(User {
+        mfa_enabled: false,
+        ..user
+    })
+}

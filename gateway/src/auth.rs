@@ -17,8 +17,9 @@ use crate::passwords::{self, Hasher};
 use crate::revocation::RevocationSet;
 use crate::store::failures::{self, Claim};
 use crate::store::history::{self, LoginEvent, Outcome};
+use crate::store::mfa;
 use crate::store::revocations::{self, Kind, Revocation};
-use crate::store::sessions::{self, ClientInfo, Consumed, SessionInfo, Successor};
+use crate::store::sessions::{self, ClientInfo, Consumed, Origin, SessionInfo, Start, Successor};
 use crate::store::users::{self, User};
 use crate::store::{Db, Page};
 use crate::tokens::{self, Claims, RefreshToken, Tokens};
@@ -29,6 +30,14 @@ pub struct TokenPair {
     pub access_token: String,
     pub refresh_token: String,
     pub expires_in: u64,
+}
+
+/// What a right password leads to: tokens, or (for a user with a second
+/// factor) a challenge for `POST /auth/login/mfa`.
+#[derive(Debug, Clone)]
+pub enum LoginOutcome {
+    Tokens(TokenPair),
+    SecondFactor(crate::mfa::Challenge),
 }
 
 /// Shared state of the Auth API.
@@ -159,12 +168,16 @@ impl Auth {
         Ok(user)
     }
 
+    /// Checks a password. For a user with a TOTP factor, answers a
+    /// challenge instead of tokens: the password's failure claim is taken
+    /// back, but earlier failures stay counted until the second step
+    /// succeeds (`Auth::login_mfa`).
     pub async fn login(
         &self,
         login: String,
         password: String,
         info: ClientInfo,
-    ) -> Result<TokenPair> {
+    ) -> Result<LoginOutcome> {
         if login.is_empty() || login.len() > 64 {
             return Err(Error::InvalidCredentials);
         }
@@ -211,7 +224,13 @@ impl Auth {
         let (refresh_token, hash) = tokens::new_refresh_token();
         let session_id = Uuid::new_v4();
         let require_verified = self.config.auth.require_verified_email;
-        let user = self
+        let (challenge, challenge_hash) = crate::recovery::new_token()?;
+        let challenge_ttl = self.config.mfa.challenge_ttl;
+        enum Passed {
+            Session(Box<users::User>, Origin),
+            SecondFactor { recovery_codes: bool },
+        }
+        let passed = self
             .db
             .run(move |c| {
                 let mut tx = c.transaction()?;
@@ -224,23 +243,72 @@ impl Auth {
                 if current.map(|(phc, _, _)| phc).as_ref() != Some(&creds.password_hash) {
                     return Err(Error::InvalidCredentials);
                 }
-                failures::clear(&mut tx, &login, client)?;
                 let user = users::get(&mut tx, creds.id)?.ok_or(Error::InvalidCredentials)?;
-                let outcome = if require_verified && !user.is_admin && !user.email_verified {
-                    Outcome::EmailNotVerified
-                } else {
-                    sessions::issue(&mut tx, creds.id, session_id, &hash, lifetime, None, &info)?;
-                    Outcome::Success
-                };
-                history::record(&mut tx, Some(creds.id), &creds.login, &info, outcome)?;
-                tx.commit()?;
-                if outcome == Outcome::EmailNotVerified {
+                if require_verified && !user.is_admin && !user.email_verified {
+                    failures::clear(&mut tx, &login, client)?;
+                    history::record(
+                        &mut tx,
+                        Some(creds.id),
+                        &creds.login,
+                        &info,
+                        Outcome::EmailNotVerified,
+                    )?;
+                    tx.commit()?;
                     return Err(Error::EmailNotVerified);
                 }
-                Ok(user)
+                if user.mfa_enabled {
+                    failures::release(&mut tx, &login, client)?;
+                    mfa::create_challenge(
+                        &mut tx,
+                        &challenge_hash,
+                        creds.id,
+                        &login,
+                        &info,
+                        challenge_ttl,
+                    )?;
+                    let recovery_codes = mfa::recovery_codes_left(&mut tx, creds.id)? > 0;
+                    history::record(
+                        &mut tx,
+                        Some(creds.id),
+                        &creds.login,
+                        &info,
+                        Outcome::MfaRequired,
+                    )?;
+                    tx.commit()?;
+                    return Ok(Passed::SecondFactor { recovery_codes });
+                }
+                failures::clear(&mut tx, &login, client)?;
+                let amr = [crate::mfa::AMR_PASSWORD.to_string()];
+                let origin = sessions::issue(
+                    &mut tx,
+                    creds.id,
+                    session_id,
+                    &hash,
+                    lifetime,
+                    Start::New { amr: &amr },
+                    &info,
+                )?;
+                history::record_success(&mut tx, creds.id, &creds.login, &info, &amr)?;
+                tx.commit()?;
+                Ok(Passed::Session(Box::new(user), origin))
             })
             .await?;
-        self.pair(&user, session_id, refresh_token)
+        match passed {
+            Passed::Session(user, origin) => self
+                .pair(&user, session_id, refresh_token, &origin)
+                .map(LoginOutcome::Tokens),
+            Passed::SecondFactor { recovery_codes } => {
+                let mut methods = vec!["totp"];
+                if recovery_codes {
+                    methods.push("recovery_code");
+                }
+                Ok(LoginOutcome::SecondFactor(crate::mfa::Challenge {
+                    token: challenge,
+                    methods,
+                    expires_in: challenge_ttl.as_secs(),
+                }))
+            }
+        }
     }
 
     /// Verifies `password` for `login` from `client` under the failure
@@ -274,22 +342,32 @@ impl Auth {
     }
 
     /// A refresh token's lifetime and its session's absolute one.
-    fn session_lifetime(&self) -> sessions::Lifetime {
+    pub(crate) fn session_lifetime(&self) -> sessions::Lifetime {
         sessions::Lifetime {
             ttl: self.config.tokens.refresh_ttl,
             max_age: self.config.tokens.session_max_age,
         }
     }
 
-    fn pair(&self, user: &User, session_id: Uuid, refresh_token: String) -> Result<TokenPair> {
-        let access_token = self.tokens.issue(
-            user.id,
-            &user.login,
-            &user.roles,
-            user.is_admin,
-            session_id,
-            user.email_verified,
-        )?;
+    /// The token pair of `user`'s session `session_id`, which started with
+    /// `origin` (its `amr` and `auth_time`).
+    pub(crate) fn pair(
+        &self,
+        user: &User,
+        session_id: Uuid,
+        refresh_token: String,
+        origin: &Origin,
+    ) -> Result<TokenPair> {
+        let access_token = self.tokens.issue(&tokens::Grant {
+            sub: user.id,
+            login: &user.login,
+            roles: &user.roles,
+            adm: user.is_admin,
+            sid: session_id,
+            email_verified: user.email_verified,
+            amr: &origin.amr,
+            auth_time: origin.started_at.timestamp(),
+        })?;
         Ok(TokenPair {
             access_token,
             refresh_token,
@@ -329,7 +407,7 @@ impl Auth {
             .ok_or_else(|| Error::Internal("no server secret".into()))?;
         let hashes: Vec<Vec<u8>> = candidates.iter().map(|c| c.hash.clone()).collect();
         enum Step {
-            Issued(Box<User>, Uuid, Option<usize>),
+            Issued(Box<User>, Uuid, Origin, Option<usize>),
             Reused(Vec<Revocation>),
             Refused(Error),
         }
@@ -347,19 +425,21 @@ impl Auth {
                         Consumed::Rotated {
                             user_id,
                             session_id,
-                            started_at,
+                            origin,
                         } => {
-                            sessions::issue(
+                            let origin = sessions::issue(
                                 &mut tx,
                                 user_id,
                                 session_id,
                                 &next_hash,
                                 session,
-                                Some(started_at),
+                                Start::Continue(&origin),
                                 &info,
                             )?;
                             match users::get(&mut tx, user_id)? {
-                                Some(user) => Step::Issued(Box::new(user), session_id, None),
+                                Some(user) => {
+                                    Step::Issued(Box::new(user), session_id, origin, None)
+                                }
                                 None => Step::Refused(Error::InvalidRefreshToken),
                             }
                         }
@@ -375,14 +455,19 @@ impl Auth {
                         }
                         Consumed::AlreadyRotated { session_id } => {
                             match sessions::successor(&mut tx, session_id, &hashes)? {
-                                Successor::Live { index, user_id } => {
-                                    match users::get(&mut tx, user_id)? {
-                                        Some(user) => {
-                                            Step::Issued(Box::new(user), session_id, Some(index))
-                                        }
-                                        None => Step::Refused(Error::InvalidRefreshToken),
-                                    }
-                                }
+                                Successor::Live {
+                                    index,
+                                    user_id,
+                                    origin,
+                                } => match users::get(&mut tx, user_id)? {
+                                    Some(user) => Step::Issued(
+                                        Box::new(user),
+                                        session_id,
+                                        origin,
+                                        Some(index),
+                                    ),
+                                    None => Step::Refused(Error::InvalidRefreshToken),
+                                },
                                 Successor::Gone => Step::Refused(Error::RefreshTokenAlreadyRotated),
                                 Successor::Dead => Step::Refused(Error::InvalidRefreshToken),
                             }
@@ -394,14 +479,16 @@ impl Auth {
             })
             .await?;
         match step {
-            Step::Issued(user, session_id, None) => self.pair(&user, session_id, next.token),
-            Step::Issued(user, session_id, Some(index)) => {
+            Step::Issued(user, session_id, origin, None) => {
+                self.pair(&user, session_id, next.token, &origin)
+            }
+            Step::Issued(user, session_id, origin, Some(index)) => {
                 tracing::info!(%session_id, "refresh token presented again within the grace; same successor");
                 let again = candidates
                     .into_iter()
                     .nth(index)
                     .ok_or_else(|| Error::Internal("successor index out of range".into()))?;
-                self.pair(&user, session_id, again.token)
+                self.pair(&user, session_id, again.token, &origin)
             }
             Step::Reused(revoked) => {
                 tracing::warn!("refresh token reuse detected; session revoked");

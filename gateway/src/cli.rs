@@ -13,6 +13,7 @@ use crate::store::{self, migrations, roles, users};
 use crate::{admin, passwords, secrets, tokens};
 
 mod email;
+mod mfa;
 
 #[derive(Parser)]
 #[command(
@@ -60,6 +61,9 @@ enum Command {
     /// Account mail: test the transport, list the outbox, requeue failures.
     #[command(subcommand)]
     Email(email::EmailCommand),
+    /// Second factors: remove a user's lost one.
+    #[command(subcommand)]
+    Mfa(mfa::MfaCommand),
 }
 
 #[derive(Subcommand)]
@@ -139,7 +143,8 @@ enum KeysCommand {
 enum KeyKind {
     /// A JWT signing key (PKCS#8 PEM).
     Signing,
-    /// A 32-byte HMAC secret (refresh successors).
+    /// A 32-byte HMAC secret (refresh successors, and the AES-256-GCM key
+    /// that seals TOTP secrets at rest).
     Secret,
 }
 
@@ -173,7 +178,8 @@ enum RolesCommand {
 
 #[derive(Subcommand)]
 enum UsersCommand {
-    /// List users: login, id, admin flag, roles (tab-separated).
+    /// List users, tab-separated: login, id, `admin` or `user`, roles,
+    /// `mfa=on|off`, `email=verified|unverified|none`.
     List {
         #[arg(long)]
         role: Option<String>,
@@ -259,6 +265,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Plugin(cmd) => plugin_cmd(&cmd),
         Command::Introspection(cmd) => introspection_cmd(&cmd),
         Command::Email(cmd) => email::run(&config, cmd),
+        Command::Mfa(cmd) => mfa::run(&config, cmd),
     }
 }
 
@@ -626,7 +633,18 @@ fn users_cmd(config: &Config, cmd: UsersCommand) -> Result<(), Failure> {
     };
     for u in list_all(&mut connect(config)?, filter)? {
         let kind = if u.is_admin { "admin" } else { "user" };
-        println!("{}\t{}\t{kind}\t{}", u.login, u.id, u.roles.join(","));
+        let mfa = if u.mfa_enabled { "on" } else { "off" };
+        let email = match (&u.email, u.email_verified) {
+            (None, _) => "none",
+            (Some(_), true) => "verified",
+            (Some(_), false) => "unverified",
+        };
+        println!(
+            "{}\t{}\t{kind}\t{}\tmfa={mfa}\temail={email}",
+            u.login,
+            u.id,
+            u.roles.join(",")
+        );
     }
     Ok(())
 }

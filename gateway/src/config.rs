@@ -13,7 +13,9 @@ use serde::{Deserialize, Deserializer};
 use crate::plugins::{HostConfig, PluginSpec};
 
 mod email;
+mod mfa;
 pub use email::{ENV_SMTP_PASSWORD, EmailConfig};
+pub use mfa::MfaConfig;
 
 /// Environment variables that override the file (deploy-specific values and secrets).
 pub const ENV_DATABASE_URL: &str = "AUTHGW_DATABASE_URL";
@@ -53,6 +55,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Account mail: verification, password reset, notices ([`EmailConfig`]).
     pub email: EmailConfig,
+    /// Second factors: TOTP and recovery codes ([`MfaConfig`]).
+    pub mfa: MfaConfig,
     /// The edge proxy's routes; see [`RouteConfig`].
     pub routes: Vec<RouteConfig>,
     /// Policy plugins routes may name.
@@ -143,6 +147,9 @@ pub struct AuthConfig {
     /// Refuse logins (403 `email_not_verified`) until the account's address
     /// is verified; administrators are exempt, and signup needs an email.
     pub require_verified_email: bool,
+    /// Refuse administrators' tokens on the admin API (401 `mfa_required`)
+    /// unless their session passed a second factor.
+    pub require_mfa_for_admins: bool,
 }
 
 impl Default for AuthConfig {
@@ -152,6 +159,7 @@ impl Default for AuthConfig {
             cookie_same_site: SameSite::Strict,
             access_cookie: false,
             require_verified_email: false,
+            require_mfa_for_admins: false,
         }
     }
 }
@@ -952,6 +960,7 @@ impl Config {
             reason,
         };
         self.email.check().map_err(|(key, why)| fail(key, why))?;
+        self.mfa.check().map_err(|(key, why)| fail(key, why))?;
         crate::mail::Transport::from_config(&self.email, &self.base_dir(), |k| {
             std::env::var(k).ok()
         })

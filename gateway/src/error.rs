@@ -89,9 +89,24 @@ pub enum Error {
     /// The upstream did not answer (or connect) in time.
     #[error("{0}")]
     GatewayTimeout(String),
-    /// A policy plugin refused the request with its own status (400-599).
+    /// A policy plugin refused the request with its own status (400-599)
+    /// and, from plugin interface 0.4.0, its own problem code.
     #[error("{reason}")]
-    Denied { status: u16, reason: String },
+    Denied {
+        status: u16,
+        reason: String,
+        code: Option<String>,
+    },
+    /// The session has no second factor and this needs one (a route's
+    /// `mfa` rule, `auth.require_mfa_for_admins`): the caller must step up.
+    #[error("{0}")]
+    MfaRequired(String),
+    /// A TOTP or recovery code that is wrong, malformed or already used.
+    #[error("the code is wrong or was already used")]
+    InvalidMfaCode,
+    /// A login's MFA challenge is unknown, used, expired or out of attempts.
+    #[error("the sign-in challenge is invalid or has expired; sign in again")]
+    InvalidMfaChallenge,
     /// A policy plugin trapped, overran its deadline or its memory: fail closed.
     #[error("{0}")]
     PolicyFailed(String),

@@ -44,6 +44,7 @@ pub mod introspection;
 pub mod listener;
 pub mod mail;
 pub mod metrics;
+pub mod mfa;
 pub mod passwords;
 pub mod plugins;
 pub mod proxy;

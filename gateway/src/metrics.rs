@@ -43,6 +43,14 @@ pub struct Reason {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MfaLabel {
+    /// `totp` or `recovery_code`.
+    pub method: &'static str,
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
 /// Every metric of the process.
 pub struct Metrics {
     registry: Registry,
@@ -73,6 +81,7 @@ pub struct Metrics {
     email_failed: Counter,
     email_send_errors: Counter,
     resets_dropped: Counter,
+    mfa: Family<MfaLabel, Counter>,
     /// Serializes scrapes: gauges are set, then encoded.
     scrape: Mutex<()>,
 }
@@ -225,6 +234,12 @@ impl Metrics {
             "password_reset_dropped",
             "Password-reset requests answered 202 but dropped: email.max_pending_resets were in flight",
         );
+        let mfa = Family::<MfaLabel, Counter>::default();
+        registry.register(
+            "mfa_verifications",
+            "Second-factor codes checked (login, enrolment, regeneration, disabling) by method (totp, recovery_code) and result (success, failure)",
+            mfa.clone(),
+        );
         Self {
             registry,
             requests,
@@ -250,6 +265,7 @@ impl Metrics {
             email_failed,
             email_send_errors,
             resets_dropped,
+            mfa,
             scrape: Mutex::new(()),
         }
     }
@@ -268,6 +284,12 @@ impl Metrics {
     /// A password-reset request dropped after its 202 (a flood).
     pub fn reset_dropped(&self) {
         self.resets_dropped.inc();
+    }
+
+    /// A second-factor code checked: `method` is `totp` or `recovery_code`.
+    pub fn mfa(&self, method: &'static str, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.mfa.get_or_create(&MfaLabel { method, result }).inc();
     }
 
     /// A failed attempt; `given_up` when the message is now failed.

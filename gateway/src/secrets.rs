@@ -28,12 +28,15 @@ const LEN: usize = 32;
 pub enum Purpose {
     /// The successor of a refresh token (docs/sd-refresh.md).
     RefreshSuccessor,
+    /// The AES-256-GCM key that seals TOTP secrets at rest (`mfa::seal`).
+    MfaSeal,
 }
 
 impl Purpose {
     fn label(self) -> &'static [u8] {
         match self {
             Purpose::RefreshSuccessor => b"authgw.refresh-successor.v1\0",
+            Purpose::MfaSeal => b"authgw.mfa-seal.v1\0",
         }
     }
 }
@@ -126,6 +129,11 @@ impl SecretRing {
     /// Every secret, oldest first.
     pub fn all(&self) -> &[Secret] {
         &self.secrets
+    }
+
+    /// The secret whose id is `kid`, if it is still in the directory.
+    pub fn find(&self, kid: &str) -> Option<&Secret> {
+        self.secrets.iter().find(|s| s.kid == kid)
     }
 }
 

@@ -435,6 +435,7 @@ async fn housekeeping(db: Db) {
                 let failures = store::failures::purge_stale(c, Duration::from_secs(86_400))?;
                 store::email_tokens::purge(c)?;
                 store::outbox::purge_sent(c, Duration::from_secs(7 * 86_400))?;
+                store::mfa::purge_expired(c)?;
                 Ok((revocations, tokens, failures))
             })
             .await;

@@ -51,6 +51,16 @@ pub struct Claims {
     /// (false) in tokens issued before it existed.
     #[serde(default)]
     pub email_verified: bool,
+    /// How the session's user authenticated (RFC 8176): `pwd`, then `otp`
+    /// after a TOTP code or `rcode` after a recovery code. Kept by every
+    /// refresh of the session. Empty in tokens issued before it existed.
+    #[serde(default)]
+    pub amr: Vec<String>,
+    /// When the user authenticated: the login that started the session,
+    /// seconds since the Unix epoch (OpenID Connect's claim). Kept by every
+    /// refresh. 0 in tokens issued before it existed.
+    #[serde(default)]
+    pub auth_time: i64,
     pub sid: Uuid,
     pub jti: Uuid,
     pub iat: i64,
@@ -271,6 +281,27 @@ fn load_key(path: &Path) -> Result<(String, SigningAlgorithm, EncodingKey, Jwk)>
     Ok((kid, alg, encoding, jwk))
 }
 
+/// Who an access token is for: the account as read at login or refresh,
+/// and the session's authentication.
+#[derive(Debug, Clone, Copy)]
+pub struct Grant<'a> {
+    pub sub: Uuid,
+    pub login: &'a str,
+    pub roles: &'a [String],
+    pub adm: bool,
+    pub sid: Uuid,
+    pub email_verified: bool,
+    pub amr: &'a [String],
+    pub auth_time: i64,
+}
+
+impl Claims {
+    /// Whether the session passed a second factor (`otp` or `rcode` in `amr`).
+    pub fn has_second_factor(&self) -> bool {
+        self.amr.iter().any(|m| m == "otp" || m == "rcode")
+    }
+}
+
 /// Issues and verifies access tokens.
 pub struct Tokens {
     /// Swapped whole by a reload; requests in flight keep the ring they loaded.
@@ -358,26 +389,20 @@ impl Tokens {
         self.access_ttl
     }
 
-    /// Signs an access token for `sub` in session `sid` with the newest key.
-    pub fn issue(
-        &self,
-        sub: Uuid,
-        login: &str,
-        roles: &[String],
-        adm: bool,
-        sid: Uuid,
-        email_verified: bool,
-    ) -> Result<String> {
+    /// Signs an access token for `grant` with the newest key.
+    pub fn issue(&self, grant: &Grant<'_>) -> Result<String> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
-            sub,
-            login: login.to_string(),
-            roles: roles.to_vec(),
-            adm,
-            email_verified,
-            sid,
+            sub: grant.sub,
+            login: grant.login.to_string(),
+            roles: grant.roles.to_vec(),
+            adm: grant.adm,
+            email_verified: grant.email_verified,
+            amr: grant.amr.to_vec(),
+            auth_time: grant.auth_time,
+            sid: grant.sid,
             jti: Uuid::new_v4(),
             iat: now,
             nbf: now,
@@ -508,13 +533,24 @@ mod tests {
         ] {
             let (_dir, t) = tokens(alg);
             let sub = Uuid::new_v4();
-            let token = t.issue(sub, "alice", &["adult".into()], false, Uuid::new_v4(), true);
+            let roles = ["adult".to_string()];
+            let amr = ["pwd".to_string()];
+            let token = t.issue(&Grant {
+                sub,
+                login: "alice",
+                roles: &roles,
+                adm: false,
+                sid: Uuid::new_v4(),
+                email_verified: true,
+                amr: &amr,
+                auth_time: 1,
+            });
             let Ok(token) = token else {
                 panic!("issue {alg:?}")
             };
             let claims = t.verify(&token);
             assert!(
-                matches!(&claims, Ok(c) if c.sub == sub && c.roles == ["adult"]),
+                matches!(&claims, Ok(c) if c.sub == sub && c.roles == ["adult"] && c.amr == ["pwd"] && c.auth_time == 1),
                 "{alg:?}: {claims:?}"
             );
         }

@@ -6,7 +6,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
             put(grant_role).delete(revoke_role),
         )
         .route("/api/v1/users/{id}/logout-all", post(logout_user))
+        .route("/api/v1/users/{id}/mfa", delete(reset_mfa))
         .route("/api/v1/audit", get(list_audit))
 }
 
@@ -281,6 +282,21 @@ async fn logout_user(
         .revoking(move |c, lifetime| admin::logout_user(c, &a.login, id, lifetime))
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes a user's lost TOTP factor and recovery codes (audited).
+async fn reset_mfa(
+    State(s): State<AppState>,
+    Admin(a): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<UserBody>> {
+    let id = user_id(&id)?;
+    let user = s
+        .auth
+        .db
+        .run(move |c| admin::reset_mfa(c, &a.login, id))
+        .await?;
+    Ok(Json(user.into()))
 }
 
 #[derive(Deserialize)]

@@ -15,7 +15,7 @@ use super::extract::{
     AcceptLanguage, Authenticated, Browser, Client, FormOrJson, JsonBody, OptionalJsonBody, Params,
 };
 use super::{AppState, list, page_of};
-use crate::auth::TokenPair;
+use crate::auth::{LoginOutcome, TokenPair};
 use crate::error::{Error, Result};
 use crate::mail::Locale;
 use crate::store::sessions::ClientInfo;
@@ -115,6 +115,7 @@ pub struct UserBody {
     email_verified: bool,
     roles: Vec<String>,
     is_admin: bool,
+    mfa_enabled: bool,
     created_at: DateTime<Utc>,
 }
 
@@ -127,6 +128,7 @@ impl From<User> for UserBody {
             email_verified: u.email_verified,
             roles: u.roles,
             is_admin: u.is_admin,
+            mfa_enabled: u.mfa_enabled,
             created_at: u.created_at,
         }
     }
@@ -200,7 +202,10 @@ fn cleared(s: &AppState, response: Response) -> Response {
 
 /// `response` with `cookies` set, and `Cache-Control: no-store`: an answer
 /// that carries or clears tokens is never kept by a cache.
-fn with_cookies(cookies: Vec<axum::http::HeaderValue>, mut response: Response) -> Response {
+pub(super) fn with_cookies(
+    cookies: Vec<axum::http::HeaderValue>,
+    mut response: Response,
+) -> Response {
     let headers = response.headers_mut();
     for c in cookies {
         headers.append(header::SET_COOKIE, c);
@@ -236,12 +241,25 @@ pub async fn login(
     if req.cookie {
         browser.prove(&s)?;
     }
-    let pair = s.auth.login(req.login, req.password, info).await?;
-    Ok(if req.cookie {
-        cookie_session(&s, pair)
+    let pair = match s.auth.login(req.login, req.password, info).await? {
+        LoginOutcome::Tokens(pair) => pair,
+        LoginOutcome::SecondFactor(challenge) => {
+            return Ok(with_cookies(
+                Vec::new(),
+                Json(super::mfa::ChallengeBody::from(challenge)).into_response(),
+            ));
+        }
+    };
+    Ok(session(&s, req.cookie, pair))
+}
+
+/// The answer that starts a session: cookie mode or body mode.
+pub(super) fn session(s: &AppState, cookie: bool, pair: TokenPair) -> Response {
+    if cookie {
+        cookie_session(s, pair)
     } else {
         body_session(pair)
-    })
+    }
 }
 
 /// Rotates a refresh token: the body's (body mode), or with no body the
@@ -337,6 +355,10 @@ pub struct CheckBody {
     roles: Vec<String>,
     is_admin: bool,
     email_verified: bool,
+    /// How the session authenticated (RFC 8176).
+    amr: Vec<String>,
+    /// When the session's login happened (absent in tokens older than MFA).
+    auth_time: Option<DateTime<Utc>>,
     session_id: Uuid,
     expires_at: DateTime<Utc>,
 }
@@ -349,6 +371,8 @@ pub async fn check(Authenticated(c): Authenticated) -> Json<CheckBody> {
         roles: c.roles,
         is_admin: c.adm,
         email_verified: c.email_verified,
+        amr: c.amr,
+        auth_time: (c.auth_time > 0).then(|| timestamp(c.auth_time)),
         session_id: c.sid,
         expires_at: timestamp(c.exp),
     })
@@ -380,7 +404,8 @@ pub async fn introspect(
     FormOrJson(req): FormOrJson<IntrospectRequest>,
 ) -> Response {
     match s.auth.authenticate(&req.token) {
-        Ok(c) => Json(serde_json::json!({
+        Ok(c) => {
+            let mut body = serde_json::json!({
             "active": true,
             "sub": c.sub,
             "username": c.login,
@@ -394,9 +419,16 @@ pub async fn introspect(
             "roles": c.roles,
             "is_admin": c.adm,
             "email_verified": c.email_verified,
+            "amr": c.amr,
             "sid": c.sid.to_string(),
-        }))
-        .into_response(),
+            });
+            if c.auth_time > 0
+                && let Some(obj) = body.as_object_mut()
+            {
+                obj.insert("auth_time".into(), c.auth_time.into());
+            }
+            Json(body).into_response()
+        }
         Err(_) => Json(serde_json::json!({ "active": false })).into_response(),
     }
 }
@@ -487,6 +519,8 @@ struct LoginEventBody {
     ip: Option<String>,
     user_agent: Option<String>,
     outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amr: Option<Vec<String>>,
 }
 
 async fn history(
@@ -505,6 +539,7 @@ async fn history(
             ip: e.ip.map(|ip| ip.to_string()),
             user_agent: e.user_agent,
             outcome: e.outcome,
+            amr: e.amr,
         })
         .collect();
     Ok(page_of(items, page.next_cursor))

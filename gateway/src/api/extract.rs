@@ -306,7 +306,9 @@ impl FromRequestParts<AppState> for Authenticated {
     }
 }
 
-/// An administrator's verified claims: 401 without a valid token, 403 for a non-admin.
+/// An administrator's verified claims: 401 without a valid token, 403 for
+/// a non-admin, and with `auth.require_mfa_for_admins` 401 `mfa_required`
+/// for a session that did not pass a second factor.
 pub struct Admin(pub Claims);
 
 impl FromRequestParts<AppState> for Admin {
@@ -316,6 +318,12 @@ impl FromRequestParts<AppState> for Admin {
         let Authenticated(claims) = Authenticated::from_request_parts(parts, state).await?;
         if !claims.adm {
             return Err(Error::Forbidden("administrator role required".into()));
+        }
+        if state.auth.config.auth.require_mfa_for_admins && !claims.has_second_factor() {
+            return Err(Error::MfaRequired(
+                "administrators must sign in with a second factor (auth.require_mfa_for_admins)"
+                    .into(),
+            ));
         }
         Ok(Admin(claims))
     }

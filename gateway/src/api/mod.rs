@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod authz;
 pub mod extract;
+mod mfa;
 pub mod plain_http;
 pub mod problem;
 mod ratelimit;
@@ -91,6 +92,7 @@ fn routes(state: AppState) -> Router {
     let limited = Router::new()
         .route("/api/v1/auth/signup", post(auth::signup))
         .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/login/mfa", post(mfa::login))
         .route("/api/v1/auth/refresh", post(auth::refresh))
         .route("/api/v1/auth/introspect", post(auth::introspect))
         .route("/api/v1/auth/verify-email", post(recovery::verify_email))
@@ -118,6 +120,7 @@ fn routes(state: AppState) -> Router {
         .route("/api/v1/auth/logout-all", post(auth::logout_all))
         .route("/api/v1/auth/check", get(auth::check))
         .merge(auth::me_routes())
+        .merge(mfa::me_routes())
         .merge(admin::routes())
         .method_not_allowed_fallback(method_not_allowed);
     let api = match &state.cors {

@@ -2,6 +2,8 @@
 //! `application/problem+json` body (RFC 9457) with the right status and
 //! headers. Internal details are logged here and never sent.
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -12,7 +14,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 struct Problem {
     status: StatusCode,
-    code: &'static str,
+    code: Cow<'static, str>,
     detail: String,
     field: Option<String>,
     headers: Vec<(HeaderName, String)>,
@@ -28,10 +30,37 @@ fn retry_after(d: std::time::Duration) -> (HeaderName, String) {
     (header::RETRY_AFTER, secs.to_string())
 }
 
+/// RFC 9470's step-up challenge, with a 401 `mfa_required`.
+fn step_up(detail: &str) -> (HeaderName, String) {
+    (
+        header::WWW_AUTHENTICATE,
+        format!(
+            "Bearer error=\"insufficient_user_authentication\", error_description=\"{}\"",
+            challenge_text(detail)
+        ),
+    )
+}
+
+/// A plugin's own problem code (interface 0.4.0): 1-64 characters of
+/// `[a-z0-9_]`, starting with a letter; anything else is `policy_denied`.
+fn plugin_code(code: Option<String>) -> Cow<'static, str> {
+    match code {
+        Some(c)
+            if (1..=64).contains(&c.len())
+                && c.starts_with(|ch: char| ch.is_ascii_lowercase())
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
+        {
+            Cow::Owned(c)
+        }
+        _ => Cow::Borrowed("policy_denied"),
+    }
+}
+
 fn problem(e: Error) -> Problem {
-    let p = |status, code, detail: String| Problem {
+    let p = |status, code: &'static str, detail: String| Problem {
         status,
-        code,
+        code: Cow::Borrowed(code),
         detail,
         field: None,
         headers: Vec::new(),
@@ -161,14 +190,34 @@ fn problem(e: Error) -> Problem {
             tracing::warn!(%detail, "upstream timed out");
             p(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", detail)
         }
-        Error::Denied { status, reason } => {
+        Error::Denied {
+            status,
+            reason,
+            code,
+        } => {
             // A plugin may only pick an error status; anything else is a 403.
             let status = StatusCode::from_u16(status)
                 .ok()
                 .filter(|s| s.is_client_error() || s.is_server_error())
                 .unwrap_or(StatusCode::FORBIDDEN);
-            p(status, "policy_denied", reason)
+            let code = plugin_code(code);
+            let mut out = p(status, "policy_denied", reason);
+            if status == StatusCode::UNAUTHORIZED && code == "mfa_required" {
+                out.headers.push(step_up(&out.detail));
+            }
+            Problem { code, ..out }
         }
+        Error::MfaRequired(detail) => {
+            let mut out = p(StatusCode::UNAUTHORIZED, "mfa_required", detail);
+            out.headers.push(step_up(&out.detail));
+            out
+        }
+        Error::InvalidMfaCode => p(StatusCode::BAD_REQUEST, "invalid_mfa_code", e.to_string()),
+        Error::InvalidMfaChallenge => p(
+            StatusCode::UNAUTHORIZED,
+            "invalid_mfa_challenge",
+            e.to_string(),
+        ),
         Error::PolicyFailed(detail) => {
             tracing::error!(%detail, "policy plugin failed; request refused");
             let mut out = p(
@@ -209,7 +258,7 @@ fn challenge_text(text: &str) -> String {
 pub fn respond(status: StatusCode, code: &'static str, detail: String) -> Response {
     render(Problem {
         status,
-        code,
+        code: Cow::Borrowed(code),
         detail,
         field: None,
         headers: Vec::new(),

@@ -97,6 +97,24 @@ pub fn clear(c: &mut impl GenericClient, login: &str, client: IpAddr) -> Result<
     Ok(())
 }
 
+/// The password was right but the login waits for its second factor: the
+/// password's claim is taken back, and the failures before it (wrong codes
+/// of earlier challenges included) stay until the second factor succeeds
+/// ([`clear`]). A lock the claim started stays too.
+pub fn release(c: &mut impl GenericClient, login: &str, client: IpAddr) -> Result<()> {
+    let login = login.to_lowercase();
+    c.execute(
+        "UPDATE login_failures SET failures = greatest(failures - 1, 0)
+         WHERE login = $1 AND client = $2",
+        &[&login, &client],
+    )?;
+    c.execute(
+        "UPDATE account_failures SET failures = greatest(failures - 1, 0) WHERE login = $1",
+        &[&login],
+    )?;
+    Ok(())
+}
+
 /// Forgets every failed check of the account, from every client (its
 /// password was just reset by someone who controls its address).
 pub fn clear_account(c: &mut impl GenericClient, login: &str) -> Result<()> {

@@ -19,6 +19,10 @@ pub enum Outcome {
     PasswordReset,
     /// A correct password, refused until the address is verified.
     EmailNotVerified,
+    /// A correct password; the login waits for its second factor.
+    MfaRequired,
+    /// A wrong, malformed or replayed second-factor code.
+    BadMfaCode,
 }
 
 impl Outcome {
@@ -30,6 +34,8 @@ impl Outcome {
             Outcome::Locked => "locked",
             Outcome::PasswordReset => "password_reset",
             Outcome::EmailNotVerified => "email_not_verified",
+            Outcome::MfaRequired => "mfa_required",
+            Outcome::BadMfaCode => "bad_mfa_code",
         }
     }
 }
@@ -48,6 +54,22 @@ pub fn record(
     Ok(())
 }
 
+/// A successful login, with the methods it authenticated by (RFC 8176).
+pub fn record_success(
+    client: &mut impl GenericClient,
+    user_id: Uuid,
+    login: &str,
+    info: &ClientInfo,
+    amr: &[String],
+) -> Result<()> {
+    client.execute(
+        "INSERT INTO login_history (user_id, login, ip, user_agent, outcome, amr)
+         VALUES ($1, $2, $3, $4, 'success', $5)",
+        &[&user_id, &login, &info.ip, &info.user_agent, &amr],
+    )?;
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 pub struct LoginEvent {
     pub id: i64,
@@ -55,6 +77,8 @@ pub struct LoginEvent {
     pub ip: Option<IpAddr>,
     pub user_agent: Option<String>,
     pub outcome: String,
+    /// How a successful login authenticated (absent before MFA existed).
+    pub amr: Option<Vec<String>>,
 }
 
 /// The user's attempts, newest first.
@@ -66,7 +90,7 @@ pub fn page(
 ) -> Result<Page<LoginEvent>> {
     let before = cursor.map(decode_id_cursor).transpose()?;
     let rows = client.query(
-        "SELECT id, occurred_at, ip, user_agent, outcome FROM login_history
+        "SELECT id, occurred_at, ip, user_agent, outcome, amr FROM login_history
          WHERE user_id = $1 AND ($2::bigint IS NULL OR id < $2)
          ORDER BY id DESC LIMIT $3",
         &[&user_id, &before, &((limit + 1) as i64)],
@@ -79,6 +103,7 @@ pub fn page(
             ip: r.get(2),
             user_agent: r.get(3),
             outcome: r.get(4),
+            amr: r.get(5),
         })
         .collect();
     Ok(Page::from_rows(events, limit, |e| e.id.to_string()))

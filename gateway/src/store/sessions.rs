@@ -40,25 +40,48 @@ pub struct Lifetime {
     pub max_age: Duration,
 }
 
-/// Stores a new refresh token (its SHA-256 only) in `session_id`. `started_at`
-/// is the session's login instant, carried through rotations; `None` starts
-/// the session now.
+/// How a session's user authenticated: at its login, by which methods
+/// (RFC 8176 `amr`). Every token of the session carries it unchanged;
+/// `started_at` is the tokens' `auth_time`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub started_at: DateTime<Utc>,
+    pub amr: Vec<String>,
+}
+
+/// What [`issue`] stores a token for: a session starting now with these
+/// methods, or the next token of a session that started earlier.
+#[derive(Debug, Clone, Copy)]
+pub enum Start<'a> {
+    New { amr: &'a [String] },
+    Continue(&'a Origin),
+}
+
+/// Stores a new refresh token (its SHA-256 only) in `session_id`, and
+/// returns the session's origin: the login instant and methods, carried
+/// through rotations.
 pub fn issue(
     client: &mut impl GenericClient,
     user_id: Uuid,
     session_id: Uuid,
     token_hash: &[u8],
     lifetime: Lifetime,
-    started_at: Option<DateTime<Utc>>,
+    start: Start<'_>,
     info: &ClientInfo,
-) -> Result<()> {
-    client.execute(
+) -> Result<Origin> {
+    let (started_at, amr) = match start {
+        Start::New { amr } => (None, amr),
+        Start::Continue(origin) => (Some(origin.started_at), origin.amr.as_slice()),
+    };
+    let row = client.query_one(
         "INSERT INTO refresh_tokens
-             (user_id, session_id, token_hash, session_started_at, expires_at, user_agent, ip)
-         SELECT $1, $2, $3, s.started,
+             (user_id, session_id, token_hash, session_started_at, session_amr, expires_at,
+              user_agent, ip)
+         SELECT $1, $2, $3, s.started, $9,
                 least(now() + make_interval(secs => $4), s.started + make_interval(secs => $5)),
                 $6, $7
-         FROM (SELECT coalesce($8::timestamptz, now()) AS started) s",
+         FROM (SELECT coalesce($8::timestamptz, now()) AS started) s
+         RETURNING session_started_at, session_amr",
         &[
             &user_id,
             &session_id,
@@ -68,9 +91,13 @@ pub fn issue(
             &info.user_agent,
             &info.ip,
             &started_at,
+            &amr,
         ],
     )?;
-    Ok(())
+    Ok(Origin {
+        started_at: row.get(0),
+        amr: row.get(1),
+    })
 }
 
 /// The user a refresh token belongs to, if any (no lock: the caller takes
@@ -106,11 +133,11 @@ pub fn live_session_of_token(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Consumed {
     /// This call consumed the token: issue the next one in the same session,
-    /// which started at `started_at`.
+    /// which started with `origin`.
     Rotated {
         user_id: Uuid,
         session_id: Uuid,
-        started_at: DateTime<Utc>,
+        origin: Origin,
     },
     /// Already consumed, within the grace period: a concurrent tab won, or
     /// the answer to the call that consumed it was lost. Its successor may
@@ -142,13 +169,16 @@ pub fn consume(
            AND t.session_started_at + make_interval(secs => $2) > now()
            AND NOT EXISTS (SELECT 1 FROM refresh_tokens r
                            WHERE r.session_id = t.session_id AND r.revoked_at IS NOT NULL)
-         RETURNING t.user_id, t.session_id, t.session_started_at",
+         RETURNING t.user_id, t.session_id, t.session_started_at, t.session_amr",
         &[&token_hash, &max_age.as_secs_f64()],
     )? {
         return Ok(Consumed::Rotated {
             user_id: row.get(0),
             session_id: row.get(1),
-            started_at: row.get(2),
+            origin: Origin {
+                started_at: row.get(2),
+                amr: row.get(3),
+            },
         });
     }
     let Some(row) = client.query_opt(
@@ -178,8 +208,12 @@ pub fn consume(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Successor {
     /// `candidates[index]` is the successor and is still unused: the same
-    /// token may be handed out again.
-    Live { index: usize, user_id: Uuid },
+    /// token may be handed out again, in a session that started with `origin`.
+    Live {
+        index: usize,
+        user_id: Uuid,
+        origin: Origin,
+    },
     /// The successor was itself rotated (the winning tab moved on), or none
     /// of the candidates is in the session (derived under a secret no longer
     /// in the keys directory, or issued before successors were derived).
@@ -200,7 +234,8 @@ pub fn successor(
         "SELECT t.token_hash, t.user_id, t.used_at IS NOT NULL,
                 t.revoked_at IS NULL AND t.expires_at > now()
                 AND NOT EXISTS (SELECT 1 FROM refresh_tokens r
-                                WHERE r.session_id = t.session_id AND r.revoked_at IS NOT NULL)
+                                WHERE r.session_id = t.session_id AND r.revoked_at IS NOT NULL),
+                t.session_started_at, t.session_amr
          FROM refresh_tokens t
          WHERE t.session_id = $1 AND t.token_hash = ANY($2)
          LIMIT 1",
@@ -214,7 +249,14 @@ pub fn successor(
     Ok(match candidates.iter().position(|c| *c == hash) {
         Some(_) if !alive => Successor::Dead,
         Some(_) if used => Successor::Gone,
-        Some(index) => Successor::Live { index, user_id },
+        Some(index) => Successor::Live {
+            index,
+            user_id,
+            origin: Origin {
+                started_at: row.get(4),
+                amr: row.get(5),
+            },
+        },
         None => Successor::Gone,
     })
 }

@@ -19,6 +19,8 @@ pub struct User {
     pub locale: Option<String>,
     pub roles: Vec<String>,
     pub is_admin: bool,
+    /// A confirmed TOTP factor guards the account's logins.
+    pub mfa_enabled: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -33,6 +35,8 @@ pub struct Credentials {
 
 const USER_COLUMNS: &str =
     "u.id, u.login, u.email, u.email_verified, u.locale, u.is_admin, u.created_at,
+    EXISTS (SELECT 1 FROM mfa_totp m WHERE m.user_id = u.id AND m.confirmed_at IS NOT NULL)
+        AS mfa_enabled,
     COALESCE((SELECT array_agg(r.name ORDER BY r.name) FROM user_roles ur
               JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = u.id), '{}') AS roles";
 
@@ -45,6 +49,7 @@ fn user_from_row(row: &Row) -> User {
         locale: row.get("locale"),
         roles: row.get("roles"),
         is_admin: row.get("is_admin"),
+        mfa_enabled: row.get("mfa_enabled"),
         created_at: row.get("created_at"),
     }
 }
@@ -105,6 +110,7 @@ pub fn create(client: &mut impl GenericClient, new: NewUser<'_>) -> Result<User>
         locale: locale.map(str::to_string),
         roles: Vec::new(),
         is_admin,
+        mfa_enabled: false,
         created_at: row.get(0),
     })
 }
@@ -210,6 +216,8 @@ pub fn set_password(
     )?;
     super::email_tokens::revoke_all(client, id, super::email_tokens::Purpose::Reset)?;
     super::email_tokens::revoke_pending_changes(client, id)?;
+    // A login's second step waits on the old password's check.
+    super::mfa::drop_challenges(client, id)?;
     Ok(n == 1)
 }
 
