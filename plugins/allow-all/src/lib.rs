@@ -18,6 +18,7 @@ impl exports::authgw::policy::policy::Guest for AllowAll {
             route: false,
             user: false,
             client_cert: false,
+            amr: false,
         })
     }
 

@@ -11,7 +11,8 @@ let settings = { prefix: "/", anyOf: [], denyStatus: 403 };
 const ALLOW = { tag: "allow", val: { setHeaders: [], removeHeaders: [] } };
 
 function deny(status, reason) {
-  return { tag: "deny", val: { status, reason } };
+  // code: the problem code the client gets; undefined: policy_denied.
+  return { tag: "deny", val: { status, reason, code: undefined } };
 }
 
 export const policy = {
@@ -43,7 +44,8 @@ export const policy = {
       throw "deny_status: must be an HTTP status in 400..599";
     }
     settings = { prefix: prefix.replace(/\/+$/, "") || "/", anyOf, denyStatus: status };
-    return { headers: [], query: false, host: false, route: false, user: false, clientCert: false };
+    return { headers: [], query: false, host: false, route: false, user: false, clientCert: false,
+      amr: false };
   },
 
   decide(request, identity) {

@@ -49,7 +49,8 @@ class Policy(exports.Policy):
         if not isinstance(status, int) or not 400 <= status <= 599:
             _refuse("deny_status: must be an HTTP status in 400..599")
         _config.update(prefix=prefix.rstrip("/") or "/", any_of=any_of, deny_status=status)
-        return Needs(headers=[], query=False, host=False, route=False, user=False, client_cert=False)
+        return Needs(headers=[], query=False, host=False, route=False, user=False, client_cert=False,
+                     amr=False)
 
     def decide(self, request, identity):
         prefix = _config["prefix"]
@@ -58,10 +59,14 @@ class Policy(exports.Policy):
         if not under:
             return Decision_Allow(Allow(set_headers=[], remove_headers=[]))
         if identity is None:
-            return Decision_Deny(Deny(status=401, reason="log in first"))
+            return Decision_Deny(Deny(status=401, reason="log in first", code=None))
         if _config["any_of"] and not set(identity.roles) & set(_config["any_of"]):
             roles = ", ".join(_config["any_of"])
             return Decision_Deny(
-                Deny(status=_config["deny_status"], reason=f"requires one of the roles: {roles}")
+                Deny(
+                    status=_config["deny_status"],
+                    reason=f"requires one of the roles: {roles}",
+                    code=None,
+                )
             )
         return Decision_Allow(Allow(set_headers=[], remove_headers=[]))

@@ -17,10 +17,12 @@ struct RoleRules;
 impl Guest for RoleRules {
     /// Rules read the method, the path, the roles and the admin flag, which
     /// every plugin gets: no header, query, host, route or user is copied in.
-    /// The client certificate only when a rule asks for one.
+    /// The client certificate only when a rule asks for one; how the session
+    /// authenticated (`amr`) only when a rule asks for a second factor.
     fn configure(config: String) -> Result<Needs, String> {
         let parsed = Config::from_json(&config)?;
         let client_cert = parsed.reads_client_cert();
+        let amr = parsed.reads_amr();
         CONFIG.with(|c| *c.borrow_mut() = Some(parsed));
         Ok(Needs {
             headers: Vec::new(),
@@ -29,6 +31,7 @@ impl Guest for RoleRules {
             route: false,
             user: false,
             client_cert,
+            amr,
         })
     }
 
@@ -36,6 +39,7 @@ impl Guest for RoleRules {
         let caller = identity.as_ref().map(|id| Caller {
             roles: &id.roles,
             is_admin: id.is_admin,
+            amr: id.amr.as_deref().unwrap_or_default(),
         });
         let verdict = CONFIG.with(|c| match c.borrow().as_ref() {
             Some(config) => config.decide_with_cert(
@@ -47,6 +51,7 @@ impl Guest for RoleRules {
             None => Verdict::Deny {
                 status: 500,
                 reason: "role-rules is not configured".into(),
+                code: None,
             },
         });
         match verdict {
@@ -54,7 +59,15 @@ impl Guest for RoleRules {
                 set_headers: Vec::new(),
                 remove_headers: Vec::new(),
             }),
-            Verdict::Deny { status, reason } => Decision::Deny(Deny { status, reason }),
+            Verdict::Deny {
+                status,
+                reason,
+                code,
+            } => Decision::Deny(Deny {
+                status,
+                reason,
+                code: code.map(str::to_string),
+            }),
         }
     }
 }

@@ -7,7 +7,9 @@
 //! A rule may also demand a verified TLS client certificate
 //! (`client_cert`), or one of a few exact subjects (`client_cert_subject`):
 //! checked before the caller's identity, since without the certificate no
-//! login helps.
+//! login helps. And it may demand a second factor (`mfa`): checked last,
+//! after the roles, since signing in again helps only a caller the roles
+//! already admit.
 
 use serde::Deserialize;
 
@@ -16,13 +18,29 @@ use serde::Deserialize;
 pub struct Caller<'a> {
     pub roles: &'a [String],
     pub is_admin: bool,
+    /// How the session authenticated (the token's `amr`, RFC 8176); empty
+    /// when not known (the plugin declares `needs.amr` only for `mfa`).
+    pub amr: &'a [String],
+}
+
+impl Caller<'_> {
+    /// Whether the session passed a second factor: a TOTP code (`otp`) or a
+    /// recovery code (`rcode`).
+    pub fn has_second_factor(&self) -> bool {
+        self.amr.iter().any(|m| m == "otp" || m == "rcode")
+    }
 }
 
 /// The outcome for one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Allow,
-    Deny { status: u16, reason: String },
+    Deny {
+        status: u16,
+        reason: String,
+        /// The problem `code` the client gets (None: `policy_denied`).
+        code: Option<&'static str>,
+    },
 }
 
 /// Status of a denial for a request without an identity on a rule that
@@ -36,6 +54,12 @@ pub const CLIENT_CERT_REQUIRED: &str = "a verified TLS client certificate is req
 /// The reason when the certificate's subject is not one the rule names (the
 /// allowed subjects are not told).
 pub const CLIENT_CERT_NOT_ALLOWED: &str = "this TLS client certificate is not allowed here";
+/// The code of a denial for a session without a second factor on an `mfa`
+/// rule (always with [`UNAUTHENTICATED`]): the client should step up.
+pub const MFA_REQUIRED: &str = "mfa_required";
+/// Its reason.
+pub const MFA_REQUIRED_REASON: &str =
+    "this route requires a second factor: sign in again with your authenticator app";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +93,8 @@ struct RawRule {
     deny_status: Option<u16>,
     client_cert: Option<bool>,
     client_cert_subject: Option<OneOrMany>,
+    #[serde(default)]
+    mfa: bool,
 }
 
 /// `"CN=ops,O=cinema"` or `["CN=ops,O=cinema", "CN=backup,O=cinema"]`.
@@ -96,6 +122,8 @@ struct Rule {
     admin_only: bool,
     deny_status: u16,
     client_cert: CertRequirement,
+    /// The session must have passed a second factor.
+    mfa: bool,
 }
 
 /// What a rule asks of the TLS client certificate.
@@ -165,6 +193,7 @@ impl Config {
             None => Verdict::Deny {
                 status: FORBIDDEN,
                 reason: "no rule allows this request".into(),
+                code: None,
             },
         }
     }
@@ -175,6 +204,12 @@ impl Config {
         self.rules
             .iter()
             .any(|r| r.client_cert != CertRequirement::None)
+    }
+
+    /// Whether a rule reads how the session authenticated (`mfa`): only
+    /// then does the plugin declare `needs.amr`.
+    pub fn reads_amr(&self) -> bool {
+        self.rules.iter().any(|r| r.mfa)
     }
 }
 
@@ -229,6 +264,7 @@ impl Rule {
             admin_only: raw.admin_only,
             deny_status,
             client_cert,
+            mfa: raw.mfa,
         })
     }
 
@@ -240,14 +276,17 @@ impl Rule {
         method_ok && self.pattern.matches(path)
     }
 
+    /// Whether the rule asks nothing of the caller: anyone, anonymous
+    /// included, passes (after the certificate, if it asks for one).
     fn is_open(&self) -> bool {
-        !self.admin_only && self.any_of.is_empty() && self.all_of.is_empty()
+        !self.admin_only && !self.mfa && self.any_of.is_empty() && self.all_of.is_empty()
     }
 
     fn judge(&self, caller: Option<Caller<'_>>, client_cert: Option<&str>) -> Verdict {
         let deny = |reason: String| Verdict::Deny {
             status: self.deny_status,
             reason,
+            code: None,
         };
         match (&self.client_cert, client_cert) {
             (CertRequirement::None, _) => {}
@@ -266,6 +305,7 @@ impl Rule {
             return Verdict::Deny {
                 status: UNAUTHENTICATED,
                 reason: "authentication required".into(),
+                code: None,
             };
         };
         if self.admin_only && !caller.is_admin {
@@ -286,6 +326,15 @@ impl Rule {
                 "requires one of the roles: {}",
                 self.any_of.join(", ")
             ));
+        }
+        // Last: a second factor helps only a caller the roles admit, so the
+        // 401 that asks for one comes only when it would let them in.
+        if self.mfa && !caller.has_second_factor() {
+            return Verdict::Deny {
+                status: UNAUTHENTICATED,
+                reason: MFA_REQUIRED_REASON.into(),
+                code: Some(MFA_REQUIRED),
+            };
         }
         Verdict::Allow
     }
@@ -375,5 +424,8 @@ fn glob_matches(tokens: &[Token], path: &str) -> bool {
     }
 }
 
+// An explicit path, so that the module resolves the same when this file is
+// compiled into fixtures/role-rules-v0-3 (by `#[path]`) as here.
 #[cfg(test)]
+#[path = "rules/tests.rs"]
 mod tests;

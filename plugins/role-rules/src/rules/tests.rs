@@ -17,7 +17,21 @@ fn as_user<'a>(roles: &'a [String]) -> Option<Caller<'a>> {
     Some(Caller {
         roles,
         is_admin: false,
+        amr: &[],
     })
+}
+
+fn amr(methods: &[&str]) -> Vec<String> {
+    methods.iter().map(|s| s.to_string()).collect()
+}
+
+/// The step-up denial of an `mfa` rule.
+fn mfa_required() -> Verdict {
+    Verdict::Deny {
+        status: 401,
+        reason: MFA_REQUIRED_REASON.into(),
+        code: Some(MFA_REQUIRED),
+    }
 }
 
 fn status(v: &Verdict) -> Option<u16> {
@@ -41,7 +55,8 @@ fn premium_needs_subscriber() {
         v,
         Verdict::Deny {
             status: 402,
-            reason: "requires one of the roles: subscriber".into()
+            reason: "requires one of the roles: subscriber".into(),
+            code: None
         }
     );
 }
@@ -59,7 +74,8 @@ fn eighteen_plus_needs_adult() {
         c.decide("GET", "/films/18plus/7", as_user(&minor)),
         Verdict::Deny {
             status: 403,
-            reason: "requires the roles: adult".into()
+            reason: "requires the roles: adult".into(),
+            code: None
         }
     );
 }
@@ -136,7 +152,8 @@ fn methods_restrict_a_rule_and_unmatched_requests_fall_to_the_default() {
         c.decide("DELETE", "/films/7", as_user(&trial)),
         Verdict::Deny {
             status: 403,
-            reason: "no rule allows this request".into()
+            reason: "no rule allows this request".into(),
+            code: None
         }
     );
 }
@@ -145,13 +162,17 @@ fn methods_restrict_a_rule_and_unmatched_requests_fall_to_the_default() {
 fn admin_only_rules_need_the_admin_flag_not_a_role() {
     let c = cinema();
     let admin_role = roles(&["admin"]);
-    assert_eq!(
-        status(&c.decide("GET", "/admin/x", as_user(&admin_role))),
-        Some(403)
-    );
+    let otp = amr(&["pwd", "otp"]);
+    let with_role = Some(Caller {
+        roles: &admin_role,
+        is_admin: false,
+        amr: &otp,
+    });
+    assert_eq!(status(&c.decide("GET", "/admin/x", with_role)), Some(403));
     let admin = Some(Caller {
         roles: &[],
         is_admin: true,
+        amr: &otp,
     });
     assert_eq!(c.decide("GET", "/admin/x", admin), Verdict::Allow);
 }
@@ -230,6 +251,7 @@ fn admin() -> Option<Caller<'static>> {
     Some(Caller {
         roles: &[],
         is_admin: true,
+        amr: &[],
     })
 }
 
@@ -249,7 +271,8 @@ fn client_cert_subject_is_demanded_before_the_identity() {
         c.decide("GET", "/admin/users", admin()),
         Verdict::Deny {
             status: 403,
-            reason: CLIENT_CERT_REQUIRED.into()
+            reason: CLIENT_CERT_REQUIRED.into(),
+            code: None
         }
     );
     let other = c.decide_with_cert("GET", "/admin/users", admin(), Some("CN=intern,O=cinema"));
@@ -257,7 +280,8 @@ fn client_cert_subject_is_demanded_before_the_identity() {
         other,
         Verdict::Deny {
             status: 403,
-            reason: CLIENT_CERT_NOT_ALLOWED.into()
+            reason: CLIENT_CERT_NOT_ALLOWED.into(),
+            code: None
         }
     );
     // Exact comparison: no case folding, no whitespace games.
@@ -273,7 +297,8 @@ fn client_cert_subject_is_demanded_before_the_identity() {
         c.decide_with_cert("GET", "/admin", as_user(&user), ops),
         Verdict::Deny {
             status: 403,
-            reason: "administrators only".into()
+            reason: "administrators only".into(),
+            code: None
         }
     );
     assert_eq!(
@@ -298,7 +323,8 @@ fn client_cert_true_accepts_any_verified_certificate() {
         c.decide("GET", "/ops/status", None),
         Verdict::Deny {
             status: 403,
-            reason: CLIENT_CERT_REQUIRED.into()
+            reason: CLIENT_CERT_REQUIRED.into(),
+            code: None
         }
     );
     assert_eq!(c.decide("GET", "/films/1", None), Verdict::Allow);
@@ -363,4 +389,201 @@ fn invalid_client_cert_keys_are_refused() {
             Err(e) => assert!(e.contains(want), "{json}: {e}"),
         }
     }
+}
+
+/// The cinema's `/admin`: administrators with a second factor. A TOTP
+/// (`otp`) or recovery-code (`rcode`) session passes; a password-only one
+/// gets 401 `mfa_required` with the step-up reason.
+#[test]
+fn mfa_admits_a_second_factor_and_asks_a_password_session_to_step_up() {
+    let c = cinema();
+    for methods in [&["pwd", "otp"][..], &["pwd", "rcode"], &["otp"]] {
+        let amr = amr(methods);
+        let admin = Some(Caller {
+            roles: &[],
+            is_admin: true,
+            amr: &amr,
+        });
+        assert_eq!(
+            c.decide("GET", "/admin/users", admin),
+            Verdict::Allow,
+            "{methods:?}"
+        );
+    }
+    // A password, an unknown method, or a token that does not say.
+    for methods in [&["pwd"][..], &["fed"], &[], &["OTP"], &["pwd", "mfa"]] {
+        let amr = amr(methods);
+        let admin = Some(Caller {
+            roles: &[],
+            is_admin: true,
+            amr: &amr,
+        });
+        assert_eq!(
+            c.decide("GET", "/admin/users", admin),
+            mfa_required(),
+            "{methods:?}"
+        );
+    }
+    assert_eq!(
+        MFA_REQUIRED_REASON,
+        "this route requires a second factor: sign in again with your authenticator app"
+    );
+}
+
+/// The order of the checks: the certificate, then the identity (anonymous:
+/// 401 `authentication required`, no code), then the roles and the admin
+/// flag (403: stepping up would not help), and the second factor last.
+#[test]
+fn mfa_comes_after_the_certificate_the_identity_and_the_roles() {
+    let c = match Config::from_json(
+        r#"{"rules": [
+            {"path": "/admin", "admin_only": true, "mfa": true, "client_cert_subject": "CN=ops,O=cinema"},
+            {"path": "/vault", "any_of": ["keeper"], "mfa": true, "deny_status": 404}
+        ]}"#,
+    ) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let ops = Some("CN=ops,O=cinema");
+    let pwd = amr(&["pwd"]);
+    let otp = amr(&["pwd", "otp"]);
+    let admin = |amr| {
+        Some(Caller {
+            roles: &[],
+            is_admin: true,
+            amr,
+        })
+    };
+    // No certificate: the certificate's 403, whatever the session.
+    assert_eq!(
+        c.decide_with_cert("GET", "/admin", admin(&pwd), None),
+        Verdict::Deny {
+            status: 403,
+            reason: CLIENT_CERT_REQUIRED.into(),
+            code: None
+        }
+    );
+    // Anonymous: 401 without a code (sign in, not step up).
+    assert_eq!(
+        c.decide_with_cert("GET", "/admin", None, ops),
+        Verdict::Deny {
+            status: 401,
+            reason: "authentication required".into(),
+            code: None
+        }
+    );
+    // Not an administrator, with or without a second factor: 403.
+    let none = roles(&[]);
+    for amr in [&pwd, &otp] {
+        let user = Some(Caller {
+            roles: &none,
+            is_admin: false,
+            amr,
+        });
+        assert_eq!(
+            c.decide_with_cert("GET", "/admin", user, ops),
+            Verdict::Deny {
+                status: 403,
+                reason: "administrators only".into(),
+                code: None
+            }
+        );
+    }
+    assert_eq!(
+        c.decide_with_cert("GET", "/admin", admin(&pwd), ops),
+        mfa_required()
+    );
+    assert_eq!(
+        c.decide_with_cert("GET", "/admin", admin(&otp), ops),
+        Verdict::Allow
+    );
+
+    // A role rule: its own deny_status for the roles; the step-up is 401
+    // whatever deny_status says.
+    let keeper = roles(&["keeper"]);
+    let caller = |roles, amr| {
+        Some(Caller {
+            roles,
+            is_admin: false,
+            amr,
+        })
+    };
+    assert_eq!(
+        status(&c.decide("GET", "/vault/1", caller(&none, &otp))),
+        Some(404)
+    );
+    assert_eq!(
+        c.decide("GET", "/vault/1", caller(&keeper, &pwd)),
+        mfa_required()
+    );
+    assert_eq!(
+        c.decide("GET", "/vault/1", caller(&keeper, &otp)),
+        Verdict::Allow
+    );
+}
+
+/// `mfa` alone is an identity requirement: anonymous callers get 401
+/// `authentication required`; any signed-in caller with a second factor
+/// passes, one without is asked to step up. `"mfa": false` is the same as
+/// no key.
+#[test]
+fn mfa_alone_requires_a_signed_in_caller_with_a_second_factor() {
+    let c = match Config::from_json(
+        r#"{"rules": [{"path": "/account/security", "mfa": true}, {"path": "/films", "mfa": false}]}"#,
+    ) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(
+        status(&c.decide("GET", "/account/security", None)),
+        Some(401)
+    );
+    assert!(matches!(
+        c.decide("GET", "/account/security", None),
+        Verdict::Deny { code: None, .. }
+    ));
+    let none = roles(&[]);
+    let (pwd, rcode) = (amr(&["pwd"]), amr(&["pwd", "rcode"]));
+    let user = |amr| {
+        Some(Caller {
+            roles: &none,
+            is_admin: false,
+            amr,
+        })
+    };
+    assert_eq!(
+        c.decide("GET", "/account/security", user(&pwd)),
+        mfa_required()
+    );
+    assert_eq!(
+        c.decide("GET", "/account/security", user(&rcode)),
+        Verdict::Allow
+    );
+    assert_eq!(c.decide("GET", "/films/1", None), Verdict::Allow);
+}
+
+/// The plugin declares `needs.amr` only when a rule has `mfa`: the cinema
+/// rules do (for `/admin`), the admin-mtls rules do not.
+#[test]
+fn reads_amr_only_when_a_rule_asks_for_a_second_factor() {
+    assert!(cinema().reads_amr());
+    assert!(!admin_mtls().reads_amr());
+    let off = Config::from_json(r#"{"rules": [{"path": "/a", "mfa": false}]}"#);
+    assert!(matches!(off, Ok(ref c) if !c.reads_amr()));
+}
+
+/// `mfa` must be a boolean; the error names the key.
+#[test]
+fn mfa_must_be_a_boolean() {
+    for json in [
+        r#"{"rules": [{"path": "/a", "mfa": "yes"}]}"#,
+        r#"{"rules": [{"path": "/a", "mfa": 1}]}"#,
+    ] {
+        match Config::from_json(json) {
+            Ok(_) => panic!("{json} must be refused"),
+            Err(e) => assert!(e.contains("role-rules config:"), "{json}: {e}"),
+        }
+    }
+    let typo = Config::from_json(r#"{"rules": [{"path": "/a", "mfa_required": true}]}"#);
+    assert!(matches!(typo, Err(ref e) if e.contains("unknown field `mfa_required`")));
 }
