@@ -226,6 +226,7 @@ impl Auth {
         let require_verified = self.config.auth.require_verified_email;
         let (challenge, challenge_hash) = crate::recovery::new_token()?;
         let challenge_ttl = self.config.mfa.challenge_ttl;
+        let limits = self.config.limits.clone();
         enum Passed {
             Session(Box<users::User>, Origin),
             SecondFactor { recovery_codes: bool },
@@ -257,12 +258,14 @@ impl Auth {
                     return Err(Error::EmailNotVerified);
                 }
                 if user.mfa_enabled {
-                    failures::release(&mut tx, &login, client)?;
+                    failures::release(&mut tx, &login, client, &limits)?;
+                    // The stored spelling: failures are keyed by the
+                    // lower-case login, which is the same either way.
                     mfa::create_challenge(
                         &mut tx,
                         &challenge_hash,
                         creds.id,
-                        &login,
+                        &creds.login,
                         &info,
                         challenge_ttl,
                     )?;

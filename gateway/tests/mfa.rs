@@ -452,6 +452,24 @@ async fn a_new_login_does_not_reset_the_code_failures() {
         .assert_problem(429, "too_many_attempts");
 }
 
+/// A right password that is the threshold-th attempt (four wrong ones
+/// before it) still reaches the second factor: the lock its own claim
+/// started is released with it, and the right code then logs in.
+#[tokio::test]
+async fn a_right_password_at_the_threshold_still_reaches_the_second_factor() {
+    let app = spawn_app().await;
+    let (_, token, _) = app.user("flo").await;
+    let (mut auth, _) = enable(&app, &token).await;
+    for _ in 0..4 {
+        app.login("flo", "a wrong password, surely")
+            .await
+            .assert_problem(401, "invalid_credentials");
+    }
+    let (access, _) = login_with_totp(&app, "flo", &mut auth).await;
+    assert_eq!(amr(&access), json!(["pwd", "otp"]));
+    assert_eq!(app.db.count("SELECT count(*) FROM login_failures"), 0);
+}
+
 /// Clock drift: a code 30 s early or late is accepted, 90 s is not (at
 /// confirmation, which has no earlier step, and at login).
 #[tokio::test]

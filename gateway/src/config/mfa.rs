@@ -36,7 +36,7 @@ impl MfaConfig {
         if self.issuer.trim().is_empty() || self.issuer.len() > 64 || self.issuer.contains(':') {
             return Err((
                 "mfa.issuer",
-                "must be 1-64 characters, without ':' (it separates issuer and account in authenticator apps)".into(),
+                "must be 1-64 bytes, without ':' (it separates issuer and account in authenticator apps)".into(),
             ));
         }
         if self.challenge_ttl < Duration::from_secs(30)

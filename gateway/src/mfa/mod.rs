@@ -233,15 +233,21 @@ impl Auth {
     }
 
     /// Claims one code check of the caller's account from `info`'s client,
-    /// as a password check is claimed: 429 while the pair is locked.
-    async fn claim_code_check(&self, login: &str, info: &ClientInfo) -> Result<()> {
+    /// as a password check is claimed: 429 while the pair is locked; 409
+    /// `mfa_not_enabled`, claiming nothing, when there is no factor.
+    async fn claim_code_check(&self, claims: &Claims, info: &ClientInfo) -> Result<()> {
         let limits = self.config.limits.clone();
-        let (key, client) = (login.to_string(), client_key_of(info.ip));
-        match self
+        let (user_id, key, client) = (claims.sub, claims.login.clone(), client_key_of(info.ip));
+        let claim = self
             .db
-            .run(move |c| failures::claim(c, &key, client, &limits))
-            .await?
-        {
+            .run(move |c| {
+                if !mfa::enabled(c, user_id)? {
+                    return Err(not_enabled());
+                }
+                failures::claim(c, &key, client, &limits)
+            })
+            .await?;
+        match claim {
             Claim::Locked { retry_after } => Err(Error::TooManyAttempts { retry_after }),
             Claim::Allowed { delay } => {
                 if !delay.is_zero() {
@@ -259,7 +265,7 @@ impl Auth {
         code: String,
         info: &ClientInfo,
     ) -> Result<Vec<String>> {
-        self.claim_code_check(&claims.login, info).await?;
+        self.claim_code_check(claims, info).await?;
         let (shown, hashes) = new_codes()?;
         let ring = self.tokens.keyring();
         let (user_id, login, client) = (claims.sub, claims.login.clone(), client_key_of(info.ip));
@@ -297,7 +303,7 @@ impl Auth {
         info: &ClientInfo,
     ) -> Result<()> {
         self.confirm_password(claims.sub, password, info).await?;
-        self.claim_code_check(&claims.login, info).await?;
+        self.claim_code_check(claims, info).await?;
         let ring = self.tokens.keyring();
         let (user_id, keep) = (claims.sub, claims.sid);
         let (login, client) = (claims.login.clone(), client_key_of(info.ip));

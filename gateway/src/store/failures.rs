@@ -100,13 +100,22 @@ pub fn clear(c: &mut impl GenericClient, login: &str, client: IpAddr) -> Result<
 /// The password was right but the login waits for its second factor: the
 /// password's claim is taken back, and the failures before it (wrong codes
 /// of earlier challenges included) stay until the second factor succeeds
-/// ([`clear`]). A lock the claim started stays too.
-pub fn release(c: &mut impl GenericClient, login: &str, client: IpAddr) -> Result<()> {
+/// ([`clear`]). A lock the claim started ends with it when the count falls
+/// back under the threshold (the right password was the threshold-th
+/// attempt); one that the earlier failures had earned stays.
+pub fn release(
+    c: &mut impl GenericClient,
+    login: &str,
+    client: IpAddr,
+    limits: &LimitsConfig,
+) -> Result<()> {
     let login = login.to_lowercase();
+    let threshold = i32::try_from(limits.lockout_threshold).unwrap_or(i32::MAX);
     c.execute(
-        "UPDATE login_failures SET failures = greatest(failures - 1, 0)
+        "UPDATE login_failures SET failures = greatest(failures - 1, 0),
+                locked_until = CASE WHEN failures - 1 < $3 THEN NULL ELSE locked_until END
          WHERE login = $1 AND client = $2",
-        &[&login, &client],
+        &[&login, &client, &threshold],
     )?;
     c.execute(
         "UPDATE account_failures SET failures = greatest(failures - 1, 0) WHERE login = $1",
