@@ -77,6 +77,7 @@ fn decide(c: &mut Criterion) {
         ("x-request-id", "0b6f1c9e-3d1f-4f7e-9a53-0e0f1a2b3c4d"),
     ];
     let roles = ["subscriber".to_string(), "adult".to_string()];
+    let amr = ["pwd".to_string(), "otp".to_string()];
     let caller = CallerParts {
         user_id: &"5f0c7e9a-0000-4000-8000-000000000001",
         login: "alice",
@@ -84,6 +85,8 @@ fn decide(c: &mut Criterion) {
         roles: &roles,
         is_admin: false,
         expires_at: 4_102_444_800,
+        amr: &amr,
+        auth_time: Some(1_767_225_600),
     };
     let mut group = c.benchmark_group("plugin_decide");
     for (name, plugin) in [("allow-all", &allow_all), ("role-rules-20", &rules)] {
@@ -143,6 +146,7 @@ fn example_in_three_languages(c: &mut Criterion) {
         client_cert: None,
     };
     let roles = ["subscriber".to_string()];
+    let amr = ["pwd".to_string()];
     let caller = CallerParts {
         user_id: &"5f0c7e9a-0000-4000-8000-000000000001",
         login: "alice",
@@ -150,6 +154,8 @@ fn example_in_three_languages(c: &mut Criterion) {
         roles: &roles,
         is_admin: false,
         expires_at: 4_102_444_800,
+        amr: &amr,
+        auth_time: Some(1_767_225_600),
     };
     let mut group = c.benchmark_group("plugin_decide_example");
     for name in ["rust", "python", "js"] {

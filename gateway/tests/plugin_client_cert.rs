@@ -94,6 +94,8 @@ fn root(needs: &Needs) -> Identity {
         roles: &[],
         is_admin: true,
         expires_at: 4_102_444_800,
+        amr: &[],
+        auth_time: None,
     })
 }
 
@@ -101,14 +103,16 @@ fn deny(reason: &str) -> Decision {
     Decision::Deny {
         status: 403,
         reason: reason.into(),
+        code: None,
     }
 }
 
-/// A 0.3.0 plugin whose config reads the certificate (role-rules with
-/// admin-mtls.json) declares `needs.client-cert` and receives the exact
-/// subject of a `PeerCertificate` in the request's extensions; without the
-/// extension, or when no plugin of the chain declares it (role-rules with
-/// the cinema rules), it gets none.
+/// A plugin of 0.3.0 or later whose config reads the certificate
+/// (role-rules, 0.4.0, with admin-mtls.json) declares `needs.client-cert`
+/// and receives the exact subject of a `PeerCertificate` in the request's
+/// extensions; without the extension, or when no plugin of the chain
+/// declares it (role-rules with the cinema rules), it gets none. (The 0.3.0
+/// build, fixtures/role-rules-v0-3, is in tests/plugin_mfa.rs.)
 #[test]
 fn a_0_3_0_plugin_gets_the_subject_only_when_declared_and_present() {
     let set = load(&[
@@ -116,7 +120,7 @@ fn a_0_3_0_plugin_gets_the_subject_only_when_declared_and_present() {
         ("cinema", "role-rules", cinema_rules()),
     ]);
     let mtls = [one(&set, "mtls")];
-    assert_eq!(mtls[0].interface_version(), "0.3.0");
+    assert_eq!(mtls[0].interface_version(), "0.4.0");
     assert!(mtls[0].needs().client_cert);
     assert!(!one(&set, "cinema").needs().client_cert);
     let needs = chain_needs(&mtls);

@@ -90,6 +90,8 @@ fn user(login: &str, roles: &[&str]) -> Identity {
         is_admin: false,
         session_id: Some("5f0c7e9a-0000-4000-8000-000000000002".into()),
         expires_at: 4_102_444_800,
+        amr: None,
+        auth_time: None,
     }
 }
 
@@ -97,6 +99,7 @@ fn deny(status: u16, reason: &str) -> Decision {
     Decision::Deny {
         status,
         reason: reason.into(),
+        code: None,
     }
 }
 
@@ -123,12 +126,13 @@ fn role_rules_allows_and_denies_with_status_and_reason() {
     );
     let stats = chain[0].stats();
     assert_eq!((stats.calls, stats.denies), (3, 2));
-    assert_eq!(chain[0].interface_version(), "0.3.0");
+    assert_eq!(chain[0].interface_version(), "0.4.0");
 }
 
 /// Plugins say in `configure` what `decide` reads: role-rules nothing beyond
-/// the method, path and roles; header-stamp what its config uses. A route's
-/// chain reads the union.
+/// the method, path and roles, but how the session authenticated (`amr`),
+/// since the cinema's `/admin` asks for a second factor; header-stamp what
+/// its config uses. A route's chain reads the union.
 #[test]
 fn plugins_declare_what_they_read_and_a_chain_reads_the_union() {
     let set = load(&[
@@ -144,7 +148,11 @@ fn plugins_declare_what_they_read_and_a_chain_reads_the_union() {
             json!({"set": {"x-r": "{route}"}}),
         ),
     ]);
-    assert_eq!(*one(&set, "roles").needs(), Needs::default());
+    let roles = Needs {
+        amr: true,
+        ..Needs::default()
+    };
+    assert_eq!(*one(&set, "roles").needs(), roles);
     let stamp = Needs {
         headers: vec!["x-request-id".into()],
         user: true,
@@ -156,6 +164,7 @@ fn plugins_declare_what_they_read_and_a_chain_reads_the_union() {
         chain_needs(&chain),
         Needs {
             route: true,
+            amr: true,
             ..stamp
         }
     );
@@ -521,7 +530,7 @@ fn an_unknown_interface_version_is_a_load_error() {
     let text = e.to_string();
     assert!(
         text.contains(
-            "exports authgw:policy/policy@0.9.0; this gateway loads versions 0.3.0, 0.2.0, 0.1.0"
+            "exports authgw:policy/policy@0.9.0; this gateway loads versions 0.4.0, 0.3.0, 0.2.0, 0.1.0"
         ),
         "{text}"
     );
@@ -587,7 +596,7 @@ fn plugin_check_reports_the_interface_version_and_exit_codes() {
     let stdout = text(&out.stdout);
     let first = stdout.lines().next().unwrap_or_default();
     assert!(
-        first.ends_with("exports authgw:policy/policy@0.3.0"),
+        first.ends_with("exports authgw:policy/policy@0.4.0"),
         "{stdout}"
     );
     let stamp = dist("header-stamp");
@@ -711,10 +720,10 @@ fn plugin_test_repeats_and_reports_call_times() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.last(), Some(&"7 passed, 0 failed"));
+    assert_eq!(lines.last(), Some(&"9 passed, 0 failed"));
     let total = lines[lines.len() - 2];
     assert!(
-        total.starts_with("call time over 350 calls: median ") && total.contains(" µs, p99 "),
+        total.starts_with("call time over 450 calls: median ") && total.contains(" µs, p99 "),
         "{stdout}"
     );
     assert!(
@@ -722,7 +731,7 @@ fn plugin_test_repeats_and_reports_call_times() {
             .iter()
             .filter(|l| l.starts_with("pass: ") && l.contains("(median "))
             .count()
-            == 7,
+            == 9,
         "{stdout}"
     );
 }
@@ -833,6 +842,7 @@ fn the_example_policy_decides_the_same_in_rust_python_and_js() {
             Decision::Deny {
                 status: 401,
                 reason: String::new(),
+                code: None,
             },
         ),
         ("/films/premiumx", None, Decision::allow()),
@@ -846,6 +856,7 @@ fn the_example_policy_decides_the_same_in_rust_python_and_js() {
             if let Decision::Deny {
                 status: 401,
                 reason,
+                ..
             } = &mut d
             {
                 // The wording of "log in first" is each plugin's own.
@@ -913,8 +924,8 @@ fn plugin_test_compares_decisions_with_the_cases() {
     let out = cinema_test(&example("cinema-cases.toml"));
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
-    assert!(stdout.lines().filter(|l| l.starts_with("pass: ")).count() >= 7);
-    assert_eq!(stdout.lines().last(), Some("7 passed, 0 failed"));
+    assert!(stdout.lines().filter(|l| l.starts_with("pass: ")).count() >= 9);
+    assert_eq!(stdout.lines().last(), Some("9 passed, 0 failed"));
 
     let dir = tempfile::tempdir().unwrap();
     let wrong = dir.path().join("wrong.toml");

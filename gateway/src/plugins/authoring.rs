@@ -201,6 +201,13 @@ struct CaseIdentity {
     session_id: String,
     #[serde(default = "default_expires_at")]
     expires_at: i64,
+    /// How the session authenticated (the token's `amr`): `["pwd"]` (a
+    /// password login) unless given; `["pwd", "otp"]` after a TOTP code.
+    #[serde(default = "default_amr")]
+    amr: Vec<String>,
+    /// When (the token's `auth_time`); 0: the token does not say.
+    #[serde(default = "default_auth_time")]
+    auth_time: i64,
 }
 
 #[derive(Deserialize)]
@@ -211,6 +218,9 @@ struct Expect {
     status: Option<u16>,
     /// Deny only: the reason, exactly.
     reason: Option<String>,
+    /// Deny only: the problem `code` the client gets (`policy_denied` when
+    /// the plugin gave none, or one that is not a valid code).
+    code: Option<String>,
     /// Allow only: headers that must be set, with these values.
     #[serde(default)]
     set_headers: BTreeMap<String, String>,
@@ -243,6 +253,12 @@ fn default_session_id() -> String {
 }
 fn default_expires_at() -> i64 {
     4_102_444_800 // 2100-01-01
+}
+fn default_amr() -> Vec<String> {
+    vec!["pwd".into()]
+}
+fn default_auth_time() -> i64 {
+    1_767_225_600 // 2026-01-01
 }
 
 /// How many cases passed and failed.
@@ -398,6 +414,8 @@ impl Case {
                 roles: &id.roles,
                 is_admin: id.is_admin,
                 expires_at: id.expires_at,
+                amr: &id.amr,
+                auth_time: (id.auth_time > 0).then_some(id.auth_time),
             })
         });
         (request, identity)
@@ -407,10 +425,10 @@ impl Case {
 impl Expect {
     fn validate(&self) -> Result<(), String> {
         let allow_keys = !self.set_headers.is_empty() || !self.remove_headers.is_empty();
-        let deny_keys = self.status.is_some() || self.reason.is_some();
+        let deny_keys = self.status.is_some() || self.reason.is_some() || self.code.is_some();
         match self.decision {
             Expected::Allow if deny_keys => {
-                Err("status/reason only go with decision = \"deny\"".into())
+                Err("status/reason/code only go with decision = \"deny\"".into())
             }
             Expected::Deny if allow_keys => {
                 Err("set_headers/remove_headers only go with decision = \"allow\"".into())
@@ -447,21 +465,34 @@ impl Expect {
                 }
                 Ok(())
             }
-            (Expected::Deny, Decision::Deny { status, reason }) => {
+            (
+                Expected::Deny,
+                Decision::Deny {
+                    status,
+                    reason,
+                    code,
+                },
+            ) => {
                 if self.status.is_some_and(|want| want != *status) {
                     return Err(format!(
                         "expected deny {}, got deny {status} ({reason})",
                         self.status.unwrap_or_default()
                     ));
                 }
-                match &self.reason {
-                    Some(want) if want != reason => {
-                        Err(format!("expected reason {want:?}, got {reason:?}"))
+                if let Some(want) = &self.reason
+                    && want != reason
+                {
+                    return Err(format!("expected reason {want:?}, got {reason:?}"));
+                }
+                let code = code.as_deref().unwrap_or("policy_denied");
+                match &self.code {
+                    Some(want) if want != code => {
+                        Err(format!("expected code {want:?}, got {code:?}"))
                     }
                     _ => Ok(()),
                 }
             }
-            (Expected::Allow, Decision::Deny { status, reason }) => {
+            (Expected::Allow, Decision::Deny { status, reason, .. }) => {
                 Err(format!("expected allow, got deny {status} ({reason})"))
             }
             (Expected::Deny, Decision::Allow { .. }) => Err("expected deny, got allow".into()),

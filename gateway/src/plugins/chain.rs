@@ -27,6 +27,10 @@ pub enum Decision {
         /// 400..=599 (a plugin's status outside that range becomes 403).
         status: u16,
         reason: String,
+        /// The problem `code` the client gets instead of `policy_denied`
+        /// (interface 0.4.0's `deny.code`), when the plugin gave one that
+        /// [`is_problem_code`]; None otherwise (and for older plugins).
+        code: Option<String>,
     },
 }
 
@@ -70,6 +74,7 @@ pub fn run_chain(
                 return Ok(Decision::Deny {
                     status,
                     reason: deny.reason,
+                    code: deny.code.filter(|c| is_problem_code(c)),
                 });
             }
             WitDecision::Allow(allow) => {
@@ -101,6 +106,18 @@ pub fn run_chain(
     })
 }
 
+/// Whether a plugin's `deny.code` may be the problem's `code`: 1 to 64
+/// characters of `a-z`, `0-9` and `_`, starting with a letter (as authgw's
+/// own codes are). Anything else is dropped, and the client gets
+/// `policy_denied`: a code is a short token for programs, never text.
+pub fn is_problem_code(code: &str) -> bool {
+    (1..=64).contains(&code.len())
+        && code.starts_with(|c: char| c.is_ascii_lowercase())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
 /// The lower-case form of a header name a plugin returned, if valid HTTP
 /// and one a plugin may change: setting or removing a hop-by-hop or framing
 /// header (`Connection`, `Transfer-Encoding`, `Content-Length`, `Host`, ...)
@@ -116,5 +133,38 @@ fn header_name(plugin: &Plugin, name: &str) -> Result<String, PluginFailure> {
             FailureKind::BadDecision,
             format!("invalid header name {name:?}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_problem_code;
+
+    /// Codes are short lower-case tokens; text, upper case, spaces, a
+    /// leading digit or underscore, and more than 64 characters are not.
+    #[test]
+    fn problem_codes_are_short_lower_case_tokens() {
+        for ok in [
+            "mfa_required",
+            "a",
+            "x2",
+            "payment_required_2",
+            &"a".repeat(64),
+        ] {
+            assert!(is_problem_code(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Bad Code!",
+            "MFA_REQUIRED",
+            "mfa-required",
+            "mfa required",
+            "2fa",
+            "_x",
+            "caf\u{e9}",
+            &"a".repeat(65),
+        ] {
+            assert!(!is_problem_code(bad), "{bad:?}");
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::{self, POLICY_EXPORT, SUPPORTED_VERSIONS, v0_1, v0_2};
+use super::bindings::{self, POLICY_EXPORT, SUPPORTED_VERSIONS, v0_1, v0_2, v0_3};
 use super::epoch::{EPOCH_TICK, Ticker};
 use super::error::PluginError;
 use super::instance::{Blueprint, Pre, one_line};
@@ -179,6 +179,9 @@ impl PluginHost {
             bindings::INTERFACE_VERSION => {
                 Pre::Current(bindings::PluginPre::new(pre).map_err(not_implemented)?)
             }
+            bindings::V0_3_VERSION => {
+                Pre::V0_3(v0_3::PluginPre::new(pre).map_err(not_implemented)?)
+            }
             bindings::V0_2_VERSION => {
                 Pre::V0_2(v0_2::PluginPre::new(pre).map_err(not_implemented)?)
             }
@@ -292,6 +295,7 @@ fn host_linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
         &mut linker,
         |s| s,
     )?;
+    v0_3::Plugin::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)?;
     v0_2::Plugin::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)?;
     v0_1::Plugin::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)?;
     Ok(linker)

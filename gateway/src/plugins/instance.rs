@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use wasmtime::Store;
 
-use super::bindings::{self, Identity, Request, WitDecision, v0_1, v0_2};
+use super::bindings::{self, Identity, Request, WitDecision, v0_1, v0_2, v0_3};
 use super::epoch::Ticker;
 use super::error::FailureKind;
 use super::needs::Needs;
@@ -36,6 +36,7 @@ pub(crate) struct Blueprint {
 /// A plugin compiled and linked, for the interface version it exports.
 pub(crate) enum Pre {
     Current(bindings::PluginPre<State>),
+    V0_3(v0_3::PluginPre<State>),
     V0_2(v0_2::PluginPre<State>),
     V0_1(v0_1::PluginPre<State>),
 }
@@ -44,6 +45,7 @@ impl Pre {
     fn engine(&self) -> &wasmtime::Engine {
         match self {
             Pre::Current(pre) => pre.engine(),
+            Pre::V0_3(pre) => pre.engine(),
             Pre::V0_2(pre) => pre.engine(),
             Pre::V0_1(pre) => pre.engine(),
         }
@@ -53,6 +55,7 @@ impl Pre {
 /// An instance's exports, by interface version.
 enum Bound {
     Current(bindings::Plugin),
+    V0_3(v0_3::Plugin),
     V0_2(v0_2::Plugin),
     V0_1(v0_1::Plugin),
 }
@@ -129,6 +132,7 @@ impl Instance {
         let failed = |(kind, detail)| CreateError::Failed(kind, detail);
         let plugin = guarded(&bp.ticker, &mut store, |store| match &bp.pre {
             Pre::Current(pre) => pre.instantiate(store).map(Bound::Current),
+            Pre::V0_3(pre) => pre.instantiate(store).map(Bound::V0_3),
             Pre::V0_2(pre) => pre.instantiate(store).map(Bound::V0_2),
             Pre::V0_1(pre) => pre.instantiate(store).map(Bound::V0_1),
         })
@@ -140,6 +144,10 @@ impl Instance {
                 .authgw_policy_policy()
                 .call_configure(store, config)?
                 .map(Needs::declared)),
+            Bound::V0_3(p) => Ok(p
+                .authgw_policy_policy()
+                .call_configure(store, config)?
+                .map(Needs::declared_v0_3)),
             Bound::V0_2(p) => Ok(p
                 .authgw_policy_policy()
                 .call_configure(store, config)?
@@ -175,6 +183,12 @@ impl Instance {
             Bound::Current(p) => p
                 .authgw_policy_policy()
                 .call_decide(store, request, identity),
+            Bound::V0_3(p) => {
+                let (request, identity) = (v0_3_request(request), identity.map(v0_3_identity));
+                p.authgw_policy_policy()
+                    .call_decide(store, &request, identity.as_ref())
+                    .map(from_v0_3)
+            }
             Bound::V0_2(p) => {
                 let (request, identity) = (v0_2_request(request), identity.map(v0_2_identity));
                 p.authgw_policy_policy()
@@ -206,6 +220,63 @@ impl Instance {
     /// The largest linear memory of this instance, in bytes.
     pub(crate) fn memory_bytes(&self) -> usize {
         self.store.data().memory_high
+    }
+}
+
+/// The 0.3.0 shapes: 0.4.0's request as it is; the identity without `amr`
+/// and `auth-time`, which a 0.3.0 plugin cannot be given; a deny without a
+/// code (`policy_denied`).
+fn v0_3_request(r: &Request) -> v0_3::Request {
+    v0_3::Request {
+        method: r.method.clone(),
+        path: r.path.clone(),
+        query: r.query.clone(),
+        host: r.host.clone(),
+        headers: r
+            .headers
+            .iter()
+            .map(|h| v0_3::Header {
+                name: h.name.clone(),
+                value: h.value.clone(),
+            })
+            .collect(),
+        route: r.route.clone(),
+        client_cert: r.client_cert.as_ref().map(|c| v0_3::ClientCert {
+            subject: c.subject.clone(),
+        }),
+    }
+}
+
+fn v0_3_identity(id: &Identity) -> v0_3::Identity {
+    v0_3::Identity {
+        user_id: id.user_id.clone(),
+        login: id.login.clone(),
+        roles: id.roles.clone(),
+        is_admin: id.is_admin,
+        session_id: id.session_id.clone(),
+        expires_at: id.expires_at,
+    }
+}
+
+fn from_v0_3(decision: v0_3::Decision) -> WitDecision {
+    use bindings::{Allow, Deny, Header};
+    match decision {
+        v0_3::Decision::Allow(a) => WitDecision::Allow(Allow {
+            set_headers: a
+                .set_headers
+                .into_iter()
+                .map(|h| Header {
+                    name: h.name,
+                    value: h.value,
+                })
+                .collect(),
+            remove_headers: a.remove_headers,
+        }),
+        v0_3::Decision::Deny(d) => WitDecision::Deny(Deny {
+            status: d.status,
+            reason: d.reason,
+            code: None,
+        }),
     }
 }
 
@@ -257,6 +328,7 @@ fn from_v0_2(decision: v0_2::Decision) -> WitDecision {
         v0_2::Decision::Deny(d) => WitDecision::Deny(Deny {
             status: d.status,
             reason: d.reason,
+            code: None,
         }),
     }
 }
@@ -308,6 +380,7 @@ fn from_v0_1(decision: v0_1::Decision) -> WitDecision {
         v0_1::Decision::Deny(d) => WitDecision::Deny(Deny {
             status: d.status,
             reason: d.reason,
+            code: None,
         }),
     }
 }

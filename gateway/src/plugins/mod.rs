@@ -1,6 +1,6 @@
 //! WebAssembly policy plugins (issue 6): components of the
-//! `authgw:policy/plugin` world (plugins/wit/policy.wit, 0.3.0; 0.2.0 and
-//! 0.1.0 still load), run by wasmtime.
+//! `authgw:policy/plugin` world (plugins/wit/policy.wit, 0.4.0; 0.3.0, 0.2.0
+//! and 0.1.0 still load), run by wasmtime.
 //!
 //! - [`spec`]: gateway.toml's `[plugins]` settings and plugin entries.
 //! - [`host`]: the one `Engine` (pooling allocator), the `Linker`, loading
@@ -36,7 +36,7 @@ pub use bindings::{
     ClientCert, Header, INTERFACE_VERSION, Identity, Request, SUPPORTED_VERSIONS, WitDecision,
     WitNeeds,
 };
-pub use chain::{Decision, chain_needs, run_chain};
+pub use chain::{Decision, chain_needs, is_problem_code, run_chain};
 pub use epoch::EPOCH_TICK;
 pub use error::{FailureKind, PluginError, PluginFailure};
 pub use host::{PluginHost, PluginSet};

@@ -1,11 +1,11 @@
 //! What plugins read of a request: the `needs` a plugin of interface 0.2.0
-//! or later declares in `configure`, and the records built from them. Copying a string into a
-//! plugin is most of what a call costs, so the host leaves out what no
-//! plugin of the route reads.
+//! or later declares in `configure`, and the records built from them.
+//! Copying a string into a plugin is most of what a call costs, so the host
+//! leaves out what no plugin of the route reads.
 
 use std::fmt::Display;
 
-use super::bindings::{ClientCert, Header, Identity, Request, WitNeeds, v0_2};
+use super::bindings::{ClientCert, Header, Identity, Request, WitNeeds, v0_2, v0_3};
 use crate::proxy::headers::is_identity_header;
 
 /// What a plugin, or a route's chain (the union of its plugins'), reads
@@ -24,6 +24,9 @@ pub struct Needs {
     pub user: bool,
     /// The verified TLS client certificate (interface 0.3.0).
     pub client_cert: bool,
+    /// How and when the session authenticated: `identity.amr` and
+    /// `identity.auth-time` (interface 0.4.0).
+    pub amr: bool,
 }
 
 /// The request as the gateway sees it, before [`Needs::request`] trims it.
@@ -49,6 +52,12 @@ pub struct CallerParts<'a> {
     pub roles: &'a [String],
     pub is_admin: bool,
     pub expires_at: i64,
+    /// The token's `amr` (RFC 8176: `pwd`, `otp`, `rcode`, ...); empty in
+    /// tokens issued before it existed.
+    pub amr: &'a [String],
+    /// The token's `auth_time`, seconds since the Unix epoch; None when the
+    /// token does not say (issued before it existed).
+    pub auth_time: Option<i64>,
 }
 
 /// Headers no plugin ever sees: credentials and authgw's identity headers.
@@ -60,8 +69,9 @@ fn withheld(name: &str) -> bool {
 
 impl Needs {
     /// Everything a plugin of interface 0.1.0 is given: every field of the
-    /// 0.1.0 records. Not the client certificate, which 0.1.0 has no field
-    /// for (a plugin of the same chain that declares it still gets it).
+    /// 0.1.0 records. Not the client certificate nor the session's
+    /// authentication methods, which 0.1.0 has no fields for (a plugin of the
+    /// same chain that declares them still gets them).
     pub fn everything() -> Needs {
         Needs {
             all_headers: true,
@@ -71,7 +81,21 @@ impl Needs {
             route: true,
             user: true,
             client_cert: false,
+            amr: false,
         }
+    }
+
+    /// A 0.3.0 plugin's declaration: 0.4.0's without `amr`.
+    pub(crate) fn declared_v0_3(wit: v0_3::Needs) -> Needs {
+        Needs::declared(WitNeeds {
+            headers: wit.headers,
+            query: wit.query,
+            host: wit.host,
+            route: wit.route,
+            user: wit.user,
+            client_cert: wit.client_cert,
+            amr: false,
+        })
     }
 
     /// A 0.2.0 plugin's declaration: 0.3.0's without the client certificate.
@@ -83,6 +107,7 @@ impl Needs {
             route: wit.route,
             user: wit.user,
             client_cert: false,
+            amr: false,
         })
     }
 
@@ -99,6 +124,7 @@ impl Needs {
             route: wit.route,
             user: wit.user,
             client_cert: wit.client_cert,
+            amr: wit.amr,
         }
     }
 
@@ -115,6 +141,7 @@ impl Needs {
         self.route |= other.route;
         self.user |= other.user;
         self.client_cert |= other.client_cert;
+        self.amr |= other.amr;
     }
 
     /// Whether a request header goes to the plugins.
@@ -167,6 +194,8 @@ impl Needs {
             is_admin: caller.is_admin,
             session_id: self.user.then(|| caller.session_id.to_string()),
             expires_at: caller.expires_at,
+            amr: self.amr.then(|| caller.amr.to_vec()),
+            auth_time: caller.auth_time.filter(|_| self.amr),
         }
     }
 }
@@ -245,6 +274,69 @@ mod tests {
         assert!(chain.request(parts(), HEADERS).client_cert.is_some());
     }
 
+    /// The session's `amr` and `auth_time` pass only when declared (by any
+    /// plugin of the chain); never to a plugin of 0.3.0 or older, whose
+    /// declarations cannot ask for them, nor with "everything" (0.1.0).
+    /// An unknown `auth_time` stays absent even when declared.
+    #[test]
+    fn amr_and_auth_time_pass_only_when_declared() {
+        let amr = ["pwd".to_string(), "otp".to_string()];
+        let caller = CallerParts {
+            user_id: &"u-1",
+            login: "alice",
+            session_id: &"s-1",
+            roles: &[],
+            is_admin: true,
+            expires_at: 1,
+            amr: &amr,
+            auth_time: Some(1_700_000_000),
+        };
+        let needs = Needs {
+            amr: true,
+            ..Needs::default()
+        };
+        let identity = needs.identity(caller);
+        assert_eq!(identity.amr.as_deref(), Some(&amr[..]));
+        assert_eq!(identity.auth_time, Some(1_700_000_000));
+        assert_eq!(identity.login, None, "amr is not the user fields");
+        let unknown = needs.identity(CallerParts {
+            amr: &[],
+            auth_time: None,
+            ..caller
+        });
+        assert_eq!(
+            (unknown.amr, unknown.auth_time),
+            (Some(Vec::new()), None),
+            "a token from before amr: declared, so an empty list"
+        );
+
+        let bare = Needs::default().identity(caller);
+        assert_eq!((bare.amr, bare.auth_time), (None, None));
+        let everything = Needs::everything().identity(caller);
+        assert_eq!((everything.amr, everything.auth_time), (None, None));
+        let v0_3 = Needs::declared_v0_3(v0_3::Needs {
+            headers: vec![],
+            query: true,
+            host: true,
+            route: true,
+            user: true,
+            client_cert: true,
+        });
+        assert!(!v0_3.amr && v0_3.client_cert);
+        let v0_2 = Needs::declared_v0_2(v0_2::Needs {
+            headers: vec![],
+            query: true,
+            host: true,
+            route: true,
+            user: true,
+        });
+        assert!(!v0_2.amr);
+
+        let mut chain = v0_3;
+        chain.add(&needs);
+        assert_eq!(chain.identity(caller).amr.as_deref(), Some(&amr[..]));
+    }
+
     /// Declared headers pass (case-insensitively); credentials never do,
     /// even when declared or when everything is asked for.
     #[test]
@@ -256,6 +348,7 @@ mod tests {
             route: true,
             user: false,
             client_cert: false,
+            amr: false,
         });
         let request = needs.request(parts(), HEADERS);
         let names: Vec<_> = request.headers.iter().map(|h| h.name.as_str()).collect();
@@ -292,6 +385,8 @@ mod tests {
             roles: &["subscriber".to_string()],
             is_admin: false,
             expires_at: 1,
+            amr: &[],
+            auth_time: None,
         };
         assert_eq!(chain.identity(caller).login.as_deref(), Some("alice"));
         let bare = Needs::default().identity(caller);

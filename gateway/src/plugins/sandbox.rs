@@ -14,7 +14,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_io::bytes::Bytes;
 
-use super::bindings::{Level, authgw, v0_1, v0_2};
+use super::bindings::{Level, authgw, v0_1, v0_2, v0_3};
 
 /// Longest line of plugin output or `log` message kept; the rest is cut.
 const MAX_LINE: usize = 2048;
@@ -110,6 +110,21 @@ impl ResourceLimiter for State {
 }
 
 impl authgw::policy::types::Host for State {}
+
+impl v0_3::authgw::policy::types::Host for State {}
+
+impl v0_3::authgw::policy::host::Host for State {
+    fn log(&mut self, level: v0_3::Level, message: String) {
+        let level = match level {
+            v0_3::Level::Trace => Level::Trace,
+            v0_3::Level::Debug => Level::Debug,
+            v0_3::Level::Info => Level::Info,
+            v0_3::Level::Warn => Level::Warn,
+            v0_3::Level::Error => Level::Error,
+        };
+        authgw::policy::host::Host::log(self, level, message);
+    }
+}
 
 impl v0_2::authgw::policy::types::Host for State {}
 

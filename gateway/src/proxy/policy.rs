@@ -41,9 +41,9 @@ impl HeaderChanges {
     }
 }
 
-/// Runs the route's plugins; the first deny wins (its status and reason go
-/// to the client), allows' header changes accumulate, and a plugin failure
-/// fails closed with 503.
+/// Runs the route's plugins; the first deny wins (its status, reason and
+/// code go to the client), allows' header changes accumulate, and a plugin
+/// failure fails closed with 503.
 pub fn decide<B>(
     route: &Route,
     req: &Request<B>,
@@ -63,7 +63,15 @@ pub fn decide<B>(
             set: set_headers,
             remove: remove_headers,
         }),
-        Ok(Decision::Deny { status, reason }) => Err(Error::Denied { status, reason }),
+        Ok(Decision::Deny {
+            status,
+            reason,
+            code,
+        }) => Err(Error::Denied {
+            status,
+            reason,
+            code,
+        }),
         Err(failure) => Err(Error::PolicyFailed(failure.to_string())),
     }
 }
@@ -98,7 +106,10 @@ pub fn request_record<B>(
     needs.request(parts, headers)
 }
 
-/// The plugins' view of the verified caller.
+/// The plugins' view of the verified caller: what the route's chain reads
+/// of the claims. `amr` and `auth_time` (interface 0.4.0, `needs.amr`) as
+/// the token has them; an `auth_time` of 0 (a token issued before it
+/// existed) is not passed.
 pub fn identity_record(needs: &Needs, claims: &Claims) -> Identity {
     needs.identity(CallerParts {
         user_id: &claims.sub,
@@ -107,5 +118,7 @@ pub fn identity_record(needs: &Needs, claims: &Claims) -> Identity {
         roles: &claims.roles,
         is_admin: claims.adm,
         expires_at: claims.exp,
+        amr: &claims.amr,
+        auth_time: (claims.auth_time > 0).then_some(claims.auth_time),
     })
 }
