@@ -156,6 +156,46 @@ else
     printf 'using AUTHGW_TEST_SMTP_PYTHON=%s (aiosmtpd %s)\n' "$AUTHGW_TEST_SMTP_PYTHON" "$AIOSMTPD_VERSION" >&2
 fi
 
+# --- oidc-provider-mock for the social login tests -----------------------------
+# gateway/tests/social_login.rs logs in through a real OpenID Connect provider:
+# oidc-provider-mock (PyPI, pinned), its `__main__` run (tests/common/oidc.rs) by
+# the Python this step exports as AUTHGW_TEST_OIDC_PYTHON: the caller's if it
+# is set (it must import oidc_provider_mock), else a venv of its own under the
+# user's cache, installed the first time and again when the version differs.
+step "oidc-provider-mock for the social login tests"
+OIDC_MOCK_VERSION=0.3.4
+if [[ -n ${AUTHGW_TEST_OIDC_PYTHON:-} ]]; then
+    "$AUTHGW_TEST_OIDC_PYTHON" -c 'import oidc_provider_mock' 2>/dev/null \
+        || die "AUTHGW_TEST_OIDC_PYTHON=$AUTHGW_TEST_OIDC_PYTHON cannot import oidc_provider_mock (pip install oidc-provider-mock==$OIDC_MOCK_VERSION), or unset it"
+    printf 'using AUTHGW_TEST_OIDC_PYTHON=%s\n' "$AUTHGW_TEST_OIDC_PYTHON" >&2
+else
+    oidc_venv=${XDG_CACHE_HOME:-$HOME/.cache}/authgw/oidc-venv
+    oidc_python=$oidc_venv/bin/python
+    oidc_installed() {
+        "$oidc_python" -c "import sys, importlib.metadata as m, oidc_provider_mock; sys.exit(m.version('oidc-provider-mock') != '$OIDC_MOCK_VERSION')" 2>/dev/null
+    }
+    if ! oidc_installed; then
+        if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+            if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+                printf 'installing python3 and python3-venv with apt-get\n' >&2
+                apt-get -q update >&2 || die "apt-get update failed"
+                DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends python3 python3-venv >&2 \
+                    || die "apt-get install python3 python3-venv failed"
+            else
+                die "python3 with venv and ensurepip not found; install them (Debian: apt-get install python3 python3-venv)"
+            fi
+        fi
+        printf 'installing oidc-provider-mock %s into %s\n' "$OIDC_MOCK_VERSION" "$oidc_venv" >&2
+        # --clear: a venv left by another python3, or half made, is made anew.
+        python3 -m venv --clear "$oidc_venv" || die "python3 -m venv $oidc_venv failed (Debian: apt-get install python3-venv)"
+        "$oidc_python" -m pip install --quiet --disable-pip-version-check "oidc-provider-mock==$OIDC_MOCK_VERSION" >&2 \
+            || die "pip install oidc-provider-mock==$OIDC_MOCK_VERSION into $oidc_venv failed"
+        oidc_installed || die "oidc-provider-mock $OIDC_MOCK_VERSION installed into $oidc_venv but not importable"
+    fi
+    export AUTHGW_TEST_OIDC_PYTHON=$oidc_python
+    printf 'using AUTHGW_TEST_OIDC_PYTHON=%s (oidc-provider-mock %s)\n' "$AUTHGW_TEST_OIDC_PYTHON" "$OIDC_MOCK_VERSION" >&2
+fi
+
 step "cargo test --workspace --all-targets --no-fail-fast $*"
 cargo test --workspace --all-targets --no-fail-fast "$@" || die "tests failed"
 

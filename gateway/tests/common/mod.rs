@@ -10,6 +10,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub mod certs;
+pub mod fake_idp;
+pub mod oidc;
 pub mod pgproxy;
 pub mod smtp;
 pub mod upstream;
