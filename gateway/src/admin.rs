@@ -226,7 +226,7 @@ pub fn create_admin(
             email,
             email_verified: true,
             locale: None,
-            password_hash: hash,
+            password_hash: Some(hash),
             is_admin: true,
         },
     )?;
@@ -304,4 +304,22 @@ pub fn reset_mfa(client: &mut Client, actor: &str, id: Uuid) -> Result<User> {
         mfa_enabled: false,
         ..user
     })
+}
+
+/// Unlinks `id`'s identity at `provider` (audited), unless it is the
+/// account's last way in (409 `last_login_method`).
+pub fn unlink_identity(client: &mut Client, actor: &str, id: Uuid, provider: &str) -> Result<()> {
+    let user = require_user(client, id)?;
+    let mut tx = client.transaction()?;
+    sessions::lock_user(&mut tx, id)?;
+    let identity = crate::store::identities::unlink(&mut tx, id, provider)?;
+    audit::record(
+        &mut tx,
+        actor,
+        "user.identity_unlink",
+        &id.to_string(),
+        &json!({ "login": user.login, "provider": provider, "subject": identity.subject }),
+    )?;
+    tx.commit()?;
+    Ok(())
 }

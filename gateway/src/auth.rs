@@ -145,7 +145,7 @@ impl Auth {
                         email: email.as_deref(),
                         email_verified: false,
                         locale: locale.map(Locale::as_str),
-                        password_hash: &hash,
+                        password_hash: Some(&hash),
                         is_admin: false,
                     },
                 )?;
@@ -196,7 +196,7 @@ impl Auth {
         let client = client_key_of(info.ip);
         // An unknown login is verified against the dummy hash and counted
         // like a known one, so neither the time nor a lock tells them apart.
-        let phc = creds.as_ref().map(|c| c.password_hash.clone());
+        let phc = creds.as_ref().and_then(|c| c.password_hash.clone());
         let ok = match self.guarded_verify(&login, client, password, phc).await {
             Err(Error::TooManyAttempts { retry_after }) => {
                 let (login, info) = (login.clone(), info.clone());
@@ -241,7 +241,7 @@ impl Auth {
                 // verified, or the new session would outlive the change.
                 sessions::lock_user(&mut tx, creds.id)?;
                 let current = users::password_hash(&mut tx, creds.id)?;
-                if current.map(|(phc, _, _)| phc).as_ref() != Some(&creds.password_hash) {
+                if current.and_then(|(phc, _, _)| phc) != creds.password_hash {
                     return Err(Error::InvalidCredentials);
                 }
                 let user = users::get(&mut tx, creds.id)?.ok_or(Error::InvalidCredentials)?;
@@ -268,6 +268,10 @@ impl Auth {
                         &creds.login,
                         &info,
                         challenge_ttl,
+                        mfa::FirstStep {
+                            amr: &[crate::mfa::AMR_PASSWORD.to_string()],
+                            provider: None,
+                        },
                     )?;
                     let recovery_codes = mfa::recovery_codes_left(&mut tx, creds.id)? > 0;
                     history::record(
@@ -291,7 +295,7 @@ impl Auth {
                     Start::New { amr: &amr },
                     &info,
                 )?;
-                history::record_success(&mut tx, creds.id, &creds.login, &info, &amr)?;
+                history::record_success(&mut tx, creds.id, &creds.login, &info, &amr, None)?;
                 tx.commit()?;
                 Ok(Passed::Session(Box::new(user), origin))
             })
@@ -606,10 +610,7 @@ impl Auth {
             return Err(Error::InvalidToken("user no longer exists".into()));
         };
         let client = client_key_of(info.ip);
-        if !self
-            .guarded_verify(&login, client, password, Some(phc))
-            .await?
-        {
+        if !self.guarded_verify(&login, client, password, phc).await? {
             return Err(Error::InvalidCredentials);
         }
         self.db

@@ -186,6 +186,20 @@ enum UsersCommand {
         #[arg(long)]
         login_prefix: Option<String>,
     },
+    /// A user's linked identities (social login), tab-separated: provider,
+    /// subject, email.
+    Identities {
+        #[arg(long)]
+        login: String,
+    },
+    /// Unlink a user's identity at a provider (audited); refused when it is
+    /// the account's last way in.
+    Unlink {
+        #[arg(long)]
+        login: String,
+        #[arg(long)]
+        provider: String,
+    },
 }
 
 /// Why the CLI failed, which decides the exit code.
@@ -624,7 +638,29 @@ fn roles_cmd(config: &Config, cmd: RolesCommand) -> Result<(), Failure> {
 }
 
 fn users_cmd(config: &Config, cmd: UsersCommand) -> Result<(), Failure> {
-    let UsersCommand::List { role, login_prefix } = cmd;
+    let (role, login_prefix) = match cmd {
+        UsersCommand::List { role, login_prefix } => (role, login_prefix),
+        UsersCommand::Identities { login } => {
+            let mut client = connect(config)?;
+            let user = admin::require_login(&mut client, &login)?;
+            for i in crate::store::identities::list(&mut client, user.id)? {
+                println!(
+                    "{}\t{}\t{}",
+                    i.provider,
+                    i.subject,
+                    i.email.unwrap_or_default()
+                );
+            }
+            return Ok(());
+        }
+        UsersCommand::Unlink { login, provider } => {
+            let mut client = connect(config)?;
+            let user = admin::require_login(&mut client, &login)?;
+            admin::unlink_identity(&mut client, &actor(), user.id, &provider)?;
+            println!("unlinked '{provider}' from '{}'", user.login);
+            return Ok(());
+        }
+    };
     let filter = users::UserFilter {
         role,
         login_prefix,

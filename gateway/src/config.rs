@@ -13,8 +13,12 @@ use serde::{Deserialize, Deserializer};
 use crate::plugins::{HostConfig, PluginSpec};
 
 mod email;
+mod federation;
 mod mfa;
 pub use email::{ENV_SMTP_PASSWORD, EmailConfig};
+pub use federation::{
+    ClaimMapping, IdentityProviderConfig, ProviderKind, TokenAuth, is_safe_endpoint,
+};
 pub use mfa::MfaConfig;
 
 /// Environment variables that override the file (deploy-specific values and secrets).
@@ -57,6 +61,8 @@ pub struct Config {
     pub email: EmailConfig,
     /// Second factors: TOTP and recovery codes ([`MfaConfig`]).
     pub mfa: MfaConfig,
+    /// Sign-in with OpenID Connect / OAuth 2.0 providers.
+    pub identity_providers: Vec<IdentityProviderConfig>,
     /// The edge proxy's routes; see [`RouteConfig`].
     pub routes: Vec<RouteConfig>,
     /// Policy plugins routes may name.
@@ -150,6 +156,12 @@ pub struct AuthConfig {
     /// Refuse administrators' tokens on the admin API (401 `mfa_required`)
     /// unless their session passed a second factor.
     pub require_mfa_for_admins: bool,
+    /// The frontend URLs a social-login flow may return to (exact match).
+    pub allowed_redirects: Vec<String>,
+    /// This gateway's external base URL (`https://auth.example.com`), for
+    /// the callback URL providers send the browser back to. Unset: the
+    /// request's own scheme and `Host`.
+    pub public_url: Option<String>,
 }
 
 impl Default for AuthConfig {
@@ -160,6 +172,8 @@ impl Default for AuthConfig {
             access_cookie: false,
             require_verified_email: false,
             require_mfa_for_admins: false,
+            allowed_redirects: Vec::new(),
+            public_url: None,
         }
     }
 }
@@ -944,10 +958,65 @@ impl Config {
                 ));
             }
         }
+        self.validate_federation(origin)?;
         self.validate_browser(origin)?;
         self.validate_tls(origin)?;
         self.validate_email(origin)?;
         self.validate_routes(origin)
+    }
+
+    /// `[[identity_providers]]` and the redirect targets: names unique,
+    /// endpoints https (or loopback http), the client secret readable.
+    fn validate_federation(&self, origin: &str) -> Result<(), ConfigError> {
+        let fail = |key: String, reason: String| ConfigError {
+            origin: origin.into(),
+            key,
+            reason,
+        };
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in self.identity_providers.iter().enumerate() {
+            let key = |k: &str| format!("identity_providers[{i}].{k}");
+            p.check().map_err(|(k, why)| fail(key(k), why))?;
+            if !names.insert(p.name.as_str()) {
+                return Err(fail(key("name"), format!("{:?} is used twice", p.name)));
+            }
+            p.client_secret(&self.base_dir())
+                .map_err(|(k, why)| fail(key(k), why))?;
+        }
+        for (i, r) in self.auth.allowed_redirects.iter().enumerate() {
+            let ok = url::Url::parse(r).is_ok_and(|u| {
+                matches!(u.scheme(), "https" | "http")
+                    && u.host().is_some()
+                    && u.fragment().is_none()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+            });
+            if !ok {
+                return Err(fail(
+                    format!("auth.allowed_redirects[{i}]"),
+                    format!(
+                        "{r:?} must be an absolute http(s) URL without credentials or fragment"
+                    ),
+                ));
+            }
+        }
+        if let Some(u) = &self.auth.public_url {
+            let ok = url::Url::parse(u).is_ok_and(|p| {
+                matches!(p.scheme(), "https" | "http")
+                    && p.host().is_some()
+                    && p.query().is_none()
+                    && p.fragment().is_none()
+            });
+            if !ok {
+                return Err(fail(
+                    "auth.public_url".into(),
+                    format!(
+                        "{u:?} must be an absolute http(s) URL (scheme, host, optional port and path)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `[email]`: the keys, then the transport (URL, password variable, CA

@@ -104,6 +104,16 @@ pub enum Error {
     /// A TOTP or recovery code that is wrong, malformed or already used.
     #[error("the code is wrong or was already used")]
     InvalidMfaCode,
+    /// A social-login callback without a live flow of this browser: the
+    /// state is unknown, used or expired, or the flow's cookie is missing.
+    #[error("the sign-in flow is unknown, used or expired, or not this browser's; start again")]
+    InvalidOauthState,
+    /// A social login's one-time exchange code is unknown, used or expired.
+    #[error("the exchange code is invalid, used or expired; sign in again")]
+    InvalidExchangeCode,
+    /// An identity provider cannot be reached (discovery failed).
+    #[error("{0}")]
+    ProviderUnavailable(String),
     /// A login's MFA challenge is unknown, used, expired or out of attempts.
     #[error("the sign-in challenge is invalid or has expired; sign in again")]
     InvalidMfaChallenge,

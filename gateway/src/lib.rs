@@ -39,6 +39,7 @@ pub mod cookies;
 pub mod cors;
 pub mod csrf;
 pub mod error;
+pub mod federation;
 pub mod forward_auth;
 pub mod introspection;
 pub mod listener;

@@ -30,6 +30,10 @@ pub enum Purpose {
     RefreshSuccessor,
     /// The AES-256-GCM key that seals TOTP secrets at rest (`mfa::seal`).
     MfaSeal,
+    /// A social-login flow's PKCE verifier, from its state (`federation`).
+    OauthVerifier,
+    /// A social-login flow's OpenID Connect nonce, from its state.
+    OauthNonce,
 }
 
 impl Purpose {
@@ -37,6 +41,8 @@ impl Purpose {
         match self {
             Purpose::RefreshSuccessor => b"authgw.refresh-successor.v1\0",
             Purpose::MfaSeal => b"authgw.mfa-seal.v1\0",
+            Purpose::OauthVerifier => b"authgw.oauth-verifier.v1\0",
+            Purpose::OauthNonce => b"authgw.oauth-nonce.v1\0",
         }
     }
 }

@@ -86,6 +86,8 @@ impl Gateway {
                 std::env::var(k).ok()
             })
             .map_err(|e| Error::Internal(format!("{}: {}", e.key, e.reason)))?;
+        let federation = Arc::new(crate::federation::Federation::new(&config)?);
+        federation.spawn_discovery();
         let auth = Arc::new(Auth {
             config: Arc::new(config),
             db,
@@ -102,11 +104,12 @@ impl Gateway {
             proxy: proxy.clone(),
             tls: tls.clone(),
             plugin_host,
+            federation: federation.clone(),
             one_at_a_time: std::sync::Mutex::new(()),
         });
         Ok(Self {
             tls,
-            state: AppState::new(auth, proxy, metrics),
+            state: AppState::new(auth, proxy, metrics, federation),
             connections: Arc::default(),
             stop,
             reloader,
@@ -280,6 +283,7 @@ pub struct Reloader {
     proxy: Arc<Proxy>,
     tls: Option<Arc<Acceptor>>,
     plugin_host: PluginHost,
+    federation: Arc<crate::federation::Federation>,
     one_at_a_time: std::sync::Mutex<()>,
 }
 
@@ -322,6 +326,8 @@ impl Reloader {
         );
         self.proxy.replace(runtime);
         self.auth.tokens.replace_keyring(keyring);
+        // Providers' endpoints and keys are read again (in the background).
+        self.federation.spawn_discovery();
         if let Some((acceptor, prepared)) = tls {
             acceptor.install(prepared);
         }
@@ -436,6 +442,7 @@ async fn housekeeping(db: Db) {
                 store::email_tokens::purge(c)?;
                 store::outbox::purge_sent(c, Duration::from_secs(7 * 86_400))?;
                 store::mfa::purge_expired(c)?;
+                store::identities::purge_expired(c)?;
                 Ok((revocations, tokens, failures))
             })
             .await;

@@ -36,6 +36,11 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/users/{id}/logout-all", post(logout_user))
         .route("/api/v1/users/{id}/mfa", delete(reset_mfa))
+        .route("/api/v1/users/{id}/identities", get(user_identities))
+        .route(
+            "/api/v1/users/{id}/identities/{provider}",
+            delete(unlink_identity),
+        )
         .route("/api/v1/audit", get(list_audit))
 }
 
@@ -297,6 +302,41 @@ async fn reset_mfa(
         .run(move |c| admin::reset_mfa(c, &a.login, id))
         .await?;
     Ok(Json(user.into()))
+}
+
+/// A user's linked identities.
+async fn user_identities(
+    State(s): State<AppState>,
+    Admin(_): Admin,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let id = user_id(&id)?;
+    let items: Vec<super::federation::IdentityBody> = s
+        .auth
+        .db
+        .run(move |c| {
+            admin::require_user(c, id)?;
+            crate::store::identities::list(c, id)
+        })
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(list(items))
+}
+
+/// Unlinks a user's identity (audited).
+async fn unlink_identity(
+    State(s): State<AppState>,
+    Admin(a): Admin,
+    Path((id, provider)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    let id = user_id(&id)?;
+    s.auth
+        .db
+        .run(move |c| admin::unlink_identity(c, &a.login, id, &provider))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]

@@ -521,6 +521,8 @@ struct LoginEventBody {
     outcome: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     amr: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<String>,
 }
 
 async fn history(
@@ -540,6 +542,7 @@ async fn history(
             user_agent: e.user_agent,
             outcome: e.outcome,
             amr: e.amr,
+            provider: e.provider,
         })
         .collect();
     Ok(page_of(items, page.next_cursor))

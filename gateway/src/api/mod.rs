@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod authz;
 pub mod extract;
+mod federation;
 mod mfa;
 pub mod plain_http;
 pub mod problem;
@@ -41,10 +42,17 @@ pub struct AppState {
     pub pending_resets: Arc<tokio::sync::Semaphore>,
     /// The `[cors]` layer, None when no origin is allowed ([`crate::cors`]).
     pub cors: Option<Arc<tower_http::cors::CorsLayer>>,
+    /// Social login's providers ([`crate::federation`]).
+    pub federation: Arc<crate::federation::Federation>,
 }
 
 impl AppState {
-    pub fn new(auth: Arc<Auth>, proxy: Arc<Proxy>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        auth: Arc<Auth>,
+        proxy: Arc<Proxy>,
+        metrics: Arc<Metrics>,
+        federation: Arc<crate::federation::Federation>,
+    ) -> Self {
         let limiter = Arc::new(RateLimiter::new(&auth.config.limits));
         let cors = crate::cors::layer(&auth.config.cors).map(Arc::new);
         let pending_resets = Arc::new(tokio::sync::Semaphore::new(
@@ -57,6 +65,7 @@ impl AppState {
             proxy,
             metrics,
             cors,
+            federation,
         }
     }
 }
@@ -93,6 +102,15 @@ fn routes(state: AppState) -> Router {
         .route("/api/v1/auth/signup", post(auth::signup))
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/login/mfa", post(mfa::login))
+        .route(
+            "/api/v1/auth/oauth/{provider}/start",
+            get(federation::start),
+        )
+        .route(
+            "/api/v1/auth/oauth/{provider}/callback",
+            get(federation::callback),
+        )
+        .route("/api/v1/auth/oauth/exchange", post(federation::exchange))
         .route("/api/v1/auth/refresh", post(auth::refresh))
         .route("/api/v1/auth/introspect", post(auth::introspect))
         .route("/api/v1/auth/verify-email", post(recovery::verify_email))
@@ -121,6 +139,7 @@ fn routes(state: AppState) -> Router {
         .route("/api/v1/auth/check", get(auth::check))
         .merge(auth::me_routes())
         .merge(mfa::me_routes())
+        .merge(federation::me_routes())
         .merge(admin::routes())
         .method_not_allowed_fallback(method_not_allowed);
     let api = match &state.cors {

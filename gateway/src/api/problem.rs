@@ -213,6 +213,27 @@ fn problem(e: Error) -> Problem {
             out
         }
         Error::InvalidMfaCode => p(StatusCode::BAD_REQUEST, "invalid_mfa_code", e.to_string()),
+        Error::InvalidOauthState => p(
+            StatusCode::BAD_REQUEST,
+            "invalid_oauth_state",
+            e.to_string(),
+        ),
+        Error::InvalidExchangeCode => p(
+            StatusCode::BAD_REQUEST,
+            "invalid_exchange_code",
+            e.to_string(),
+        ),
+        Error::ProviderUnavailable(detail) => {
+            tracing::warn!(%detail, "identity provider unavailable");
+            let mut out = p(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "provider_unavailable",
+                "the identity provider cannot be reached; retry shortly".into(),
+            );
+            out.headers
+                .push(retry_after(std::time::Duration::from_secs(5)));
+            out
+        }
         Error::InvalidMfaChallenge => p(
             StatusCode::UNAUTHORIZED,
             "invalid_mfa_challenge",

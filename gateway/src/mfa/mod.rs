@@ -401,7 +401,8 @@ impl Auth {
                 failures::clear(&mut tx, &challenge.login, client)?;
                 let user =
                     users::get(&mut tx, challenge.user_id)?.ok_or(Error::InvalidMfaChallenge)?;
-                let amr = vec![AMR_PASSWORD.to_string(), proof.amr().to_string()];
+                let mut amr = challenge.amr.clone();
+                amr.push(proof.amr().to_string());
                 let origin = sessions::issue(
                     &mut tx,
                     user.id,
@@ -411,7 +412,14 @@ impl Auth {
                     Start::New { amr: &amr },
                     &info,
                 )?;
-                history::record_success(&mut tx, user.id, &user.login, &info, &amr)?;
+                history::record_success(
+                    &mut tx,
+                    user.id,
+                    &user.login,
+                    &info,
+                    &amr,
+                    challenge.provider.as_deref(),
+                )?;
                 tx.commit()?;
                 Ok(Some((user, origin)))
             })

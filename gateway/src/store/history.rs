@@ -54,18 +54,27 @@ pub fn record(
     Ok(())
 }
 
-/// A successful login, with the methods it authenticated by (RFC 8176).
+/// A successful login, with the methods it authenticated by (RFC 8176)
+/// and the identity provider it came through (None: a password).
 pub fn record_success(
     client: &mut impl GenericClient,
     user_id: Uuid,
     login: &str,
     info: &ClientInfo,
     amr: &[String],
+    provider: Option<&str>,
 ) -> Result<()> {
     client.execute(
-        "INSERT INTO login_history (user_id, login, ip, user_agent, outcome, amr)
-         VALUES ($1, $2, $3, $4, 'success', $5)",
-        &[&user_id, &login, &info.ip, &info.user_agent, &amr],
+        "INSERT INTO login_history (user_id, login, ip, user_agent, outcome, amr, provider)
+         VALUES ($1, $2, $3, $4, 'success', $5, $6)",
+        &[
+            &user_id,
+            &login,
+            &info.ip,
+            &info.user_agent,
+            &amr,
+            &provider,
+        ],
     )?;
     Ok(())
 }
@@ -79,6 +88,8 @@ pub struct LoginEvent {
     pub outcome: String,
     /// How a successful login authenticated (absent before MFA existed).
     pub amr: Option<Vec<String>>,
+    /// The identity provider a login came through.
+    pub provider: Option<String>,
 }
 
 /// The user's attempts, newest first.
@@ -90,7 +101,7 @@ pub fn page(
 ) -> Result<Page<LoginEvent>> {
     let before = cursor.map(decode_id_cursor).transpose()?;
     let rows = client.query(
-        "SELECT id, occurred_at, ip, user_agent, outcome, amr FROM login_history
+        "SELECT id, occurred_at, ip, user_agent, outcome, amr, provider FROM login_history
          WHERE user_id = $1 AND ($2::bigint IS NULL OR id < $2)
          ORDER BY id DESC LIMIT $3",
         &[&user_id, &before, &((limit + 1) as i64)],
@@ -104,6 +115,7 @@ pub fn page(
             user_agent: r.get(3),
             outcome: r.get(4),
             amr: r.get(5),
+            provider: r.get(6),
         })
         .collect();
     Ok(Page::from_rows(events, limit, |e| e.id.to_string()))

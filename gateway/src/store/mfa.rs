@@ -156,6 +156,14 @@ pub fn recovery_codes_left(c: &mut impl GenericClient, user_id: Uuid) -> Result<
     .get(0))
 }
 
+/// How a login's first step authenticated: its `amr`, and the identity
+/// provider it came through (None: a password).
+#[derive(Debug, Clone, Copy)]
+pub struct FirstStep<'a> {
+    pub amr: &'a [String],
+    pub provider: Option<&'a str>,
+}
+
 /// Stores a login's challenge (its hash), valid for `ttl`.
 pub fn create_challenge(
     c: &mut impl GenericClient,
@@ -164,10 +172,11 @@ pub fn create_challenge(
     login: &str,
     info: &ClientInfo,
     ttl: Duration,
+    first: FirstStep<'_>,
 ) -> Result<()> {
     c.execute(
-        "INSERT INTO mfa_challenges (token_hash, user_id, login, ip, user_agent, expires_at)
-         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))",
+        "INSERT INTO mfa_challenges (token_hash, user_id, login, ip, user_agent, expires_at, amr, provider)
+         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), $7, $8)",
         &[
             &token_hash,
             &user_id,
@@ -175,6 +184,8 @@ pub fn create_challenge(
             &info.ip,
             &info.user_agent,
             &ttl.as_secs_f64(),
+            &first.amr,
+            &first.provider,
         ],
     )?;
     Ok(())
@@ -187,6 +198,9 @@ pub struct Challenge {
     pub login: String,
     /// Attempts so far, this one included.
     pub attempts: u32,
+    /// The first step's `amr` and provider.
+    pub amr: Vec<String>,
+    pub provider: Option<String>,
 }
 
 /// Counts one attempt at the challenge with `token_hash`: None when it is
@@ -201,13 +215,15 @@ pub fn attempt_challenge(
     let row = c.query_opt(
         "UPDATE mfa_challenges SET attempts = attempts + 1
          WHERE token_hash = $1 AND expires_at > now() AND attempts < $2
-         RETURNING user_id, login, attempts",
+         RETURNING user_id, login, attempts, amr, provider",
         &[&token_hash, &max],
     )?;
     Ok(row.map(|r| Challenge {
         user_id: r.get(0),
         login: r.get(1),
         attempts: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
+        amr: r.get(3),
+        provider: r.get(4),
     }))
 }
 

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod email_tokens;
 pub mod failures;
 pub mod history;
+pub mod identities;
 pub mod mfa;
 pub mod migrations;
 pub mod outbox;

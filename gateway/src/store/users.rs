@@ -29,7 +29,8 @@ pub struct User {
 pub struct Credentials {
     pub id: Uuid,
     pub login: String,
-    pub password_hash: String,
+    /// None: an account made by a provider that has no password yet.
+    pub password_hash: Option<String>,
     pub is_admin: bool,
 }
 
@@ -62,7 +63,8 @@ pub struct NewUser<'a> {
     /// An address the creator vouches for (an administrator from the CLI).
     pub email_verified: bool,
     pub locale: Option<&'a str>,
-    pub password_hash: &'a str,
+    /// None: no password (an account made by an identity provider).
+    pub password_hash: Option<&'a str>,
     pub is_admin: bool,
 }
 
@@ -132,11 +134,12 @@ pub fn find_credentials(
     }))
 }
 
-/// The stored hash, whether the user is an administrator, and the login.
+/// The stored hash (None: no password), whether the user is an
+/// administrator, and the login.
 pub fn password_hash(
     client: &mut impl GenericClient,
     id: Uuid,
-) -> Result<Option<(String, bool, String)>> {
+) -> Result<Option<(Option<String>, bool, String)>> {
     let row = client.query_opt(
         "SELECT password_hash, is_admin, login FROM users WHERE id = $1",
         &[&id],
