@@ -18,7 +18,7 @@ use super::http::Http;
 use crate::config::{IdentityProviderConfig, ProviderKind, TokenAuth, is_safe_endpoint};
 
 /// The least time between two fetches of a provider's JWKS for unknown keys.
-pub const JWKS_REFETCH: Duration = Duration::from_secs(10);
+pub const JWKS_REFETCH: Duration = Duration::from_secs(2);
 /// The least time between two discovery attempts after one failed.
 const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
 
@@ -448,5 +448,96 @@ impl Provider {
             login_hint: text(&m.login),
             amr: amr.filter(|a| !a.is_empty()),
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn jwk(v: Value) -> Jwk {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// A symmetric key, or a key that says HS256, never verifies an ID
+    /// token; other keys give the algorithm of their type and curve.
+    #[test]
+    fn algorithms_come_from_the_key() {
+        assert_eq!(
+            algorithm_of(&jwk(json!({"kty": "oct", "k": "c2VjcmV0"}))),
+            None
+        );
+        assert_eq!(
+            algorithm_of(&jwk(
+                json!({"kty": "RSA", "alg": "HS256", "n": "AQAB", "e": "AQAB"})
+            )),
+            None
+        );
+        assert_eq!(
+            algorithm_of(&jwk(json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"}))),
+            Some(Algorithm::RS256)
+        );
+        assert_eq!(
+            algorithm_of(&jwk(
+                json!({"kty": "RSA", "alg": "PS256", "n": "AQAB", "e": "AQAB"})
+            )),
+            Some(Algorithm::PS256)
+        );
+        assert_eq!(
+            algorithm_of(&jwk(
+                json!({"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"})
+            )),
+            Some(Algorithm::ES256)
+        );
+        assert_eq!(
+            algorithm_of(&jwk(json!({"kty": "OKP", "crv": "Ed25519", "x": "AA"}))),
+            Some(Algorithm::EdDSA)
+        );
+    }
+
+    fn provider(claims: ClaimMappingJson) -> Provider {
+        let mut config: IdentityProviderConfig = serde_json::from_value(json!({
+            "name": "p", "kind": "oauth2", "client_id": "c", "client_secret_env": "X",
+            "authorize_url": "https://p.example/a", "token_url": "https://p.example/t",
+            "userinfo_url": "https://p.example/u"
+        }))
+        .unwrap();
+        if let Some(c) = claims {
+            config.claims = serde_json::from_value(c).unwrap();
+        }
+        Provider::new(config, "s".into())
+    }
+
+    type ClaimMappingJson = Option<Value>;
+
+    /// Numeric subjects (GitHub) become text; an address is verified only
+    /// when the provider says so and it is deliverable; the provider's amr
+    /// keeps only short alphanumeric values.
+    #[test]
+    fn subjects_through_the_mapping() {
+        let p = provider(Some(json!({"subject": "id", "login": "login"})));
+        let s = p
+            .subject(&json!({"id": 42, "login": "octo", "email": "o@example.com"}))
+            .unwrap();
+        assert_eq!((s.subject.as_str(), s.email_verified), ("42", false));
+        assert_eq!(s.login_hint.as_deref(), Some("octo"));
+        let p = provider(None);
+        let s = p
+            .subject(
+                &json!({"sub": "a", "email": "a@example.com", "email_verified": "true",
+                             "amr": ["pwd", "mfa", "<script>", "x".repeat(40)]}),
+            )
+            .unwrap();
+        assert!(s.email_verified);
+        assert_eq!(s.amr, Some(vec!["pwd".to_string(), "mfa".to_string()]));
+        let s = p
+            .subject(&json!({"sub": "a", "email": "not an address", "email_verified": true}))
+            .unwrap();
+        assert_eq!((s.email, s.email_verified), (None, false));
+        assert!(p.subject(&json!({"sub": ""})).is_err());
+        assert!(p.subject(&json!({"sub": "x".repeat(300)})).is_err());
+        assert!(p.subject(&json!({})).is_err());
     }
 }
