@@ -240,6 +240,8 @@ struct Inner {
     token_requests: Vec<TokenRequest>,
     jwks_fetches: usize,
     extra_id_claims: Value,
+    /// Answer authorization requests with this `error` (and the state).
+    deny: Option<String>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -276,6 +278,7 @@ impl FakeIdp {
             token_requests: Vec::new(),
             jwks_fetches: 0,
             extra_id_claims: json!({}),
+            deny: None,
         }));
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -328,6 +331,13 @@ impl FakeIdp {
     /// Extra claims (e.g. `amr`) for the ID tokens only.
     pub fn set_id_token_claims(&self, extra: Value) {
         self.lock().extra_id_claims = extra;
+    }
+
+    /// Authorization requests are answered with `error` (e.g.
+    /// `access_denied`) and the state, as RFC 6749 4.1.2.1 says; None: the
+    /// user is logged in.
+    pub fn set_deny(&self, error: Option<&str>) {
+        self.lock().deny = error.map(str::to_string);
     }
 
     /// A new signing key with a new `kid`; the JWKS publishes only the new
@@ -429,7 +439,9 @@ async fn authorize(State(s): State<Shared>, Query(q): Query<HashMap<String, Stri
     let Ok(mut back) = url::Url::parse(redirect_uri) else {
         return (StatusCode::BAD_REQUEST, "bad redirect_uri").into_response();
     };
-    if q.get("response_type").map(String::as_str) != Some("code") {
+    if let Some(error) = inner.deny.clone() {
+        back.query_pairs_mut().append_pair("error", &error);
+    } else if q.get("response_type").map(String::as_str) != Some("code") {
         back.query_pairs_mut()
             .append_pair("error", "unsupported_response_type");
     } else {
@@ -557,8 +569,7 @@ fn issue(inner: &mut Inner, form: &HashMap<String, String>) -> (StatusCode, Resp
         }
         Flaw::AlgNone => {
             let h = json!({"alg": "none", "typ": "JWT", "kid": key.kid});
-            let t = jws(&h, &claims, |_| Vec::new());
-            t
+            jws(&h, &claims, |_| Vec::new())
         }
         Flaw::Hs256WithPublicKey => {
             let h = json!({"alg": "HS256", "typ": "JWT", "kid": key.kid});
