@@ -1213,6 +1213,166 @@ async fn the_exchange_code_expires() {
     assert_eq!(app.db.count("SELECT count(*) FROM refresh_tokens"), 0);
 }
 
+/// Cookie mode: `{code, cookie: true}` from the app's origin with the
+/// CSRF proof answers the access token in JSON and the refresh token only
+/// in the HttpOnly cookie; without the proof it is refused and the code is
+/// not spent.
+#[tokio::test]
+async fn the_exchange_in_cookie_mode() {
+    let idp = OidcProvider::start().await;
+    idp.set_user("alice-sub", alice_claims()).await;
+    let app = social_app_with(vec![provider("mock", &idp.issuer(), json!({}))], |c| {
+        c.cors.allowed_origins = vec!["https://cinema.example".into()];
+    })
+    .await;
+    let started = app.start("mock", FRONTEND, None).await;
+    let back = idp.authorize(&started.location, "alice-sub").await;
+    let code = app.code_from(&back, &started.cookie).await;
+    let body = json!({"code": code, "cookie": true});
+    let url = app.url("/api/v1/auth/oauth/exchange");
+    let r = reply(app.http.post(&url).json(&body).send().await.unwrap()).await;
+    assert!(r.status.is_client_error(), "{} {}", r.status, r.body);
+    assert!(r.header("set-cookie").is_none());
+    let r = app
+        .http
+        .post(&url)
+        .header("origin", "https://cinema.example")
+        .header("x-requested-with", "authgw")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let r = reply(r).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body["access_token"].is_string());
+    assert!(r.body.get("refresh_token").is_none(), "{}", r.body);
+    let refresh: Vec<&str> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| v.starts_with("__Secure-authgw_refresh="))
+        .collect();
+    assert_eq!(refresh.len(), 1, "{:?}", r.headers);
+    assert!(refresh[0].contains("HttpOnly"), "{}", refresh[0]);
+}
+
+/// RFC 9207: an authorization response whose `iss` names another issuer
+/// (a mix-up) is refused, error=provider_error, with no token request;
+/// the provider's own issuer is accepted.
+#[tokio::test]
+async fn an_answer_naming_another_issuer_is_refused() {
+    let (app, idp) = mock_app("alice-sub", alice_claims(), json!({})).await;
+    let started = app.start("mock", FRONTEND, None).await;
+    let back = idp.authorize(&started.location, "alice-sub").await;
+    let mixed = format!("{back}&iss=https%3A%2F%2Fevil.example");
+    let (error, _) = app.error_from(&mixed, &started.cookie, FRONTEND).await;
+    assert_eq!(error, "provider_error");
+    assert!(!idp.log().contains("POST /oauth2/token"), "{}", idp.log());
+
+    let started = app.start("mock", FRONTEND, None).await;
+    let back = idp.authorize(&started.location, "alice-sub").await;
+    let own = with_param(&format!("{back}&iss=x"), "iss", &idp.issuer());
+    let code = app.code_from(&own, &started.cookie).await;
+    assert_eq!(app.exchange(&code).await.status, 200);
+}
+
+/// Single use under races: the same callback sent eight times at once
+/// finishes once (one redirect with a code, the rest 400
+/// invalid_oauth_state), and that code exchanged eight times at once gives
+/// one session.
+#[tokio::test]
+async fn parallel_replays_give_one_session() {
+    let (app, idp) = mock_app("alice-sub", alice_claims(), json!({})).await;
+    let started = app.start("mock", FRONTEND, None).await;
+    let back = idp.authorize(&started.location, "alice-sub").await;
+    let callbacks =
+        futures::future::join_all((0..8).map(|_| app.callback(&back, Some(&started.cookie)))).await;
+    let finished: Vec<&Reply> = callbacks.iter().filter(|r| r.status == 302).collect();
+    assert_eq!(finished.len(), 1, "{callbacks:?}");
+    for r in callbacks.iter().filter(|r| r.status != 302) {
+        r.assert_problem(400, "invalid_oauth_state");
+    }
+    let code = query_of(finished[0].header("location").unwrap())["code"].clone();
+    let exchanges = futures::future::join_all((0..8).map(|_| app.exchange(&code))).await;
+    let ok = exchanges.iter().filter(|r| r.status == 200).count();
+    assert_eq!(ok, 1, "{exchanges:?}");
+    for r in exchanges.iter().filter(|r| r.status != 200) {
+        r.assert_problem(400, "invalid_exchange_code");
+    }
+    assert_eq!(app.db.count("SELECT count(*) FROM refresh_tokens"), 1);
+    assert_eq!(app.users(), 1);
+}
+
+/// Two first logins of the same new subject at once (two tabs) make one
+/// account with one identity, and both end with a code for it.
+#[tokio::test]
+async fn parallel_first_logins_make_one_account() {
+    let (app, idp) = mock_app("alice-sub", alice_claims(), json!({})).await;
+    let mut flows = Vec::new();
+    for _ in 0..4 {
+        let started = app.start("mock", FRONTEND, None).await;
+        let back = idp.authorize(&started.location, "alice-sub").await;
+        flows.push((started, back));
+    }
+    let answers = futures::future::join_all(
+        flows
+            .iter()
+            .map(|(started, back)| app.back_to(back, &started.cookie, FRONTEND)),
+    )
+    .await;
+    assert_eq!(app.users(), 1);
+    assert_eq!(app.identity_rows(), 1);
+    let mut ids = Vec::new();
+    for q in &answers {
+        let code = q
+            .get("code")
+            .unwrap_or_else(|| panic!("a parallel first login failed: {answers:?}"));
+        let r = app.exchange(code).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        ids.push(claims(&access(&r.body))["sub"].clone());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+}
+
+/// Four different people whose provider calls them all "sam" log in for
+/// the first time at once: four accounts with four different logins, none
+/// refused.
+#[tokio::test]
+async fn parallel_first_logins_with_one_name_get_distinct_logins() {
+    let idp = OidcProvider::start().await;
+    let app = social_app(vec![provider("mock", &idp.issuer(), json!({}))]).await;
+    let mut flows = Vec::new();
+    for i in 0..4 {
+        let sub = format!("sam-{i}");
+        idp.set_user(
+            &sub,
+            json!({"email": format!("sam{i}@example.org"), "preferred_username": "sam"}),
+        )
+        .await;
+        let started = app.start("mock", FRONTEND, None).await;
+        let back = idp.authorize(&started.location, &sub).await;
+        flows.push((started, back));
+    }
+    let answers = futures::future::join_all(
+        flows
+            .iter()
+            .map(|(started, back)| app.back_to(back, &started.cookie, FRONTEND)),
+    )
+    .await;
+    assert!(
+        answers.iter().all(|q| q.contains_key("code")),
+        "refused: {answers:?}"
+    );
+    assert_eq!(app.users(), 4);
+    assert_eq!(
+        app.db
+            .count("SELECT count(DISTINCT login) FROM users WHERE login LIKE 'sam%'"),
+        4
+    );
+}
+
 // ---------- linking by email ----------
 
 /// An existing account `carol` with carol@example.org (verified or not),
@@ -1500,6 +1660,68 @@ async fn a_new_kid_is_fetched_again() {
     let q = app.fake_login(&idp, "fake").await;
     assert!(q.contains_key("code"), "{q:?}");
     assert_eq!(idp.jwks_fetches(), fetched + 1);
+}
+
+/// Discovery happens again at a reload: a provider that was down when the
+/// gateway started (503 provider_unavailable) is usable after it comes up
+/// and the configuration is reloaded; and a reload fetches the keys again,
+/// so a provider restarted with a new key (no kid) is trusted again.
+#[tokio::test]
+async fn a_reload_discovers_the_provider_again() {
+    let port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let app = social_app(vec![provider("mock", &issuer, json!({}))]).await;
+    app.start_raw("mock", &[("redirect_uri", FRONTEND)])
+        .await
+        .assert_problem(503, "provider_unavailable");
+
+    let mut idp = OidcProvider::start_on(port).await;
+    idp.set_user("alice-sub", alice_claims()).await;
+    app.reloader.apply(&app.config).unwrap();
+    let first = usable_after_reload(&app, &idp).await;
+
+    idp.restart().await;
+    idp.set_user("alice-sub", alice_claims()).await;
+    app.reloader.apply(&app.config).unwrap();
+    let second = usable_after_reload(&app, &idp).await;
+    assert_eq!(
+        claims(&access(&second))["sub"],
+        claims(&access(&first))["sub"]
+    );
+}
+
+/// Logs in through `idp` once the gateway's background discovery (started
+/// by a reload) has caught up: polls, for at most 5 s, until a login
+/// succeeds; the token pair.
+async fn usable_after_reload(app: &App, idp: &OidcProvider) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = app.start_raw("mock", &[("redirect_uri", FRONTEND)]).await;
+        if r.status == 302 {
+            let started = Started {
+                location: r.header("location").unwrap().to_string(),
+                cookie: binding_cookie(&r),
+            };
+            let back = idp.authorize(&started.location, "alice-sub").await;
+            let q = app.back_to(&back, &started.cookie, FRONTEND).await;
+            if let Some(code) = q.get("code") {
+                let t = app.exchange(code).await;
+                assert_eq!(t.status, 200, "{}", t.body);
+                return t.body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still refused after the reload: {q:?}"
+            );
+        } else {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still unavailable after the reload: {}",
+                r.body
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Tokens naming unknown kids (forged) do not make the gateway fetch the

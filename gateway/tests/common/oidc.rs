@@ -61,6 +61,16 @@ impl OidcProvider {
     /// Starts a provider on a free port of 127.0.0.1 and waits until its
     /// discovery document answers.
     pub async fn start() -> Self {
+        Self::launch_on(None).await
+    }
+
+    /// Starts a provider on `port` (e.g. where a gateway already expects
+    /// one that was not there yet).
+    pub async fn start_on(port: u16) -> Self {
+        Self::launch_on(Some(port)).await
+    }
+
+    async fn launch_on(port: Option<u16>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir for the provider's log");
         let log = dir.path().join("oidc-provider-mock.log");
         let python = std::env::var("AUTHGW_TEST_OIDC_PYTHON")
@@ -80,6 +90,11 @@ impl OidcProvider {
             _dir: dir,
             http,
         };
+        if let Some(port) = port {
+            provider.port = port;
+            provider.launch().await.unwrap_or_else(|e| panic!("{e}"));
+            return provider;
+        }
         // A free port may be taken between the probe and the bind: retry.
         for attempt in 0.. {
             provider.port = super::free_port();
