@@ -418,6 +418,7 @@ impl App {
     async fn start_link(&self, token: &str, provider: &str, redirect: &str) -> Started {
         let r = self.link_raw(token, provider, redirect).await;
         assert_eq!(r.status, 200, "{}", r.body);
+        assert_schema(&r.body, "AuthorizeUrl");
         Started {
             location: r.body["authorize_url"].as_str().unwrap().to_string(),
             cookie: binding_cookie(&r),
@@ -536,6 +537,7 @@ impl App {
     async fn identities(&self, token: &str) -> Vec<Value> {
         let r = self.get("/api/v1/users/me/identities", Some(token)).await;
         assert_eq!(r.status, 200, "{}", r.body);
+        assert_schema(&r.body, "IdentityList");
         r.body["items"].as_array().unwrap().clone()
     }
 
@@ -641,6 +643,7 @@ async fn first_login_creates_and_links_a_user() {
     let r = app.exchange(&code).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_schema(&r.body, "TokenPair");
+    assert_eq!(r.header("cache-control"), Some("no-store"));
     let token = access(&r.body);
     let c = claims(&token);
     assert_eq!(c["amr"], json!(["fed"]));
@@ -712,6 +715,7 @@ async fn login_history_records_the_provider() {
         .get("/api/v1/users/me/history", Some(&access(&tokens)))
         .await;
     assert_eq!(h.status, 200, "{}", h.body);
+    assert_schema(&h.body, "HistoryPage");
     let items = h.body["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{}", h.body);
     assert_eq!(items[0]["outcome"], "success");
@@ -1304,24 +1308,80 @@ async fn parallel_replays_give_one_session() {
     assert_eq!(app.users(), 1);
 }
 
-/// Two first logins of the same new subject at once (two tabs) make one
-/// account with one identity, and both end with a code for it.
+/// Runs `requests` (`n` first logins' callbacks) while another transaction
+/// holds the users table against inserts, and lets go once `n` database
+/// sessions of the test's database wait for a lock (or after 5 s): every
+/// login has then read before any has written, so the race of first
+/// logins happens every time rather than by chance.
+async fn with_users_held<T>(
+    app: &App,
+    n: i64,
+    requests: impl std::future::Future<Output = T>,
+) -> T {
+    let url = app.db.url.clone();
+    let (locked_tx, locked_rx) = tokio::sync::oneshot::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut watcher = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+            .unwrap();
+        locked_tx.send(()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(DISTINCT l.pid) FROM pg_locks l
+                     JOIN pg_stat_activity a ON a.pid = l.pid
+                     WHERE NOT l.granted AND a.datname = current_database()",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            if waiting >= n || std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        tx.rollback().unwrap();
+    });
+    locked_rx.await.unwrap();
+    let out = requests.await;
+    tokio::task::spawn_blocking(move || holder.join().unwrap())
+        .await
+        .unwrap();
+    out
+}
+
+/// A gateway with a pool large enough for four waiting logins and more.
+async fn racing_app(idp: &OidcProvider) -> App {
+    social_app_with(vec![provider("mock", &idp.issuer(), json!({}))], |c| {
+        c.database.pool_size = 8;
+    })
+    .await
+}
+
+/// Four first logins of the same new subject at once (four tabs), their
+/// reads all before any write: one account with one identity, and every
+/// tab ends with a code for it.
 #[tokio::test]
 async fn parallel_first_logins_make_one_account() {
-    let (app, idp) = mock_app("alice-sub", alice_claims(), json!({})).await;
+    let idp = OidcProvider::start().await;
+    idp.set_user("alice-sub", alice_claims()).await;
+    let app = racing_app(&idp).await;
     let mut flows = Vec::new();
     for _ in 0..4 {
         let started = app.start("mock", FRONTEND, None).await;
         let back = idp.authorize(&started.location, "alice-sub").await;
         flows.push((started, back));
     }
-    let answers = futures::future::join_all(
+    let callbacks = futures::future::join_all(
         flows
             .iter()
             .map(|(started, back)| app.back_to(back, &started.cookie, FRONTEND)),
-    )
-    .await;
-    assert_eq!(app.users(), 1);
+    );
+    let answers = with_users_held(&app, 4, callbacks).await;
+    assert_eq!(app.users(), 1, "{answers:?}");
     assert_eq!(app.identity_rows(), 1);
     let mut ids = Vec::new();
     for q in &answers {
@@ -1337,12 +1397,12 @@ async fn parallel_first_logins_make_one_account() {
 }
 
 /// Four different people whose provider calls them all "sam" log in for
-/// the first time at once: four accounts with four different logins, none
-/// refused.
+/// the first time at once, their reads all before any write: four
+/// accounts with four different logins, none refused.
 #[tokio::test]
 async fn parallel_first_logins_with_one_name_get_distinct_logins() {
     let idp = OidcProvider::start().await;
-    let app = social_app(vec![provider("mock", &idp.issuer(), json!({}))]).await;
+    let app = racing_app(&idp).await;
     let mut flows = Vec::new();
     for i in 0..4 {
         let sub = format!("sam-{i}");
@@ -1355,12 +1415,12 @@ async fn parallel_first_logins_with_one_name_get_distinct_logins() {
         let back = idp.authorize(&started.location, &sub).await;
         flows.push((started, back));
     }
-    let answers = futures::future::join_all(
+    let callbacks = futures::future::join_all(
         flows
             .iter()
             .map(|(started, back)| app.back_to(back, &started.cookie, FRONTEND)),
-    )
-    .await;
+    );
+    let answers = with_users_held(&app, 4, callbacks).await;
     assert!(
         answers.iter().all(|q| q.contains_key("code")),
         "refused: {answers:?}"
@@ -1904,6 +1964,7 @@ async fn administrators_list_and_unlink_identities() {
         .get(&format!("/api/v1/users/{erin}/identities"), Some(&admin))
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
+    assert_schema(&r.body, "IdentityList");
     let items = r.body["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["provider"], "mock");
