@@ -449,6 +449,9 @@ impl Federation {
                 let mut tx = c.transaction()?;
                 let outcome = match link_user {
                     Some(user_id) => {
+                        // The subject's lock first, then the user's, as
+                        // everywhere (no deadlock with a first login).
+                        identities::lock_subject(&mut tx, &name, &subject.subject)?;
                         sessions::lock_user(&mut tx, user_id)?;
                         identities::link(
                             &mut tx,
@@ -498,6 +501,7 @@ fn resolve(
     subject: &Subject,
     link_by_email: bool,
 ) -> Result<Uuid> {
+    identities::lock_subject(tx, provider, &subject.subject)?;
     if let Some(user_id) = identities::owner(tx, provider, &subject.subject)? {
         return Ok(user_id);
     }
@@ -515,6 +519,7 @@ fn resolve(
         });
     }
     let base = login_base(subject);
+    identities::lock_new_login(tx, &base)?;
     let mut login = base.clone();
     for _ in 0..8 {
         if users::find_credentials(tx, &login)?.is_none() {

@@ -251,8 +251,7 @@ impl Provider {
         };
         let mut jwk = self.jwks.load_full().and_then(|set| find(&set));
         if jwk.is_none() {
-            let due = lock(&self.jwks_fetched).is_none_or(|at| at.elapsed() >= JWKS_REFETCH);
-            if due {
+            if self.refetch_due() {
                 self.fetch_jwks(http, endpoints).await?;
                 jwk = self.jwks.load_full().and_then(|set| find(&set));
             }
@@ -347,34 +346,32 @@ impl Provider {
         leeway: u64,
     ) -> Result<Value, FlowError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| bad_token("malformed"))?;
-        let (key, alg) = self.key(http, endpoints, header.kid.as_deref()).await?;
-        if header.alg != alg {
-            return Err(bad_token(format!(
-                "signed with {:?}, but the provider's key is {alg:?}",
-                header.alg
-            )));
+        let kid = header.kid.as_deref();
+        let (key, alg) = self.key(http, endpoints, kid).await?;
+        let claims = match self.decode(token, &header, &key, alg, endpoints, leeway) {
+            // A key the cache still has under the token's kid (or the one
+            // key of a kid-less JWKS) that does not verify it: the provider
+            // may have rotated to a new key under the same kid, or without
+            // kids. Fetch the JWKS again (within its bound) and retry once.
+            Err(jsonwebtoken::errors::ErrorKind::InvalidSignature) if self.refetch_due() => {
+                self.fetch_jwks(http, endpoints).await?;
+                let (key, alg) = self.key(http, endpoints, kid).await?;
+                self.decode(token, &header, &key, alg, endpoints, leeway)
+            }
+            other => other,
         }
-        let mut validation = Validation::new(alg);
-        validation.set_audience(&[&self.config.client_id]);
-        if let Some(issuer) = &endpoints.issuer {
-            validation.set_issuer(&[issuer]);
-        }
-        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        validation.leeway = leeway;
-        let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
-            .map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind as K;
-                bad_token(match e.kind() {
-                    K::ExpiredSignature => "expired",
-                    K::InvalidIssuer => "wrong issuer",
-                    K::InvalidAudience => "not for this client (aud)",
-                    K::InvalidSignature => "bad signature",
-                    K::InvalidAlgorithm => "algorithm not allowed for the key",
-                    K::MissingRequiredClaim(_) => "a required claim is missing",
-                    _ => "invalid",
-                })
-            })?
-            .claims;
+        .map_err(|kind| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            bad_token(match kind {
+                K::ExpiredSignature => "expired",
+                K::InvalidIssuer => "wrong issuer",
+                K::InvalidAudience => "not for this client (aud)",
+                K::InvalidSignature => "bad signature",
+                K::InvalidAlgorithm => "algorithm not allowed for the key",
+                K::MissingRequiredClaim(_) => "a required claim is missing",
+                _ => "invalid",
+            })
+        })?;
         // OIDC Core 3.1.3.7: with several audiences, azp must be us.
         if claims["aud"].as_array().is_some_and(|a| a.len() > 1)
             && claims["azp"].as_str() != Some(self.config.client_id.as_str())
@@ -391,6 +388,37 @@ impl Provider {
             return Err(bad_token("the nonce is not this flow's"));
         }
         Ok(claims)
+    }
+
+    /// Whether the JWKS may be fetched again now ([`JWKS_REFETCH`]).
+    fn refetch_due(&self) -> bool {
+        lock(&self.jwks_fetched).is_none_or(|at| at.elapsed() >= JWKS_REFETCH)
+    }
+
+    /// Checks `token` against `key`: the header's algorithm must be the
+    /// key's, then the signature and the registered claims.
+    fn decode(
+        &self,
+        token: &str,
+        header: &jsonwebtoken::Header,
+        key: &DecodingKey,
+        alg: Algorithm,
+        endpoints: &Endpoints,
+        leeway: u64,
+    ) -> Result<Value, jsonwebtoken::errors::ErrorKind> {
+        if header.alg != alg {
+            return Err(jsonwebtoken::errors::ErrorKind::InvalidAlgorithm);
+        }
+        let mut validation = Validation::new(alg);
+        validation.set_audience(&[&self.config.client_id]);
+        if let Some(issuer) = &endpoints.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.leeway = leeway;
+        jsonwebtoken::decode::<Value>(token, key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| e.into_kind())
     }
 
     /// The userinfo answer for `access_token`.

@@ -21,6 +21,28 @@ pub struct Identity {
     pub last_login_at: Option<DateTime<Utc>>,
 }
 
+/// Serializes first logins of `(provider, subject)` until the transaction
+/// ends: two tabs finishing the same new user's first login at once make
+/// one account, not two (or a failed second).
+pub fn lock_subject(c: &mut impl GenericClient, provider: &str, subject: &str) -> Result<()> {
+    c.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('authgw.identity:' || $1 || ':' || $2, 0))",
+        &[&provider, &subject],
+    )?;
+    Ok(())
+}
+
+/// Serializes the choice of a new account's login made from `base`: two
+/// first logins both called "sam" get "sam" and "sam-xxxxxx", not a
+/// uniqueness failure.
+pub fn lock_new_login(c: &mut impl GenericClient, base: &str) -> Result<()> {
+    c.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('authgw.new-login:' || lower($1), 0))",
+        &[&base],
+    )?;
+    Ok(())
+}
+
 /// The user `(provider, subject)` is linked to.
 pub fn owner(c: &mut impl GenericClient, provider: &str, subject: &str) -> Result<Option<Uuid>> {
     let row = c.query_opt(
