@@ -250,11 +250,9 @@ impl Provider {
             }
         };
         let mut jwk = self.jwks.load_full().and_then(|set| find(&set));
-        if jwk.is_none() {
-            if self.refetch_due() {
-                self.fetch_jwks(http, endpoints).await?;
-                jwk = self.jwks.load_full().and_then(|set| find(&set));
-            }
+        if jwk.is_none() && self.refetch_due() {
+            self.fetch_jwks(http, endpoints).await?;
+            jwk = self.jwks.load_full().and_then(|set| find(&set));
         }
         let jwk =
             jwk.ok_or_else(|| bad_token("signed with a key the provider does not publish"))?;
