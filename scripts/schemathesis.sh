@@ -147,6 +147,14 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404",
 [[operations]]
 include-operation-id-regex = "^(grantRole|revokeRole)\$"
 parameters = { id = "$USER_ID", name = "$ROLE" }
+
+# A second factor's and a social login's credentials cannot be generated
+# either: a schema-valid challenge, exchange code, TOTP or recovery code is
+# an unknown one (400, 401), the test user has no factor (409), and a
+# generated provider name is not a configured one (404).
+[[operations]]
+include-operation-id-regex = "^(loginMfa|enrolTotp|disableTotp|confirmTotp|regenerateRecoveryCodes|exchangeOauthCode|startOauthLogin|oauthCallback|startIdentityLink|unlinkMyIdentity|resetUserMfa|getUserIdentities|unlinkUserIdentity)\$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "422", "429", "5xx"]
 EOF
 
 # --- schemathesis --------------------------------------------------------------
