@@ -123,7 +123,7 @@ fn parse_origin(raw: &str) -> Option<String> {
 /// The origin the client addressed: `https://` over this gateway's TLS
 /// (`tls`), else `http://`, and `Host` (the URI's authority for HTTP/2),
 /// or what a trusted proxy says it was.
-fn own_origin(
+pub(crate) fn own_origin(
     config: &Config,
     headers: &HeaderMap,
     peer: Option<IpAddr>,

@@ -111,6 +111,10 @@ pub enum Error {
     /// A social login's one-time exchange code is unknown, used or expired.
     #[error("the exchange code is invalid, used or expired; sign in again")]
     InvalidExchangeCode,
+    /// A sensitive change (linking a sign-in method) needs a session whose
+    /// login is recent: 403 `reauthentication_required`.
+    #[error("{0}")]
+    ReauthenticationRequired(String),
     /// An identity provider cannot be reached (discovery failed).
     #[error("{0}")]
     ProviderUnavailable(String),

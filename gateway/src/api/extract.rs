@@ -381,6 +381,9 @@ pub struct Browser {
     pub peer: Option<IpAddr>,
     /// The request came over this gateway's TLS (its own origin is https).
     pub tls: bool,
+    /// The request target's authority (HTTP/2's `:authority`, which has no
+    /// `Host` header).
+    pub authority: Option<String>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Browser {
@@ -394,6 +397,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Browser {
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|ConnectInfo(addr)| addr.ip()),
             tls: crate::tls::server::is_tls(&parts.extensions),
+            authority: parts.uri.authority().map(|a| a.as_str().to_string()),
         })
     }
 }

@@ -91,28 +91,30 @@ impl From<Identity> for IdentityBody {
     }
 }
 
-/// The request's own base URL (scheme and `Host`), for the callback URL
-/// when `auth.public_url` is unset. A `Host` with characters no host name
-/// has is refused.
-fn request_base(browser: &Browser) -> Result<String> {
-    let host = browser
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.len() <= 255
-                && h.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
-                })
-        })
-        .ok_or_else(|| Error::BadRequest {
+/// The base URL of the callback: `auth.public_url`, else the origin the
+/// client addressed (as the CSRF check sees it: this listener's scheme,
+/// `Host` or HTTP/2's `:authority`, or what a trusted proxy forwarded).
+fn request_base(s: &AppState, browser: &Browser) -> Result<String> {
+    let config = &s.auth.config;
+    if let Some(public) = &config.auth.public_url {
+        return Ok(public.trim_end_matches('/').to_string());
+    }
+    let mut headers = browser.headers.clone();
+    if !headers.contains_key(header::HOST)
+        && let Some(v) = browser
+            .authority
+            .as_deref()
+            .and_then(|a| HeaderValue::from_str(a).ok())
+    {
+        headers.insert(header::HOST, v);
+    }
+    crate::csrf::own_origin(config, &headers, browser.peer, browser.tls).ok_or_else(|| {
+        Error::BadRequest {
             code: "malformed_request",
             field: None,
-            detail: "a Host header naming this gateway is required (or set auth.public_url)".into(),
-        })?;
-    let scheme = if browser.tls { "https" } else { "http" };
-    Ok(format!("{scheme}://{host}"))
+            detail: "the request names no host of this gateway (set auth.public_url)".into(),
+        }
+    })
 }
 
 /// The binding cookie: `SameSite=Lax` whatever `auth.cookie_same_site`
@@ -152,7 +154,7 @@ pub async fn start(
     browser: Browser,
     Params(p): Params<StartParams>,
 ) -> Result<Response> {
-    let base = request_base(&browser)?;
+    let base = request_base(&s, &browser)?;
     let Started { location, binding } = s
         .federation
         .start(&s.auth, &provider, &p.redirect_uri, p.state, None, &base)
@@ -171,7 +173,7 @@ pub async fn callback(
     browser: Browser,
     Params(q): Params<CallbackQuery>,
 ) -> Result<Response> {
-    let base = request_base(&browser)?;
+    let base = request_base(&s, &browser)?;
     let params = CallbackParams {
         code: q.code,
         state: q.state,
@@ -233,7 +235,8 @@ async fn start_link(
     browser: Browser,
     JsonBody(req): JsonBody<LinkRequest>,
 ) -> Result<Response> {
-    let base = request_base(&browser)?;
+    crate::federation::require_recent_login(&c)?;
+    let base = request_base(&s, &browser)?;
     let Started { location, binding } = s
         .federation
         .start(

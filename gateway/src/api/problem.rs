@@ -223,6 +223,9 @@ fn problem(e: Error) -> Problem {
             "invalid_exchange_code",
             e.to_string(),
         ),
+        Error::ReauthenticationRequired(detail) => {
+            p(StatusCode::FORBIDDEN, "reauthentication_required", detail)
+        }
         Error::ProviderUnavailable(detail) => {
             tracing::warn!(%detail, "identity provider unavailable");
             let mut out = p(

@@ -50,6 +50,9 @@ pub const BINDING_COOKIE: &str = "authgw_oauth";
 pub const BINDING_PATH: &str = "/api/v1/auth/oauth";
 /// `amr` of a login through an identity provider (RFC 8176 `fed`).
 pub const AMR_FEDERATED: &str = "fed";
+/// How recent a session's login must be to link another sign-in method: a
+/// stolen access token alone cannot add its thief as a way in.
+pub const LINK_FRESHNESS: Duration = Duration::from_secs(15 * 60);
 /// The longest `state` a frontend may have echoed back.
 const MAX_CLIENT_STATE: usize = 512;
 
@@ -196,6 +199,22 @@ fn with_query(base: &str, pairs: &[(&str, &str)]) -> String {
             url.into()
         }
         Err(_) => base.to_string(),
+    }
+}
+
+/// Refuses (403 `reauthentication_required`) a session whose login is older
+/// than [`LINK_FRESHNESS`] (or unknown: a token from before `auth_time`).
+pub fn require_recent_login(claims: &crate::tokens::Claims) -> Result<()> {
+    let age = chrono::Utc::now()
+        .timestamp()
+        .saturating_sub(claims.auth_time);
+    if claims.auth_time > 0 && age <= LINK_FRESHNESS.as_secs() as i64 {
+        Ok(())
+    } else {
+        Err(Error::ReauthenticationRequired(format!(
+            "linking a sign-in method needs a login within the last {} minutes: log in again",
+            LINK_FRESHNESS.as_secs() / 60
+        )))
     }
 }
 
@@ -352,7 +371,13 @@ impl Federation {
                 }
                 with_query(&flow.redirect_uri, &pairs)
             }
-            Ok(Finished::Linked) => with_query(&flow.redirect_uri, &[("linked", name)]),
+            Ok(Finished::Linked) => {
+                let mut pairs = vec![("linked", name)];
+                if let Some(s) = flow.client_state.as_deref() {
+                    pairs.push(("state", s));
+                }
+                with_query(&flow.redirect_uri, &pairs)
+            }
             Err(e) => {
                 tracing::warn!(provider = name, error = %e, "social login refused");
                 let mut pairs = vec![("error", e.code())];
@@ -389,10 +414,14 @@ impl Federation {
             });
         }
         let endpoints = provider.endpoints(&self.http).await?;
-        // RFC 9207: an answer naming another issuer is a mix-up.
-        if let (Some(iss), Some(expected)) = (&params.iss, &endpoints.issuer)
-            && iss != expected
-        {
+        // RFC 9207: an answer naming another issuer is a mix-up; a provider
+        // that says it names itself must do so.
+        let mixed_up = match (&params.iss, &endpoints.issuer) {
+            (Some(iss), Some(expected)) => iss != expected,
+            (None, Some(_)) => endpoints.iss_parameter,
+            _ => false,
+        };
+        if mixed_up {
             return Err(FlowError::Refused {
                 code: "provider_error",
                 description: "the answer came from another issuer".into(),
@@ -439,10 +468,7 @@ impl Federation {
         );
         let link_user = flow.link_user_id;
         let (code, code_hash) = new_token().map_err(FlowError::from_error)?;
-        let amr = subject
-            .amr
-            .clone()
-            .unwrap_or_else(|| vec![AMR_FEDERATED.to_string()]);
+        let amr = federated_amr(subject.amr.as_deref());
         let resolved = auth
             .db
             .run(move |c| {
@@ -490,11 +516,28 @@ enum Finished {
     Linked,
 }
 
-/// The account `(provider, subject)` signs in to: the linked one; else,
-/// with a verified address the provider vouches for, the account with it
-/// when `link_by_email` (and that account's address is verified too), else
-/// 409 `account_exists_link_required` for any account with the address;
-/// else a new ordinary account without a password.
+/// `amr` of a federated login: `fed`, then what the provider says of its
+/// own authentication (`mfa`, `hwk`...), except the methods authgw asserts
+/// of itself (`pwd`, `otp`, `rcode`): a provider cannot make a session look
+/// like it passed authgw's own second factor (`auth.require_mfa_for_admins`,
+/// role-rules' `mfa`).
+fn federated_amr(provider: Option<&[String]>) -> Vec<String> {
+    let mut amr = vec![AMR_FEDERATED.to_string()];
+    for m in provider.unwrap_or_default() {
+        let own = matches!(m.as_str(), "pwd" | "otp" | "rcode" | "fed");
+        if !own && !amr.contains(m) {
+            amr.push(m.clone());
+        }
+    }
+    amr
+}
+
+/// The account `(provider, subject)` signs in to: the linked one; else the
+/// account whose verified address is the provider's, when the provider
+/// vouches for it, `link_by_email` is on and the account is no
+/// administrator, else 409 `account_exists_link_required` for it; else a
+/// new ordinary account without a password (an unverified account with the
+/// same address does not block it).
 fn resolve(
     tx: &mut impl postgres::GenericClient,
     provider: &str,
@@ -505,10 +548,14 @@ fn resolve(
     if let Some(user_id) = identities::owner(tx, provider, &subject.subject)? {
         return Ok(user_id);
     }
+    // Only an account whose owner proved the address counts: someone who
+    // signed up with another's address (unverified) blocks nothing.
     if let Some(email) = subject.email.as_deref()
-        && let Some((user_id, verified)) = identities::account_with_email(tx, email)?
+        && let Some((user_id, is_admin)) = identities::verified_account_with_email(tx, email)?
     {
-        if link_by_email && subject.email_verified && verified {
+        // An administrator is never linked by address: its way in stays
+        // what the operator set up.
+        if link_by_email && subject.email_verified && !is_admin {
             sessions::lock_user(tx, user_id)?;
             identities::link(tx, user_id, provider, &subject.subject, Some(email))?;
             return Ok(user_id);
@@ -691,6 +738,18 @@ mod tests {
         assert_eq!(login_base(&s(None, Some("bob.k@example.com"))), "bob.k");
         assert_eq!(login_base(&s(Some("é"), None)), "user");
         assert_eq!(login_base(&s(Some(&"a".repeat(100)), None)).len(), 48);
+    }
+
+    /// A provider's amr follows `fed`, without the methods authgw asserts
+    /// of itself.
+    #[test]
+    fn a_provider_cannot_claim_authgws_own_methods() {
+        let given: Vec<String> = ["pwd", "otp", "mfa", "rcode", "hwk", "mfa"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(federated_amr(Some(&given)), ["fed", "mfa", "hwk"]);
+        assert_eq!(federated_amr(None), ["fed"]);
     }
 
     /// Query parameters are added to a frontend URL that has its own.

@@ -31,6 +31,8 @@ pub struct Endpoints {
     pub token: String,
     pub userinfo: Option<String>,
     pub jwks_uri: Option<String>,
+    /// RFC 9207: the provider names itself (`iss`) in every answer.
+    pub iss_parameter: bool,
 }
 
 /// What the token endpoint answered.
@@ -128,6 +130,7 @@ impl Provider {
                 token: provider.config.token_url.clone().unwrap_or_default(),
                 userinfo: provider.config.userinfo_url.clone(),
                 jwks_uri: None,
+                iss_parameter: false,
             })));
         }
         provider
@@ -218,6 +221,7 @@ impl Provider {
             token,
             userinfo: endpoint("userinfo_endpoint", &self.config.userinfo_url)?,
             jwks_uri: Some(jwks_uri),
+            iss_parameter: doc["authorization_response_iss_parameter_supported"] == true,
         }))
     }
 

@@ -246,11 +246,15 @@ pub fn redeem_code(c: &mut impl GenericClient, code_hash: &[u8]) -> Result<Optio
     }))
 }
 
-/// The first account with `email` (case-insensitive), and whether that
-/// account's address is verified.
-pub fn account_with_email(c: &mut impl GenericClient, email: &str) -> Result<Option<(Uuid, bool)>> {
+/// The oldest account whose verified address is `email`
+/// (case-insensitive), and whether it is an administrator.
+pub fn verified_account_with_email(
+    c: &mut impl GenericClient,
+    email: &str,
+) -> Result<Option<(Uuid, bool)>> {
     let row = c.query_opt(
-        "SELECT id, email_verified FROM users WHERE lower(email) = lower($1) ORDER BY created_at LIMIT 1",
+        "SELECT id, is_admin FROM users WHERE lower(email) = lower($1) AND email_verified
+         ORDER BY created_at LIMIT 1",
         &[&email],
     )?;
     Ok(row.map(|r| (r.get(0), r.get(1))))
