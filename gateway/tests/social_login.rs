@@ -1481,15 +1481,33 @@ async fn auto_link_needs_the_provider_to_vouch_for_the_email() {
     assert_link_required(&app, &idp).await;
 }
 
-/// Auto-link needs the existing account's address to be verified.
+/// An existing account whose address is NOT verified neither gets
+/// auto-linked nor blocks: anyone can sign up with another's address, so
+/// the provider's user gets a new account of their own (the unverified
+/// account keeps its password and gets no identity).
 #[tokio::test]
-async fn auto_link_needs_the_accounts_email_verified() {
-    let (app, idp, _) = existing_carol(false, true, true).await;
-    assert_link_required(&app, &idp).await;
+async fn an_unverified_account_with_the_address_neither_links_nor_blocks() {
+    let (app, idp, carol) = existing_carol(false, true, true).await;
+    let tokens = app.login_via(&idp, "mock", "carol-sub").await;
+    let id = claims(&access(&tokens))["sub"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(id, carol);
+    assert_eq!(app.users(), 2);
+    let owner: String = app
+        .db
+        .query("SELECT user_id::text FROM user_identities WHERE subject = 'carol-sub'")[0]
+        .get(0);
+    assert_eq!(owner, id);
+    assert_eq!(app.login("carol", PASSWORD).await.status, 200);
 }
 
+/// Without any of the conditions on the provider's side (it does not vouch
+/// for the address, or `link_by_verified_email` is off), a verified
+/// account with the address blocks: account_exists_link_required.
 /// Auto-link needs `link_by_verified_email = true` on the provider (the
-/// default is false).
+/// default is false): account_exists_link_required.
 #[tokio::test]
 async fn auto_link_needs_link_by_verified_email() {
     let (app, idp, _) = existing_carol(true, true, false).await;
@@ -1508,6 +1526,28 @@ async fn auto_link_when_all_three_conditions_hold() {
     assert_eq!(ids.len(), 1);
     assert_eq!(ids[0]["subject"], "carol-sub");
     assert_eq!(app.login("carol", PASSWORD).await.status, 200);
+}
+
+/// An administrator is never auto-linked by address, whatever the
+/// provider says: account_exists_link_required, nothing linked.
+#[tokio::test]
+async fn an_administrator_is_never_auto_linked() {
+    let (app, idp) = mock_app(
+        "root-sub",
+        json!({"email": "root@example.org", "email_verified": true}),
+        json!({"link_by_verified_email": true}),
+    )
+    .await;
+    app.admin("root").await;
+    app.db.query(
+        "UPDATE users SET email = 'root@example.org', email_verified = true WHERE login = 'root'",
+    );
+    assert_eq!(
+        app.login_error(&idp, "mock", "root-sub").await,
+        "account_exists_link_required"
+    );
+    assert_eq!(app.identity_rows(), 0);
+    assert_eq!(app.users(), 1);
 }
 
 // ---------- the profile: link, unlink ----------
@@ -1594,6 +1634,46 @@ async fn link_a_second_provider_then_unlink_the_first() {
     .await
     .assert_problem(409, "last_login_method");
     assert_eq!(app.users(), 1);
+}
+
+/// Linking needs a recent login: a session whose login is older than
+/// LINK_FRESHNESS (15 min; the session's start moved back, then a refresh)
+/// is 403 reauthentication_required at the link start, so a stolen access
+/// token alone cannot add a way in. A fresh one links, and the link
+/// redirect carries the frontend's state.
+#[tokio::test]
+async fn linking_needs_a_recent_login() {
+    let (app, idp) = mock_app("bob-sub", json!({"email": "bob@example.org"}), json!({})).await;
+    let (_, fresh, refresh) = app.user("bob").await;
+    let r = app
+        .browser
+        .post(app.url("/api/v1/users/me/identities/mock/start"))
+        .bearer_auth(&fresh)
+        .json(&json!({"redirect_uri": PROFILE, "state": "tab-7"}))
+        .send()
+        .await
+        .unwrap();
+    let r = reply(r).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let started = Started {
+        location: r.body["authorize_url"].as_str().unwrap().to_string(),
+        cookie: binding_cookie(&r),
+    };
+    let back = idp.authorize(&started.location, "bob-sub").await;
+    let q = app.back_to(&back, &started.cookie, PROFILE).await;
+    assert_eq!(q.get("linked").map(String::as_str), Some("mock"), "{q:?}");
+    assert_eq!(q.get("state").map(String::as_str), Some("tab-7"), "{q:?}");
+
+    let minutes = gateway::federation::LINK_FRESHNESS.as_secs() / 60 + 1;
+    app.db.query(&format!(
+        "UPDATE refresh_tokens SET session_started_at = now() - interval '{minutes} minutes'"
+    ));
+    let r = app.refresh(&refresh).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let stale = access(&r.body);
+    app.link_raw(&stale, "mock", PROFILE)
+        .await
+        .assert_problem(403, "reauthentication_required");
 }
 
 /// Linking an identity that already belongs to another account ends with
@@ -1850,17 +1930,46 @@ async fn an_oauth2_provider_with_explicit_endpoints_logs_in() {
     assert_eq!(claims(&access(&tokens))["amr"], json!(["fed"]));
 }
 
-/// A provider's own `amr` in the ID token replaces ["fed"].
+/// A provider's own `amr` follows "fed", except the methods authgw
+/// asserts of itself (pwd, otp, rcode): a provider cannot make a session
+/// look as if it passed authgw's own second factor.
 #[tokio::test]
-async fn the_providers_amr_is_kept() {
+async fn the_providers_amr_follows_fed() {
     let idp = FakeIdp::start().await;
     idp.set_claims(json!({"sub": "u-1"}));
-    idp.set_id_token_claims(json!({"amr": ["pwd", "mfa"]}));
+    let app = social_app(vec![provider("fake", &idp.issuer(), json!({}))]).await;
+    for (given, expected) in [
+        (json!(["pwd", "mfa"]), json!(["fed", "mfa"])),
+        (json!(["otp", "rcode", "pwd"]), json!(["fed"])),
+        (json!(["hwk", "fed", "mfa"]), json!(["fed", "hwk", "mfa"])),
+    ] {
+        idp.set_id_token_claims(json!({ "amr": given }));
+        let q = app.fake_login(&idp, "fake").await;
+        let r = app.exchange(&q["code"]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(claims(&access(&r.body))["amr"], expected, "{given}");
+    }
+}
+
+/// RFC 9207: a provider that advertises the `iss` parameter must send it;
+/// an answer without it is error=provider_error; with its own issuer the
+/// login goes on.
+#[tokio::test]
+async fn a_provider_that_advertises_iss_must_send_it() {
+    let idp = FakeIdp::start().await;
+    idp.set_claims(json!({"sub": "u-1"}));
+    idp.set_iss_parameter(true, false);
     let app = social_app(vec![provider("fake", &idp.issuer(), json!({}))]).await;
     let q = app.fake_login(&idp, "fake").await;
-    let r = app.exchange(&q["code"]).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(claims(&access(&r.body))["amr"], json!(["pwd", "mfa"]));
+    assert_eq!(
+        q.get("error").map(String::as_str),
+        Some("provider_error"),
+        "{q:?}"
+    );
+    assert!(idp.token_requests().is_empty());
+    idp.set_iss_parameter(true, true);
+    let q = app.fake_login(&idp, "fake").await;
+    assert!(q.contains_key("code"), "{q:?}");
 }
 
 // ---------- a second factor ----------

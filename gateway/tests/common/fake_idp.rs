@@ -242,6 +242,10 @@ struct Inner {
     extra_id_claims: Value,
     /// Answer authorization requests with this `error` (and the state).
     deny: Option<String>,
+    /// RFC 9207: advertise `authorization_response_iss_parameter_supported`.
+    advertise_iss: bool,
+    /// RFC 9207: put `iss` in the authorization response.
+    send_iss: bool,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -279,6 +283,8 @@ impl FakeIdp {
             jwks_fetches: 0,
             extra_id_claims: json!({}),
             deny: None,
+            advertise_iss: false,
+            send_iss: false,
         }));
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -338,6 +344,15 @@ impl FakeIdp {
     /// user is logged in.
     pub fn set_deny(&self, error: Option<&str>) {
         self.lock().deny = error.map(str::to_string);
+    }
+
+    /// RFC 9207: whether discovery advertises the `iss` parameter
+    /// (`advertise`), and whether the authorization response carries it
+    /// (`send`).
+    pub fn set_iss_parameter(&self, advertise: bool, send: bool) {
+        let mut inner = self.lock();
+        inner.advertise_iss = advertise;
+        inner.send_iss = send;
     }
 
     /// A new signing key with a new `kid`; the JWKS publishes only the new
@@ -406,8 +421,12 @@ impl Drop for FakeIdp {
 }
 
 async fn discovery(State(s): State<Shared>) -> Response {
-    let issuer = s.lock().unwrap().issuer.clone();
+    let (issuer, advertise_iss) = {
+        let inner = s.lock().unwrap();
+        (inner.issuer.clone(), inner.advertise_iss)
+    };
     axum::Json(json!({
+        "authorization_response_iss_parameter_supported": advertise_iss,
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
@@ -462,6 +481,10 @@ async fn authorize(State(s): State<Shared>, Query(q): Query<HashMap<String, Stri
     }
     if let Some(state) = q.get("state") {
         back.query_pairs_mut().append_pair("state", state);
+    }
+    if inner.send_iss {
+        let issuer = inner.issuer.clone();
+        back.query_pairs_mut().append_pair("iss", &issuer);
     }
     (StatusCode::FOUND, [(header::LOCATION, back.to_string())]).into_response()
 }
