@@ -853,7 +853,8 @@ async fn a_replayed_or_expired_state_is_refused() {
 /// The callback needs the binding cookie of the browser that started the
 /// flow: without it, or with another flow's, it is 400
 /// invalid_oauth_state and nobody is logged in (a stolen callback URL is
-/// useless in another browser).
+/// useless in another browser), and the flow is left to its own browser,
+/// which still finishes it.
 #[tokio::test]
 async fn a_callback_without_the_binding_cookie_is_refused() {
     let (app, idp) = mock_app("alice-sub", alice_claims(), json!({})).await;
@@ -874,6 +875,8 @@ async fn a_callback_without_the_binding_cookie_is_refused() {
     .assert_problem(400, "invalid_oauth_state");
     assert_eq!(app.users(), 0);
     assert_eq!(app.db.count("SELECT count(*) FROM oauth_exchange_codes"), 0);
+    let done = app.back_to(&back, &victim.cookie, FRONTEND).await;
+    assert!(done.contains_key("code"), "{done:?}");
 }
 
 /// PKCE: the gateway sends the verifier of the flow's S256 challenge, so

@@ -352,14 +352,9 @@ impl Federation {
         let provider_name = name.to_string();
         let flow = auth
             .db
-            .run(move |c| identities::take_flow(c, &state_hash, &provider_name))
+            .run(move |c| identities::take_flow(c, &state_hash, &provider_name, &binding_hash))
             .await?
             .ok_or(Error::InvalidOauthState)?;
-        if aws_lc_rs::constant_time::verify_slices_are_equal(&flow.binding_hash, &binding_hash)
-            .is_err()
-        {
-            return Err(Error::InvalidOauthState);
-        }
         let outcome = self
             .finish(auth, &provider, &flow, &state, params, info, request_base)
             .await;

@@ -184,17 +184,21 @@ pub fn start_flow(
     Ok(())
 }
 
-/// Takes the live flow with `state_hash` at `provider` (it can be taken
-/// once: the row is deleted).
+/// Takes the live flow with `state_hash` at `provider` started by the
+/// browser whose binding cookie hashes to `binding_hash` (it can be taken
+/// once: the row is deleted; a callback without the right cookie leaves it
+/// for its own browser).
 pub fn take_flow(
     c: &mut impl GenericClient,
     state_hash: &[u8],
     provider: &str,
+    binding_hash: &[u8],
 ) -> Result<Option<Flow>> {
     let row = c.query_opt(
-        "DELETE FROM oauth_flows WHERE state_hash = $1 AND provider = $2 AND expires_at > now()
+        "DELETE FROM oauth_flows
+         WHERE state_hash = $1 AND provider = $2 AND binding_hash = $3 AND expires_at > now()
          RETURNING binding_hash, provider, redirect_uri, client_state, link_user_id, key_id",
-        &[&state_hash, &provider],
+        &[&state_hash, &provider, &binding_hash],
     )?;
     Ok(row.map(|r| Flow {
         binding_hash: r.get(0),
