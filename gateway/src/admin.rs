@@ -280,8 +280,13 @@ pub fn set_admin_password(
 /// Removes the TOTP factor (confirmed or pending), the recovery codes and
 /// the pending login challenges of `id`: a user who lost the authenticator
 /// and the recovery codes logs in with the password alone again. 404 when
-/// the user has no factor.
-pub fn reset_mfa(client: &mut Client, actor: &str, id: Uuid) -> Result<User> {
+/// the user has no factor. With `mail`, the user's address is told.
+pub fn reset_mfa(
+    client: &mut Client,
+    actor: &str,
+    id: Uuid,
+    mail: Option<&crate::mail::Composer>,
+) -> Result<User> {
     let user = require_user(client, id)?;
     let mut tx = client.transaction()?;
     sessions::lock_user(&mut tx, id)?;
@@ -299,6 +304,9 @@ pub fn reset_mfa(client: &mut Client, actor: &str, id: Uuid) -> Result<User> {
         &id.to_string(),
         &json!({ "login": user.login, "was_confirmed": confirmed }),
     )?;
+    if let Some(mail) = mail {
+        crate::recovery::queue_notice(mail, &mut tx, &user, crate::mail::Kind::MfaDisabled, &[])?;
+    }
     tx.commit()?;
     Ok(User {
         mfa_enabled: false,

@@ -67,7 +67,7 @@ pub struct ProfileChange {
 }
 
 /// The language of `user`'s mail: theirs, else the request's.
-fn locale_of(user: &User, requested: Option<Locale>) -> Locale {
+pub(crate) fn locale_of(user: &User, requested: Option<Locale>) -> Locale {
     user.locale
         .as_deref()
         .and_then(Locale::parse)
@@ -122,6 +122,24 @@ pub(crate) fn queue_password_notice(
             email,
             &[("login", &user.login)],
         )?;
+    }
+    Ok(())
+}
+
+/// Queues a security notice of `kind` (a factor enabled or removed, a
+/// provider linked) to `user`'s address, if it has one; `extra` fills the
+/// kind's other placeholders.
+pub(crate) fn queue_notice(
+    mail: &Composer,
+    tx: &mut impl postgres::GenericClient,
+    user: &User,
+    kind: Kind,
+    extra: &[(&str, &str)],
+) -> Result<()> {
+    if let Some(email) = &user.email {
+        let mut values: Vec<(&str, &str)> = vec![("login", &user.login)];
+        values.extend_from_slice(extra);
+        mail.queue(tx, kind, locale_of(user, None), email, &values)?;
     }
     Ok(())
 }

@@ -939,3 +939,75 @@ async fn a_route_rule_demands_the_second_factor() {
     get(viewer).await.assert_problem(403, "policy_denied");
     assert_eq!(echo.hits(), 2);
 }
+
+// ---------- notices ----------
+
+/// The account's address is told, through a real SMTP server, when a
+/// factor is turned on, when the user turns it off, and when an
+/// administrator removes it (in the account's language): a stolen session
+/// that changes the second factor does not go unseen.
+#[tokio::test]
+async fn factor_changes_are_mailed_to_the_account() {
+    use common::smtp::{SmtpOptions, SmtpServer};
+    let mut smtp = SmtpServer::start(SmtpOptions::default()).await;
+    let url = smtp.url();
+    let app = spawn_app_with(move |c| {
+        c.email.smtp_url = url;
+        c.email.poll_interval = Duration::from_millis(200);
+    })
+    .await;
+    let signed = app
+        .post(
+            "/api/v1/auth/signup",
+            None,
+            json!({"login": "uma", "password": PASSWORD, "email": "uma@example.org", "locale": "ru"}),
+        )
+        .await;
+    assert_eq!(signed.status, 201, "{}", signed.body);
+    let verify = smtp.next().await;
+    assert_eq!(verify.recipient(), "uma@example.org");
+    let (token, _) = app.tokens("uma").await;
+
+    let (_, codes) = enable(&app, &token).await;
+    let on = smtp.next().await;
+    assert_eq!(on.recipient(), "uma@example.org");
+    assert!(
+        on.subject.contains("вход в два этапа") && on.subject.contains("включён"),
+        "{}",
+        on.subject
+    );
+    assert!(
+        on.text.contains("uma") && !on.text.contains('{'),
+        "{}",
+        on.text
+    );
+
+    let off = app
+        .send(
+            Method::DELETE,
+            "/api/v1/users/me/mfa/totp",
+            Some(&token),
+            Some(json!({"password": PASSWORD, "recovery_code": codes[0]})),
+        )
+        .await;
+    assert_eq!(off.status, 204, "{}", off.body);
+    let off = smtp.next().await;
+    assert!(off.subject.contains("отключён"), "{}", off.subject);
+
+    enable(&app, &token).await;
+    smtp.next().await;
+    let admin = app.admin("root").await;
+    let id = signed.body["id"].as_str().unwrap();
+    let reset = app
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/users/{id}/mfa"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(reset.status, 200, "{}", reset.body);
+    let removed = smtp.next().await;
+    assert_eq!(removed.recipient(), "uma@example.org");
+    assert!(removed.subject.contains("отключён"), "{}", removed.subject);
+}

@@ -2182,3 +2182,43 @@ async fn the_cli_lists_and_unlinks_identities() {
         .get(0);
     assert_eq!(actor, "cli:tester");
 }
+
+/// Linking a provider tells the account's address, through a real SMTP
+/// server, which provider is now a way in: a thief with a fresh session
+/// cannot add one unseen.
+#[tokio::test]
+async fn a_linked_provider_is_mailed_to_the_account() {
+    let mut smtp = common::smtp::SmtpServer::start(common::smtp::SmtpOptions::default()).await;
+    let idp = OidcProvider::start().await;
+    idp.set_user("other-sub", json!({"email": "other@example.org"}))
+        .await;
+    let smtp_url = smtp.url();
+    let app = social_app_with(vec![provider("mock", &idp.issuer(), json!({}))], |c| {
+        c.email.smtp_url = smtp_url;
+        c.email.poll_interval = std::time::Duration::from_millis(200);
+    })
+    .await;
+    let signed = app
+        .post(
+            "/api/v1/auth/signup",
+            None,
+            json!({"login": "carl", "password": PASSWORD, "email": "carl@example.org"}),
+        )
+        .await;
+    assert_eq!(signed.status, 201, "{}", signed.body);
+    assert_eq!(smtp.next().await.recipient(), "carl@example.org");
+    let (token, _) = app.tokens("carl").await;
+    let q = app.link_via(&idp, &token, "mock", "other-sub").await;
+    assert_eq!(q.get("linked").map(String::as_str), Some("mock"), "{q:?}");
+    let notice = smtp.next().await;
+    assert_eq!(notice.recipient(), "carl@example.org");
+    assert_eq!(
+        notice.subject,
+        "A new way to sign in to your authgw account"
+    );
+    assert!(
+        notice.text.contains("carl") && notice.text.contains("mock") && !notice.text.contains('{'),
+        "{}",
+        notice.text
+    );
+}

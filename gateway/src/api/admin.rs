@@ -296,11 +296,13 @@ async fn reset_mfa(
     Path(id): Path<String>,
 ) -> Result<Json<UserBody>> {
     let id = user_id(&id)?;
+    let mail = s.auth.mail.clone();
     let user = s
         .auth
         .db
-        .run(move |c| admin::reset_mfa(c, &a.login, id))
+        .run(move |c| admin::reset_mfa(c, &a.login, id, Some(mail.as_ref())))
         .await?;
+    s.auth.mail.wake();
     Ok(Json(user.into()))
 }
 

@@ -462,6 +462,7 @@ impl Federation {
             provider.config.link_by_verified_email,
         );
         let link_user = flow.link_user_id;
+        let mail = auth.mail.clone();
         let (code, code_hash) = new_token().map_err(FlowError::from_error)?;
         let amr = federated_amr(subject.amr.as_deref());
         let resolved = auth
@@ -481,6 +482,15 @@ impl Federation {
                             &subject.subject,
                             subject.email.as_deref(),
                         )?;
+                        if let Some(user) = users::get(&mut tx, user_id)? {
+                            crate::recovery::queue_notice(
+                                &mail,
+                                &mut tx,
+                                &user,
+                                crate::mail::Kind::IdentityLinked,
+                                &[("provider", &name)],
+                            )?;
+                        }
                         Finished::Linked
                     }
                     None => {
@@ -502,6 +512,9 @@ impl Federation {
             })
             .await
             .map_err(FlowError::from_error)?;
+        if matches!(resolved, Finished::Linked) {
+            auth.mail.wake();
+        }
         Ok(resolved)
     }
 }

@@ -20,16 +20,25 @@ pub enum Kind {
     PasswordReset,
     /// A notice that the password changed.
     PasswordChanged,
+    /// A notice that a TOTP factor now guards logins.
+    MfaEnabled,
+    /// A notice that the TOTP factor was removed (by the user or an administrator).
+    MfaDisabled,
+    /// A notice that an identity provider was linked as a way in.
+    IdentityLinked,
     /// `authgw email test`.
     Test,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 8] = [
         Kind::VerifyEmail,
         Kind::EmailChanged,
         Kind::PasswordReset,
         Kind::PasswordChanged,
+        Kind::MfaEnabled,
+        Kind::MfaDisabled,
+        Kind::IdentityLinked,
         Kind::Test,
     ];
 
@@ -39,6 +48,9 @@ impl Kind {
             Kind::EmailChanged => "email_changed",
             Kind::PasswordReset => "password_reset",
             Kind::PasswordChanged => "password_changed",
+            Kind::MfaEnabled => "mfa_enabled",
+            Kind::MfaDisabled => "mfa_disabled",
+            Kind::IdentityLinked => "identity_linked",
             Kind::Test => "test",
         }
     }
@@ -49,7 +61,8 @@ impl Kind {
             Kind::VerifyEmail => &["product", "login", "link", "ttl", "email"],
             Kind::EmailChanged => &["product", "login", "email", "new_email"],
             Kind::PasswordReset => &["product", "login", "link", "ttl"],
-            Kind::PasswordChanged => &["product", "login"],
+            Kind::PasswordChanged | Kind::MfaEnabled | Kind::MfaDisabled => &["product", "login"],
+            Kind::IdentityLinked => &["product", "login", "provider"],
             Kind::Test => &["product"],
         }
     }
@@ -64,6 +77,9 @@ macro_rules! defaults {
                 defaults!(@one $locale, "email_changed"),
                 defaults!(@one $locale, "password_reset"),
                 defaults!(@one $locale, "password_changed"),
+                defaults!(@one $locale, "mfa_enabled"),
+                defaults!(@one $locale, "mfa_disabled"),
+                defaults!(@one $locale, "identity_linked"),
                 defaults!(@one $locale, "test"),
             )*
         ];

@@ -20,6 +20,8 @@ use uuid::Uuid;
 use crate::auth::{Auth, TokenPair};
 use crate::client_key::client_key_of;
 use crate::error::{Error, Result};
+use crate::mail::Kind;
+use crate::recovery::queue_notice;
 use crate::secrets::SecretRing;
 use crate::store::failures::{self, Claim};
 use crate::store::history::{self, Outcome};
@@ -207,6 +209,7 @@ impl Auth {
         let (shown, hashes) = new_codes()?;
         let ring = self.tokens.keyring();
         let user_id = claims.sub;
+        let mail = self.mail.clone();
         self.db
             .run(move |c| {
                 let mut tx = c.transaction()?;
@@ -225,10 +228,14 @@ impl Auth {
                     totp::verify(&secret, &code, now_step(), None).ok_or(Error::InvalidMfaCode)?;
                 mfa::confirm(&mut tx, user_id, step)?;
                 mfa::replace_recovery_codes(&mut tx, user_id, &hashes)?;
+                if let Some(user) = users::get(&mut tx, user_id)? {
+                    queue_notice(&mail, &mut tx, &user, Kind::MfaEnabled, &[])?;
+                }
                 tx.commit()?;
                 Ok(())
             })
             .await?;
+        self.mail.wake();
         Ok(shown)
     }
 
@@ -307,6 +314,7 @@ impl Auth {
         let ring = self.tokens.keyring();
         let (user_id, keep) = (claims.sub, claims.sid);
         let (login, client) = (claims.login.clone(), client_key_of(info.ip));
+        let mail = self.mail.clone();
         self.revoking(move |c, lifetime| {
             let mut tx = c.transaction()?;
             sessions::lock_user(&mut tx, user_id)?;
@@ -320,6 +328,9 @@ impl Auth {
             }
             mfa::remove(&mut tx, user_id)?;
             failures::clear(&mut tx, &login, client)?;
+            if let Some(user) = users::get(&mut tx, user_id)? {
+                queue_notice(&mail, &mut tx, &user, Kind::MfaDisabled, &[])?;
+            }
             let revoked = crate::admin::end_user_sessions(
                 &mut tx,
                 user_id,
@@ -330,7 +341,9 @@ impl Auth {
             tx.commit()?;
             Ok(revoked)
         })
-        .await
+        .await?;
+        self.mail.wake();
+        Ok(())
     }
 
     /// The second step of a login: the challenge from the first, and a
