@@ -77,6 +77,21 @@ pub fn validate_email(email: Option<&str>) -> Result<()> {
     }
 }
 
+/// What a failure claim ([`failures::claim`]) lets through: 429 while the
+/// (account, client) pair is locked; else the check, after the account's
+/// slow-down if it is past its threshold.
+pub(crate) async fn admit(claim: Claim) -> Result<()> {
+    match claim {
+        Claim::Locked { retry_after } => Err(Error::TooManyAttempts { retry_after }),
+        Claim::Allowed { delay } => {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Ok(())
+        }
+    }
+}
+
 impl Auth {
     /// How long a revocation must be remembered: the longest an access token
     /// issued before it can still verify.
@@ -261,7 +276,7 @@ impl Auth {
                     failures::release(&mut tx, &login, client, &limits)?;
                     // The stored spelling: failures are keyed by the
                     // lower-case login, which is the same either way.
-                    mfa::create_challenge(
+                    let recovery_codes = crate::mfa::open_challenge(
                         &mut tx,
                         &challenge_hash,
                         creds.id,
@@ -272,14 +287,6 @@ impl Auth {
                             amr: &[crate::mfa::AMR_PASSWORD.to_string()],
                             provider: None,
                         },
-                    )?;
-                    let recovery_codes = mfa::recovery_codes_left(&mut tx, creds.id)? > 0;
-                    history::record(
-                        &mut tx,
-                        Some(creds.id),
-                        &creds.login,
-                        &info,
-                        Outcome::MfaRequired,
                     )?;
                     tx.commit()?;
                     return Ok(Passed::SecondFactor { recovery_codes });
@@ -304,17 +311,9 @@ impl Auth {
             Passed::Session(user, origin) => self
                 .pair(&user, session_id, refresh_token, &origin)
                 .map(LoginOutcome::Tokens),
-            Passed::SecondFactor { recovery_codes } => {
-                let mut methods = vec!["totp"];
-                if recovery_codes {
-                    methods.push("recovery_code");
-                }
-                Ok(LoginOutcome::SecondFactor(crate::mfa::Challenge {
-                    token: challenge,
-                    methods,
-                    expires_in: challenge_ttl.as_secs(),
-                }))
-            }
+            Passed::SecondFactor { recovery_codes } => Ok(LoginOutcome::SecondFactor(
+                crate::mfa::Challenge::new(challenge, recovery_codes, challenge_ttl),
+            )),
         }
     }
 
@@ -337,15 +336,8 @@ impl Auth {
             .db
             .run(move |c| failures::claim(c, &key, client, &limits))
             .await?;
-        match claim {
-            Claim::Locked { retry_after } => Err(Error::TooManyAttempts { retry_after }),
-            Claim::Allowed { delay } => {
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-                self.hasher.verify(password, phc).await
-            }
-        }
+        admit(claim).await?;
+        self.hasher.verify(password, phc).await
     }
 
     /// A refresh token's lifetime and its session's absolute one.

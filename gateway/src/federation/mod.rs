@@ -647,7 +647,7 @@ impl Auth {
                     return Err(Error::EmailNotVerified);
                 }
                 if user.mfa_enabled {
-                    mfa::create_challenge(
+                    let recovery_codes = crate::mfa::open_challenge(
                         &mut tx,
                         &challenge_hash,
                         user.id,
@@ -658,14 +658,6 @@ impl Auth {
                             amr: &code.amr,
                             provider: Some(&code.provider),
                         },
-                    )?;
-                    let recovery_codes = mfa::recovery_codes_left(&mut tx, user.id)? > 0;
-                    history::record(
-                        &mut tx,
-                        Some(user.id),
-                        &user.login,
-                        &info,
-                        Outcome::MfaRequired,
                     )?;
                     tx.commit()?;
                     return Ok(Redeemed::SecondFactor { recovery_codes });
@@ -695,17 +687,9 @@ impl Auth {
             Redeemed::Session(user, origin) => self
                 .pair(&user, session_id, refresh_token, &origin)
                 .map(LoginOutcome::Tokens),
-            Redeemed::SecondFactor { recovery_codes } => {
-                let mut methods = vec!["totp"];
-                if recovery_codes {
-                    methods.push("recovery_code");
-                }
-                Ok(LoginOutcome::SecondFactor(crate::mfa::Challenge {
-                    token: challenge,
-                    methods,
-                    expires_in: challenge_ttl.as_secs(),
-                }))
-            }
+            Redeemed::SecondFactor { recovery_codes } => Ok(LoginOutcome::SecondFactor(
+                crate::mfa::Challenge::new(challenge, recovery_codes, challenge_ttl),
+            )),
         }
     }
 

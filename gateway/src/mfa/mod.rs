@@ -98,6 +98,39 @@ impl std::fmt::Debug for Challenge {
     }
 }
 
+impl Challenge {
+    /// The challenge `token` of a first step, answered with the methods the
+    /// user has left.
+    pub fn new(token: String, recovery_codes: bool, ttl: std::time::Duration) -> Self {
+        let mut methods = vec!["totp"];
+        if recovery_codes {
+            methods.push("recovery_code");
+        }
+        Self {
+            token,
+            methods,
+            expires_in: ttl.as_secs(),
+        }
+    }
+}
+
+/// In `tx` (under the user's lock): a first step that succeeded for a user
+/// with a factor opens the challenge whose hash is `token_hash` and records
+/// `mfa_required` in the history. Whether unused recovery codes remain.
+pub(crate) fn open_challenge(
+    tx: &mut impl postgres::GenericClient,
+    token_hash: &[u8],
+    user_id: Uuid,
+    login: &str,
+    info: &ClientInfo,
+    ttl: std::time::Duration,
+    first: mfa::FirstStep<'_>,
+) -> Result<bool> {
+    mfa::create_challenge(tx, token_hash, user_id, login, info, ttl, first)?;
+    history::record(tx, Some(user_id), login, info, Outcome::MfaRequired)?;
+    Ok(mfa::recovery_codes_left(tx, user_id)? > 0)
+}
+
 /// The caller's factor as `GET /users/me/mfa` shows it.
 #[derive(Debug, Clone)]
 pub struct Status {
@@ -254,15 +287,7 @@ impl Auth {
                 failures::claim(c, &key, client, &limits)
             })
             .await?;
-        match claim {
-            Claim::Locked { retry_after } => Err(Error::TooManyAttempts { retry_after }),
-            Claim::Allowed { delay } => {
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-                Ok(())
-            }
-        }
+        crate::auth::admit(claim).await
     }
 
     /// New recovery codes for a current TOTP code; the old ones die.
