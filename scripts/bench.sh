@@ -20,7 +20,16 @@
 #      rules) and the revocation check;
 #   e. nginx with auth_request to authgw (docs/forward-auth/nginx.conf, a
 #      keep-alive upstream to authgw): the same decision as d, made for
-#      nginx; its req/s are decisions/s.
+#      nginx; its req/s are decisions/s;
+#   f. bare-hyper: gateway/examples/bare_proxy.rs, a hyper 1 server and
+#      hyper-util's legacy pooled client and nothing else (no auth, plugins
+#      or metrics): authgw's own transport's limit (issue 18).
+# With every proxy run, the CPU time (user + system, /proc/PID/stat) the
+# system under test used, ÷ the requests wrk completed: CPU µs per request.
+# After the rounds, a separate short run per proxy (nginx, bare-hyper,
+# HAProxy, authgw) under strace -c -f: BENCH_STRACE_REQUESTS requests on
+# BENCH_STRACE_CONNS connections (wrk stops there), the syscalls the system
+# under test made ÷ the requests: syscalls per request, and which ones.
 # Then: /api/v1/auth/check req/s; login/s against cores ÷ argon2id verify
 # time; refresh/s against pgbench running the same SQL transaction; the proxy
 # p99 during a login flood against its baseline; authgw's RSS with 10 000 idle
@@ -46,11 +55,13 @@
 # The TLS summary follows the other one (OUT/summary.md).
 #
 # Needs: a release build (built here), plugins/dist/role-rules.wasm (built
-# here when missing), PostgreSQL at BENCH_PG_URL (a database BENCH_DB is
-# dropped and created), nginx, haproxy, wrk, pgbench, psql, openssl, curl, jq,
-# python3, taskset, and for the TLS part h2load (nginx, haproxy, wrk and
-# h2load (nghttp2-client) are installed with apt-get when missing and running
-# as root; HAProxy is needed by the proxy part only). nginx and HAProxy run as
+# here when missing), target/release/examples/bare_proxy (built here with
+# the proxy part), PostgreSQL at BENCH_PG_URL (a database BENCH_DB is
+# dropped and created), nginx, haproxy, wrk, strace, pgbench, psql, openssl,
+# curl, jq, python3, taskset, and for the TLS part h2load (nginx, haproxy,
+# wrk, strace and h2load (nghttp2-client) are installed with apt-get when
+# missing and running as root; HAProxy, strace and the bare proxy are needed
+# by the proxy part only). nginx and HAProxy run as
 # our own processes with our own config files on free ports, never as the
 # system services.
 #
@@ -69,12 +80,17 @@
 #                          taken from target/criterion (scripts/bench.sh
 #                          criterion argon2), else the documented 14.0 ms
 #   BENCH_OUT [target/bench/<date>]   raw outputs and the summary
-#   BENCH_BUILD [1]        0: use target/release/authgw as it is
+#   BENCH_BUILD [1]        0: use target/release/authgw and
+#                          target/release/examples/bare_proxy as they are
+#                          (the bare proxy is still built when missing)
 #   BENCH_BIN              another authgw binary to measure (implies
 #                          BENCH_BUILD=0), e.g. an older build for an A/B run
 #   BENCH_KEEP_DB [0]      1: keep the database afterwards
 #   BENCH_PERF [0]         1: perf record authgw during its last proxy run
 #                          (OUT/perf.data, top symbols in OUT/perf.txt)
+#   BENCH_STRACE [1]       0: no syscall count (strace) after the proxy rounds
+#   BENCH_STRACE_REQUESTS [10000]  requests of each syscall-count run
+#   BENCH_STRACE_CONNS [16]        wrk connections of each syscall-count run
 #   BENCH_ONLY             comma-separated parts to run, of: proxy tls check
 #                          reset login refresh flood rss (default: all)
 #   BENCH_H2_STREAMS [1]   h2load -m: streams in flight per h2 connection (1:
@@ -174,6 +190,11 @@ BIN=${BENCH_BIN:-$ROOT/target/release/authgw}
 ONLY=${BENCH_ONLY:-proxy,tls,check,reset,login,refresh,flood,rss}
 want() { [[ ,$ONLY, == *,$1,* ]]; }
 H2_STREAMS=${BENCH_H2_STREAMS:-1}
+BARE_BIN=$ROOT/target/release/examples/bare_proxy
+STRACE=${BENCH_STRACE:-1}
+STRACE_REQUESTS=${BENCH_STRACE_REQUESTS:-10000}
+STRACE_CONNS=${BENCH_STRACE_CONNS:-16}
+want proxy || STRACE=0
 HS_CLIENTS=${BENCH_HS_CLIENTS:-16}
 WASM=$ROOT/plugins/dist/role-rules.wasm
 USER_LOGIN=viewer
@@ -191,11 +212,14 @@ fi
 HS_RESUMED=${BENCH_HS_RESUMED:-$((DURATION_S * 1000))}
 [[ $H2_STREAMS =~ ^[1-9][0-9]*$ && $HS_CLIENTS =~ ^[1-9][0-9]*$ && $HS_RESUMED =~ ^[1-9][0-9]*$ ]] \
     || die "BENCH_H2_STREAMS, BENCH_HS_CLIENTS and BENCH_HS_RESUMED must be positive numbers"
+[[ $STRACE == [01] && $STRACE_REQUESTS =~ ^[1-9][0-9]*$ && $STRACE_CONNS =~ ^[1-9][0-9]*$ ]] \
+    || die "BENCH_STRACE must be 0 or 1, BENCH_STRACE_REQUESTS and BENCH_STRACE_CONNS positive numbers"
 
 # --- prerequisites -----------------------------------------------------------
-declare -A PACKAGE_OF=([nginx]=nginx [haproxy]=haproxy [wrk]=wrk [h2load]=nghttp2-client)
+declare -A PACKAGE_OF=([nginx]=nginx [haproxy]=haproxy [wrk]=wrk [h2load]=nghttp2-client [strace]=strace)
 tools=(nginx wrk)
 want proxy && tools+=(haproxy)
+[[ $STRACE == 1 ]] && tools+=(strace)
 want tls && tools+=(h2load)
 missing=()
 for tool in "${tools[@]}"; do
@@ -235,6 +259,11 @@ if [[ ${BENCH_BUILD:-1} == 1 ]]; then
     cargo build --release -p gateway >&2 || die "cargo build --release -p gateway failed"
 fi
 [[ -x $BIN ]] || die "$BIN missing (build it: cargo build --release -p gateway)"
+if want proxy && [[ ${BENCH_BUILD:-1} == 1 || ! -x $BARE_BIN ]]; then
+    step "cargo build --release -p gateway --example bare_proxy"
+    cargo build --release -p gateway --example bare_proxy >&2 \
+        || die "cargo build --release -p gateway --example bare_proxy failed"
+fi
 if [[ ! -f $WASM ]]; then
     step "building the plugins (scripts/build-plugins.sh)"
     bash scripts/build-plugins.sh >&2 || die "scripts/build-plugins.sh failed"
@@ -325,7 +354,7 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
 
-read -r P_UP P_NGX P_HAP P_AUTH P_ADMIN P_NGXA < <(free_ports 6)
+read -r P_UP P_NGX P_HAP P_AUTH P_ADMIN P_NGXA P_BARE < <(free_ports 7)
 UPSTREAM=http://127.0.0.1:$P_UP
 declare -A URL=(
     [direct]=http://127.0.0.1:$P_UP/films/premium/1
@@ -333,10 +362,12 @@ declare -A URL=(
     [haproxy]=http://127.0.0.1:$P_HAP/films/premium/1
     [authgw]=http://127.0.0.1:$P_AUTH/films/premium/1
     [nginx-authz]=http://127.0.0.1:$P_NGXA/films/premium/1
+    [bare-hyper]=http://127.0.0.1:$P_BARE/films/premium/1
 )
-# HAProxy and nginx auth_request are measured by the proxy part only.
+# HAProxy, nginx auth_request and the bare hyper proxy are measured by the
+# proxy part only.
 if want proxy; then
-    SYSTEMS=(direct nginx haproxy authgw nginx-authz)
+    SYSTEMS=(direct nginx bare-hyper haproxy authgw nginx-authz)
 else
     SYSTEMS=(direct nginx authgw)
 fi
@@ -355,21 +386,70 @@ record() {
     }
     line=${line#BENCH_JSON }
     printf '%s\n' "$line" | jq -c --argjson l "$labels" '$l + .' >>"$OUT/results.jsonl"
-    printf '%s\n' "$line" | jq -r --arg l "$labels" \
+    printf '%s\n' "$line" | jq -r --arg l "$labels" --argjson lj "$labels" \
         '"    \($l): \(.rps|floor) req/s, p50 \(.p50_us/1000) ms, p99 \(.p99_us/1000) ms" +
+         (if $lj.sut_user_s != null and .requests > 0
+          then ", SUT CPU \(($lj.sut_user_s + $lj.sut_sys_s) * 1e7 / .requests | floor / 10) µs/request"
+          else "" end) +
          (if (.non2xx + .connect_errors + .read_errors + .write_errors + .timeouts) > 0
           then ", non-2xx \(.non2xx), errors \(.connect_errors + .read_errors + .write_errors + .timeouts)" else "" end)' >&2
 }
 
-# wrk_run NAME LABELS SCRIPT URL [wrk args...]: one measured wrk run.
-wrk_run() {
-    local name=$1 labels=$2 script=$3 url=$4
-    shift 4
+# wrk_exec NAME SCRIPT URL [wrk args...]: one wrk run, its output in OUT/raw/NAME.txt.
+wrk_exec() {
+    local name=$1 script=$2 url=$3
+    shift 3
     BENCH_LUA_DIR=$BENCH taskset -c "$LOAD_CPUS" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency \
         -s "$BENCH/$script" "$@" "$url" >"$OUT/raw/$name.txt" 2>&1 \
         || { tail -n 20 "$OUT/raw/$name.txt" >&2; die "wrk failed on $url (see $OUT/raw/$name.txt)"; }
+}
+
+# wrk_run NAME LABELS SCRIPT URL [wrk args...]: one measured wrk run.
+wrk_run() {
+    local name=$1 labels=$2
+    shift 2
+    wrk_exec "$name" "$@"
     record "$labels" "$OUT/raw/$name.txt"
 }
+
+# --- CPU time of the system under test ---------------------------------------
+# The processes whose CPU time is a system's (the proxy part; nginx-authz
+# makes authgw work too). sut_pids adds their children (nginx's worker).
+declare -A SUT_PROCS=([direct]=nginx-upstream [nginx]=nginx-proxy [bare-hyper]=bare-hyper [haproxy]=haproxy
+    [authgw]=authgw [nginx-authz]="nginx-authz authgw")
+CLK_TCK=$(getconf CLK_TCK)
+# sut_pids NAME...: the pids of the processes started as NAME... and of their children.
+sut_pids() {
+    local name pid
+    for name in "$@"; do
+        pid=${PID_OF[$name]:-}
+        [[ -n $pid ]] || { warn "no process started as '$name'"; continue; }
+        echo "$pid"
+        pgrep -P "$pid" || true
+    done
+}
+# sut_ticks_split NAME...: "USER SYSTEM", the CPU clock ticks used so far by
+# the processes started as NAME... and their children (/proc/PID/stat
+# utime, stime: all of a process's threads, exited ones included).
+sut_ticks_split() {
+    local p stat user=0 sys=0
+    local -a f
+    for p in $(sut_pids "$@"); do
+        stat=$(<"/proc/$p/stat") || continue
+        stat=${stat##*) }
+        read -r -a f <<<"$stat"
+        user=$((user + f[11]))
+        sys=$((sys + f[12]))
+    done
+    echo "$user $sys"
+}
+# sut_ticks NAME...: user + system ticks.
+sut_ticks() {
+    local user sys
+    read -r user sys < <(sut_ticks_split "$@")
+    echo $((user + sys))
+}
+now_s() { date +%s.%N; }
 
 # --- machine -----------------------------------------------------------------
 LOAD_BEFORE=$(cut -d ' ' -f 1-3 /proc/loadavg)
@@ -558,7 +638,7 @@ EOF
 
 # --- start everything --------------------------------------------------------
 if has_system haproxy; then
-    step "starting the upstream nginx (:$P_UP), nginx proxy (:$P_NGX), HAProxy (:$P_HAP), authgw (:$P_AUTH), nginx auth_request (:$P_NGXA)"
+    step "starting the upstream nginx (:$P_UP), nginx proxy (:$P_NGX), bare hyper proxy (:$P_BARE), HAProxy (:$P_HAP), authgw (:$P_AUTH), nginx auth_request (:$P_NGXA)"
     haproxy -c -f "$OUT/conf/haproxy.cfg" >"$OUT/haproxy-check.log" 2>&1 \
         || { cat "$OUT/haproxy-check.log" >&2; die "HAProxy refuses $OUT/conf/haproxy.cfg"; }
 else
@@ -569,6 +649,7 @@ start nginx-upstream "$LOAD_CPUS" nginx -p "$OUT/nginx-up" -c "$OUT/conf/nginx-u
 start nginx-proxy "$SUT_CPUS" nginx -p "$OUT/nginx-proxy" -c "$OUT/conf/nginx-proxy.conf" \
     -e "$OUT/nginx-proxy.error.log" -g 'daemon off;'
 has_system haproxy && start haproxy "$SUT_CPUS" haproxy -db -f "$OUT/conf/haproxy.cfg"
+has_system bare-hyper && start bare-hyper "$SUT_CPUS" "$BARE_BIN" "127.0.0.1:$P_BARE" "$UPSTREAM"
 start authgw "$SUT_CPUS" "$BIN" serve
 if has_system nginx-authz; then
     start nginx-authz "$SUT_CPUS" nginx -p "$OUT/nginx-authz" -c "$OUT/conf/nginx-authz.conf" \
@@ -577,6 +658,7 @@ fi
 wait_http nginx-upstream "$UPSTREAM/"
 wait_http nginx-proxy "http://127.0.0.1:$P_NGX/"
 has_system haproxy && wait_http haproxy "http://127.0.0.1:$P_HAP/"
+has_system bare-hyper && wait_http bare-hyper "http://127.0.0.1:$P_BARE/"
 wait_http authgw "$API/healthz"
 has_system nginx-authz && wait_http nginx-authz "http://127.0.0.1:$P_NGXA/"
 
@@ -662,8 +744,17 @@ for ((r = 1; r <= ROUNDS; r++)); do
             perf_pid=$!
             PIDS+=("$perf_pid")
         fi
-        wrk_run "proxy-$sys_-$r" "{\"test\":\"proxy\",\"system\":\"$sys_\",\"round\":$r}" get.lua \
-            "${URL[$sys_]}" -H "Authorization: Bearer $TOKEN"
+        # shellcheck disable=SC2086 # SUT_PROCS holds a list of names
+        read -r u0 s0 < <(sut_ticks_split ${SUT_PROCS[$sys_]})
+        t0=$(now_s)
+        wrk_exec "proxy-$sys_-$r" get.lua "${URL[$sys_]}" -H "Authorization: Bearer $TOKEN"
+        t1=$(now_s)
+        # shellcheck disable=SC2086
+        read -r u1 s1 < <(sut_ticks_split ${SUT_PROCS[$sys_]})
+        record "$(jq -cn --arg s "$sys_" --argjson r "$r" --argjson w "$(jq -n "$t1 - $t0")" \
+            --argjson u "$(jq -n "($u1 - $u0) / $CLK_TCK")" --argjson k "$(jq -n "($s1 - $s0) / $CLK_TCK")" \
+            '{test: "proxy", system: $s, round: $r, wall_s: $w, sut_user_s: $u, sut_sys_s: $k}')" \
+            "$OUT/raw/proxy-$sys_-$r.txt"
         if [[ -n $perf_pid ]]; then
             wait "$perf_pid" || warn "perf record failed (see $OUT/raw/perf-record.txt)"
             forget "$perf_pid"
@@ -673,6 +764,72 @@ for ((r = 1; r <= ROUNDS; r++)); do
         fi
     done
 done
+
+# --- syscalls per proxied request (issue 18) ---------------------------------
+# strace -c -f attached to every process (and thread) of the system, then one
+# wrk run (-t1, STRACE_CONNS connections) that stops after STRACE_REQUESTS
+# responses (count.lua); strace detaches right after. strace slows the
+# system down a lot, so this is a run of its own, never a throughput run;
+# what a process does per second rather than per request (timers, authgw's
+# plugin epoch ticker while plugin calls run) weighs more here than at full
+# speed, so the table lists every syscall.
+strace_run() {
+    local sys_=$1 spid wpid expected i n figures line
+    local raw=$OUT/raw/syscalls-$1.txt trace=$OUT/raw/strace-$1.txt done_file=$OUT/raw/syscalls-$1.done
+    local err=$OUT/raw/strace-$1.err
+    local -a pids attach=()
+    # shellcheck disable=SC2086 # SUT_PROCS holds a list of names
+    mapfile -t pids < <(sut_pids ${SUT_PROCS[$sys_]})
+    for i in "${pids[@]}"; do attach+=(-p "$i"); done
+    expected=${#pids[@]}
+    rm -f "$done_file"
+    : >"$err"
+    taskset -c "$LOAD_CPUS" strace -c -f -o "$trace" "${attach[@]}" 2>>"$err" &
+    spid=$!
+    PIDS+=("$spid")
+    # "Process N attached" (with -f: "attached with M threads") once per -p.
+    for ((i = 0; i < 200; i++)); do
+        n=$(grep -c ' attached' "$err") || n=0
+        ((n >= expected)) && break
+        kill -0 "$spid" 2>/dev/null || { cat "$err" >&2; die "strace could not attach to $sys_"; }
+        sleep 0.05
+    done
+    ((i < 200)) || die "strace did not attach to every process of $sys_ in 10 s (see $err)"
+    BENCH_LUA_DIR=$BENCH BENCH_MAX_REQUESTS=$STRACE_REQUESTS BENCH_DONE_FILE=$done_file \
+        taskset -c "$LOAD_CPUS" wrk -t1 -c"$STRACE_CONNS" -d300s --latency -s "$BENCH/count.lua" \
+        -H "Authorization: Bearer $TOKEN" "${URL[$sys_]}" >"$raw" 2>&1 &
+    wpid=$!
+    PIDS+=("$wpid")
+    while kill -0 "$wpid" 2>/dev/null && [[ ! -e $done_file ]]; do sleep 0.02; done
+    # wrk reports when interrupted (its SIGINT handler ends the run).
+    kill -INT "$wpid" 2>/dev/null || true
+    wait "$wpid" || { tail -n 20 "$raw" >&2; die "wrk failed on $sys_ under strace (see $raw)"; }
+    forget "$wpid"
+    kill -INT "$spid" 2>/dev/null || true
+    wait "$spid" || true # strace ends on the signal
+    forget "$spid"
+    [[ -e $done_file ]] || warn "$sys_: wrk ended before $STRACE_REQUESTS responses under strace (see $raw)"
+    figures=$(python3 "$BENCH/syscalls.py" "$trace") || die "no strace -c summary in $trace"
+    line=$(grep -m1 '^BENCH_JSON ' "$raw") || { tail -n 20 "$raw" >&2; die "no figures in $raw (wrk failed?)"; }
+    line=${line#BENCH_JSON }
+    jq -cn --arg s "$sys_" --argjson c "$STRACE_CONNS" --argjson w "$line" --argjson f "$figures" \
+        '{test: "syscalls", system: $s, conns: $c, requests: $w.requests, rps: $w.rps,
+          non2xx: $w.non2xx, connect_errors: $w.connect_errors, read_errors: $w.read_errors,
+          write_errors: $w.write_errors, timeouts: $w.timeouts} + $f' >>"$OUT/results.jsonl"
+    jq -rn --arg s "$sys_" --argjson w "$line" --argjson f "$figures" \
+        '"    \($s): \($f.total / $w.requests * 100 | round / 100) syscalls/request (\($f.total) over \($w.requests) requests, \($w.rps | floor) req/s under strace); " +
+         ([$f.calls | to_entries[] | select(.value / $w.requests >= 0.05)
+           | "\(.key) \(.value / $w.requests * 100 | round / 100)"] | join(", "))' >&2
+    rm -f "$done_file"
+}
+if [[ $STRACE == 1 ]]; then
+    STRACE_SYSTEMS=()
+    for sys_ in nginx bare-hyper haproxy authgw; do has_system "$sys_" && STRACE_SYSTEMS+=("$sys_"); done
+    for sys_ in "${STRACE_SYSTEMS[@]}"; do
+        step "syscalls per request: $sys_ under strace -c -f, $STRACE_REQUESTS requests on $STRACE_CONNS connections"
+        strace_run "$sys_"
+    done
+fi
 
 fi
 
@@ -819,21 +976,6 @@ for sys_ in "${HS_SYSTEMS[@]}"; do
 done
 step "TLS session resumption offered (s_client -sess_out, then -sess_in): $RESUMES"
 
-# sut_ticks NAME: CPU clock ticks (user + system) used so far by the process
-# started as NAME and its children (nginx's worker).
-CLK_TCK=$(getconf CLK_TCK)
-sut_ticks() {
-    local pid=${PID_OF[$1]} p total=0 stat
-    local -a f
-    for p in "$pid" $(pgrep -P "$pid" || true); do
-        stat=$(<"/proc/$p/stat") || continue
-        stat=${stat##*) }
-        read -r -a f <<<"$stat"
-        total=$((total + f[11] + f[12]))
-    done
-    echo "$total"
-}
-now_s() { date +%s.%N; }
 # tls_record LABELS FIGURES_JSON: one line of results.jsonl, and a line on stderr.
 tls_record() {
     printf '%s\n' "$2" | jq -c --argjson l "$1" '$l + .' >>"$OUT/results.jsonl"
@@ -1107,6 +1249,14 @@ fi
 
 # --- summary -----------------------------------------------------------------
 LOAD_AFTER=$(cut -d ' ' -f 1-3 /proc/loadavg)
+# lock_version CRATE: its version in Cargo.lock (the bare proxy's hyper is authgw's).
+lock_version() { awk -v n="$1" '$0 == "name = \"" n "\"" {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock; }
+SYSCALL_META=null
+if [[ $STRACE == 1 ]]; then
+    SYSCALL_META=$(jq -cn --argjson n "$STRACE_REQUESTS" --argjson c "$STRACE_CONNS" \
+        --arg tool "strace -c -f -p PID... (taskset -c $LOAD_CPUS), during wrk -t1 -c$STRACE_CONNS stopped after $STRACE_REQUESTS responses" \
+        '{requests: $n, conns: $c, tool: $tool}')
+fi
 jq -n --arg started "$STARTED" --arg machine "$MACHINE" --arg lb "$LOAD_BEFORE" \
     --arg la "$LOAD_AFTER" --arg wrk_args "$WRK_ARGS" --argjson rounds "$ROUNDS" --arg sut "$SUT_CPUS" \
     --arg load "$LOAD_CPUS" --argjson cores "$SUT_CORES" --argjson argon "$ARGON2_MS" --arg argon_src "$ARGON2_SOURCE" \
@@ -1114,13 +1264,16 @@ jq -n --arg started "$STARTED" --arg machine "$MACHINE" --arg lb "$LOAD_BEFORE" 
     --arg commit "$COMMIT" --arg nginx "$(nginx -v 2>&1 | sed 's/.*: //')" \
     --arg haproxy "$(haproxy -v 2>/dev/null | head -n 1 | cut -d ' ' -f 3)" --arg wrk "$(wrk -v 2>&1 | head -n 1 | cut -d ' ' -f 2)" \
     --arg h2load "$(h2load --version 2>/dev/null | sed -n 's/.*nghttp2\///p')" --arg openssl "$(openssl version)" \
-    --argjson tls "${TLS_META:-null}" \
+    --argjson tls "${TLS_META:-null}" --argjson sc "$SYSCALL_META" --argjson tck "$CLK_TCK" \
+    --arg strace "$(strace -V 2>/dev/null | head -n 1 | sed -n 's/.*version //p')" \
+    --arg hyper "$(lock_version hyper)" --arg hyper_util "$(lock_version hyper-util)" \
     --arg pg "$(psql -X -w -At -d "$DB_URL" -c 'show server_version')" --arg rustc "$(rustc --version 2>/dev/null || echo '?')" \
     '{started: $started, machine: $machine, load_before: $lb, load_after: $la, wrk_args: $wrk_args,
       rounds: $rounds, sut_cpus: $sut, load_cpus: $load, sut_cores: $cores, argon2_verify_ms: $argon,
       argon2_source: $argon_src, login_conns: $lc, refresh_conns: $rc, flood_conns: $fc, pool_size: $pool,
-      tls: $tls,
+      tls: $tls, syscalls: $sc, clk_tck: $tck,
       versions: {authgw: $commit, nginx: $nginx, haproxy: $haproxy, wrk: $wrk, h2load: $h2load, openssl: $openssl,
+                 strace: $strace, hyper: $hyper, "hyper-util": $hyper_util,
                  postgresql: $pg, rustc: $rustc}}' \
     >"$OUT/meta.json"
 step "load average: $LOAD_AFTER"

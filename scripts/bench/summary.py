@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Summary of a scripts/bench.sh run: medians over the rounds of every
-measurement in OUT/results.jsonl, the ratios and the targets of issue 7.
+measurement in OUT/results.jsonl, the ratios and the targets of issues 7
+and 18 (CPU time per request, syscalls per request).
 
     summary.py OUT      prints the summary and writes OUT/summary.md
 """
@@ -35,6 +36,19 @@ def ratio(a, b):
     return None if a is None or not b else a / b
 
 
+def cpu_us(r, key=None):
+    """CPU µs per request of one proxy run: user + system, or one of them."""
+    if r.get("sut_user_s") is None or not r.get("requests"):
+        return None
+    s = r[key] if key else r["sut_user_s"] + r["sut_sys_s"]
+    return s * 1e6 / r["requests"]
+
+
+def med_of(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
 def errs(rs):
     n = sum(r.get("non2xx", 0) + r.get("connect_errors", 0) + r.get("read_errors", 0)
             + r.get("write_errors", 0) + r.get("timeouts", 0) for r in rs)
@@ -55,27 +69,107 @@ w("")
 names = {
     "direct": "a. upstream nginx, direct (the limit)",
     "nginx": "b. nginx reverse proxy, no auth",
+    "bare-hyper": "f. bare hyper 1 proxy (gateway/examples/bare_proxy.rs), no auth",
     "haproxy": "c. HAProxy 2.6, ES256 jwt_verify + role claim",
     "authgw": "d. authgw, ES256 + role-rules plugin + revocation",
     "nginx-authz": "e. nginx auth_request → authgw (the decision of d)",
 }
-w("| system | req/s | p50 | p99 | errors / non-2xx | runs (req/s) |")
-w("| --- | ---: | ---: | ---: | ---: | --- |")
-proxy = {}
+# Syscalls per request: the strace run of each system (one per run of bench.sh).
+sysc = {}
+for r in pick(test="syscalls"):
+    if r.get("requests"):
+        sysc[r["system"]] = r
+def per_req(sys_, name=None):
+    r = sysc.get(sys_)
+    if r is None:
+        return None
+    n = r["total"] if name is None else r["calls"].get(name, 0)
+    return n / r["requests"]
+
+w("| system | req/s | p50 | p99 | CPU µs/request (user + sys) | of which user | SUT CPU use "
+  "| syscalls/request | errors / non-2xx | runs (req/s) |")
+w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+proxy, cpu, cpu_user = {}, {}, {}
 for sys_ in names:
     rs = pick(test="proxy", system=sys_)
+    if not rs:
+        continue
     proxy[sys_] = (med(rs, "rps"), med(rs, "p50_us"), med(rs, "p99_us"))
+    cpu[sys_] = med_of(cpu_us(r) for r in rs)
+    cpu_user[sys_] = med_of(cpu_us(r, "sut_user_s") for r in rs)
+    use = med_of((r["sut_user_s"] + r["sut_sys_s"]) / r["wall_s"] if r.get("wall_s") else None for r in rs)
     w(f"| {names[sys_]} | {num(proxy[sys_][0])} | {ms(proxy[sys_][1])} | {ms(proxy[sys_][2])} "
-      f"| {errs(rs)} | {', '.join(num(r['rps']) for r in rs)} |")
+      f"| {num(cpu[sys_], '{:.1f}')} | {num(cpu_user[sys_], '{:.1f}')} | {num(use and use * 100, '{:.0f} %')} "
+      f"| {num(per_req(sys_), '{:.2f}')} | {errs(rs)} | {', '.join(num(r['rps']) for r in rs)} |")
 w("")
-a = proxy["authgw"][0]
-r_ngx, r_hap, r_dir = ratio(a, proxy["nginx"][0]), ratio(a, proxy["haproxy"][0]), ratio(a, proxy["direct"][0])
+w("CPU: user + system time of the system's processes (/proc/PID/stat; nginx: master + worker; "
+  "e: nginx and authgw; a: the upstream, which shares the load CPU) over each throughput run ÷ the "
+  "requests wrk completed, median of the rounds; SUT CPU use: that time ÷ the run's wall time "
+  "(100 % = the whole of one core).")
+w("")
+
+
+def rps(sys_):
+    return proxy.get(sys_, (None,))[0]
+
+
+a = rps("authgw")
+r_ngx, r_hap, r_dir = ratio(a, rps("nginx")), ratio(a, rps("haproxy")), ratio(a, rps("direct"))
+r_bare = ratio(a, rps("bare-hyper"))
 w(f"Ratios (req/s): authgw/nginx **{num(r_ngx, '{:.2f}')}×**, authgw/haproxy **{num(r_hap, '{:.2f}')}×**, "
-  f"authgw/direct **{num(r_dir, '{:.2f}')}×**.")
+  f"authgw/direct **{num(r_dir, '{:.2f}')}×**, authgw/bare-hyper **{num(r_bare, '{:.2f}')}×** "
+  f"(bare-hyper/nginx {num(ratio(rps('bare-hyper'), rps('nginx')), '{:.2f}')}×).")
 w("")
-e = proxy["nginx-authz"][0]
+w(f"Ratios (CPU per request): authgw/nginx **{num(ratio(cpu.get('authgw'), cpu.get('nginx')), '{:.2f}')}×**, "
+  f"authgw/bare-hyper **{num(ratio(cpu.get('authgw'), cpu.get('bare-hyper')), '{:.2f}')}×**, "
+  f"bare-hyper/nginx {num(ratio(cpu.get('bare-hyper'), cpu.get('nginx')), '{:.2f}')}×; "
+  f"(syscalls per request): authgw/nginx **{num(ratio(per_req('authgw'), per_req('nginx')), '{:.2f}')}×**, "
+  f"authgw/bare-hyper **{num(ratio(per_req('authgw'), per_req('bare-hyper')), '{:.2f}')}×**, "
+  f"bare-hyper/nginx {num(ratio(per_req('bare-hyper'), per_req('nginx')), '{:.2f}')}×.")
+w("")
+
+# --- syscalls per request ------------------------------------------------
+if sysc:
+    cols = [s_ for s_ in ("nginx", "bare-hyper", "haproxy", "authgw") if s_ in sysc]
+    sc = meta.get("syscalls") or {}
+    w(f"Syscalls per proxied request: `strace -c -f` attached to every process and thread of the system, "
+      f"during a wrk run of its own (-t1 -c{sc.get('conns', '?')}, stopped after {sc.get('requests', '?')} "
+      f"responses; strace slows the system, so not a throughput run): calls ÷ requests completed. "
+      f"Syscalls with at least 0.01 per request in one system; the rest in \"other\".")
+    w("")
+    w("| syscall | " + " | ".join(cols) + " |")
+    w("| --- |" + " ---: |" * len(cols))
+    every = sorted({k for s_ in cols for k in sysc[s_]["calls"]},
+                   key=lambda k: -max(per_req(s_, k) for s_ in cols))
+    shown = [k for k in every if max(per_req(s_, k) for s_ in cols) >= 0.01]
+    for k in shown:
+        w(f"| {k} | " + " | ".join(num(per_req(s_, k), '{:.2f}') for s_ in cols) + " |")
+    w("| other | " + " | ".join(num(sum(per_req(s_, k) for k in every if k not in shown), '{:.3f}')
+                              for s_ in cols) + " |")
+    w("| **total** | " + " | ".join(f"**{per_req(s_):.2f}**" for s_ in cols) + " |")
+    w("| requests counted (req/s under strace) | "
+      + " | ".join(f"{sysc[s_]['requests']:,} ({sysc[s_]['rps']:,.0f})" for s_ in cols) + " |")
+    w("| failed calls (EAGAIN...) per request | "
+      + " | ".join(num(sysc[s_]["errors"] / sysc[s_]["requests"], '{:.2f}') for s_ in cols) + " |")
+    w("")
+    # clock_nanosleep is paced by time, not by requests (authgw: the plugin
+    # epoch ticker, one a millisecond while plugin calls run): under strace,
+    # with fewer requests per second, it weighs more per request.
+    for s_ in cols:
+        r = sysc[s_]
+        cns = r["calls"].get("clock_nanosleep", 0)
+        if cns < r["requests"] * 0.01 or not r.get("rps") or not rps(s_):
+            continue
+        per_s = cns / (r["requests"] / r["rps"])
+        at_speed = per_s / rps(s_)
+        w(f"{s_}'s clock_nanosleep is paced by time, not by requests: {per_s:,.0f} per second under strace "
+          f"({per_req(s_, 'clock_nanosleep'):.2f} per request at {r['rps']:,.0f} req/s); at the throughput runs' "
+          f"{rps(s_):,.0f} req/s that is about {at_speed:.2f} per request, and the total about "
+          f"{per_req(s_) - per_req(s_, 'clock_nanosleep') + at_speed:.2f} syscalls per request (an estimate).")
+        w("")
+e = rps("nginx-authz")
 w(f"Forward-auth: nginx auth_request → authgw **{num(e)} decisions/s**; "
-  f"e/nginx plain **{num(ratio(e, proxy['nginx'][0]), '{:.2f}')}×**, "
+  f"e/nginx plain **{num(ratio(e, rps('nginx')), '{:.2f}')}×**, "
   f"e/authgw's own proxy **{num(ratio(e, a), '{:.2f}')}×**.")
 w("")
 
@@ -135,12 +229,40 @@ def verdict(ok):
 
 rss_mib = rss[-1]["rss_kib_conns"] / 1024 if rss else None
 flood_ratio = ratio(f99, b99)
-w("| target | measured | verdict |")
+w("| target (issue 7) | measured | verdict |")
 w("| --- | ---: | --- |")
 w(f"| authgw ≥ 1.0× nginx plain-proxy req/s | {num(r_ngx, '{:.2f}')}× | {verdict(None if r_ngx is None else r_ngx >= 1.0)} |")
 w(f"| authgw ≥ 3× HAProxy-JWT req/s | {num(r_hap, '{:.2f}')}× | {verdict(None if r_hap is None else r_hap >= 3.0)} |")
 w(f"| proxy p99 during a login flood ≤ 2× baseline | {num(flood_ratio, '{:.2f}')}× ({ms(f99)} vs {ms(b99)}) "
   f"| {verdict(None if flood_ratio is None else flood_ratio <= 2.0)} |")
+w(f"| RSS ≤ 64 MiB at 10k idle connections | {num(rss_mib, '{:.1f}')} MiB | "
+  f"{verdict(None if rss_mib is None else rss_mib <= 64 and rss[-1]['open'] >= 10000)} |")
+w("")
+
+# --- issue 18's targets ----------------------------------------------------
+def at_most(x, bound):
+    return None if x is None or bound is None else x <= bound
+
+
+def at_least(x, bound):
+    return None if x is None or bound is None else x >= bound
+
+
+ac, nc = cpu.get("authgw"), cpu.get("nginx")
+asc, nsc = per_req("authgw"), per_req("nginx")
+w("| target (issue 18) | measured | verdict |")
+w("| --- | ---: | --- |")
+w(f"| authgw ≥ 0.9× nginx plain-proxy req/s | {num(r_ngx, '{:.2f}')}× | {verdict(at_least(r_ngx, 0.9))} |")
+w(f"| authgw ≥ 4× HAProxy-JWT req/s | {num(r_hap, '{:.2f}')}× | {verdict(at_least(r_hap, 4.0))} |")
+idle_bound = ratio(login, theory)
+w(f"| proxy p99 during a login flood ≤ 1.5× baseline, and login/s with the proxy idle ≥ 0.8× the "
+  f"one-core bound | {num(flood_ratio, '{:.2f}')}×; login/s {num(idle_bound, '{:.2f}')}× the bound "
+  f"(during the flood {num(med(fl_login, 'rps'), '{:,.1f}')}) "
+  f"| {verdict(None if flood_ratio is None or idle_bound is None else flood_ratio <= 1.5 and idle_bound >= 0.8)} |")
+w(f"| syscalls per proxied request ≤ nginx's | {num(asc, '{:.2f}')} (nginx {num(nsc, '{:.2f}')}) "
+  f"| {verdict(at_most(asc, nsc))} |")
+w(f"| CPU per request ≤ 15 µs | {num(ac, '{:.1f}')} µs user + sys ({num(cpu_user.get('authgw'), '{:.1f}')} user; "
+  f"nginx {num(nc, '{:.1f}')}) | {verdict(at_most(ac, 15.0))} |")
 w(f"| RSS ≤ 64 MiB at 10k idle connections | {num(rss_mib, '{:.1f}')} MiB | "
   f"{verdict(None if rss_mib is None else rss_mib <= 64 and rss[-1]['open'] >= 10000)} |")
 
