@@ -1280,13 +1280,14 @@ step "load average: $LOAD_AFTER"
 echo
 jq -r '"versions: " + (.versions | to_entries | map("\(.key) \(.value)") | join(", ")) + "\nargon2id verify time from " + .argon2_source' "$OUT/meta.json"
 echo
+# (if, not &&: a part left out must not become the script's exit status.)
 if [[ ,$ONLY, =~ ,(proxy|check|login|refresh|flood|rss), ]]; then
     python3 "$BENCH/summary.py" "$OUT"
-    want tls && python3 "$BENCH/tls.py" summary "$OUT" --append
-    want reset && python3 "$BENCH/reset.py" "$OUT" --append
+    if want tls; then python3 "$BENCH/tls.py" summary "$OUT" --append; fi
+    if want reset; then python3 "$BENCH/reset.py" "$OUT" --append; fi
 elif want tls; then
     python3 "$BENCH/tls.py" summary "$OUT"
-    want reset && python3 "$BENCH/reset.py" "$OUT" --append
+    if want reset; then python3 "$BENCH/reset.py" "$OUT" --append; fi
 else
     python3 "$BENCH/reset.py" "$OUT"
 fi
