@@ -41,18 +41,12 @@ fn step_up(detail: &str) -> (HeaderName, String) {
     )
 }
 
-/// A plugin's own problem code (interface 0.4.0): 1-64 characters of
-/// `[a-z0-9_]`, starting with a letter; anything else is `policy_denied`.
+/// A plugin's own problem code (interface 0.4.0), as the plugin chain
+/// checks it ([`crate::plugins::is_problem_code`]); anything else is
+/// `policy_denied`.
 fn plugin_code(code: Option<String>) -> Cow<'static, str> {
     match code {
-        Some(c)
-            if (1..=64).contains(&c.len())
-                && c.starts_with(|ch: char| ch.is_ascii_lowercase())
-                && c.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
-        {
-            Cow::Owned(c)
-        }
+        Some(c) if crate::plugins::is_problem_code(&c) => Cow::Owned(c),
         _ => Cow::Borrowed("policy_denied"),
     }
 }

@@ -397,17 +397,16 @@ impl Auth {
                 Ok((challenge, claim))
             })
             .await?;
-        match claim {
-            Claim::Locked { retry_after } => {
-                let (user_id, login, info) = (challenge.user_id, challenge.login, info);
-                self.db
-                    .run(move |c| history::record(c, Some(user_id), &login, &info, Outcome::Locked))
-                    .await?;
-                return Err(Error::TooManyAttempts { retry_after });
-            }
-            Claim::Allowed { delay } if !delay.is_zero() => tokio::time::sleep(delay).await,
-            Claim::Allowed { .. } => {}
+        if matches!(claim, Claim::Locked { .. }) {
+            let (user_id, login, locked_info) =
+                (challenge.user_id, challenge.login.clone(), info.clone());
+            self.db
+                .run(move |c| {
+                    history::record(c, Some(user_id), &login, &locked_info, Outcome::Locked)
+                })
+                .await?;
         }
+        crate::auth::admit(claim).await?;
         let ring = self.tokens.keyring();
         let lifetime = self.session_lifetime();
         let (refresh_token, refresh_hash) = tokens::new_refresh_token();
