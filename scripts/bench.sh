@@ -23,7 +23,11 @@
 #      nginx; its req/s are decisions/s;
 #   f. bare-hyper: gateway/examples/bare_proxy.rs, a hyper 1 server and
 #      hyper-util's legacy pooled client and nothing else (no auth, plugins
-#      or metrics): authgw's own transport's limit (issue 18).
+#      or metrics): authgw's own transport's limit (issue 18);
+#   d0. authgw-base (with BENCH_BASE_BIN): another authgw binary (the one
+#      before a change) with d's config on other ports, alternated with d in
+#      the same rounds, measured, straced and profiled as d is: the A/B row
+#      each change of issue 18 lands with.
 # With every proxy run, the CPU time (user + system, /proc/PID/stat) the
 # system under test used, ÷ the requests wrk completed: CPU µs per request.
 # After the rounds, a separate short run per proxy (nginx, bare-hyper,
@@ -85,9 +89,13 @@
 #                          (the bare proxy is still built when missing)
 #   BENCH_BIN              another authgw binary to measure (implies
 #                          BENCH_BUILD=0), e.g. an older build for an A/B run
+#   BENCH_BASE_BIN         a second authgw binary (the previous build) run
+#                          beside d as system d0 "authgw-base" in the proxy
+#                          part: the same-run A/B (authgw/authgw-base)
 #   BENCH_KEEP_DB [0]      1: keep the database afterwards
 #   BENCH_PERF [0]         1: perf record authgw during its last proxy run
-#                          (OUT/perf.data, top symbols in OUT/perf.txt)
+#                          (OUT/perf.data, top symbols in OUT/perf.txt; with
+#                          BENCH_BASE_BIN also OUT/perf-base.txt)
 #   BENCH_STRACE [1]       0: no syscall count (strace) after the proxy rounds
 #   BENCH_STRACE_REQUESTS [10000]  requests of each syscall-count run
 #   BENCH_STRACE_CONNS [16]        wrk connections of each syscall-count run
@@ -191,6 +199,8 @@ ONLY=${BENCH_ONLY:-proxy,tls,check,reset,login,refresh,flood,rss}
 want() { [[ ,$ONLY, == *,$1,* ]]; }
 H2_STREAMS=${BENCH_H2_STREAMS:-1}
 BARE_BIN=$ROOT/target/release/examples/bare_proxy
+BASE_BIN=${BENCH_BASE_BIN:-}
+[[ -z $BASE_BIN || -x $BASE_BIN ]] || die "BENCH_BASE_BIN='$BASE_BIN' is not an executable"
 STRACE=${BENCH_STRACE:-1}
 STRACE_REQUESTS=${BENCH_STRACE_REQUESTS:-10000}
 STRACE_CONNS=${BENCH_STRACE_CONNS:-16}
@@ -354,7 +364,7 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
 
-read -r P_UP P_NGX P_HAP P_AUTH P_ADMIN P_NGXA P_BARE < <(free_ports 7)
+read -r P_UP P_NGX P_HAP P_AUTH P_ADMIN P_NGXA P_BARE P_BASE P_BASE_ADMIN < <(free_ports 9)
 UPSTREAM=http://127.0.0.1:$P_UP
 declare -A URL=(
     [direct]=http://127.0.0.1:$P_UP/films/premium/1
@@ -363,11 +373,13 @@ declare -A URL=(
     [authgw]=http://127.0.0.1:$P_AUTH/films/premium/1
     [nginx-authz]=http://127.0.0.1:$P_NGXA/films/premium/1
     [bare-hyper]=http://127.0.0.1:$P_BARE/films/premium/1
+    [authgw-base]=http://127.0.0.1:$P_BASE/films/premium/1
 )
 # HAProxy, nginx auth_request and the bare hyper proxy are measured by the
 # proxy part only.
 if want proxy; then
     SYSTEMS=(direct nginx bare-hyper haproxy authgw nginx-authz)
+    [[ -z $BASE_BIN ]] || SYSTEMS=(direct nginx bare-hyper haproxy authgw-base authgw nginx-authz)
 else
     SYSTEMS=(direct nginx authgw)
 fi
@@ -416,7 +428,7 @@ wrk_run() {
 # The processes whose CPU time is a system's (the proxy part; nginx-authz
 # makes authgw work too). sut_pids adds their children (nginx's worker).
 declare -A SUT_PROCS=([direct]=nginx-upstream [nginx]=nginx-proxy [bare-hyper]=bare-hyper [haproxy]=haproxy
-    [authgw]=authgw [nginx-authz]="nginx-authz authgw")
+    [authgw]=authgw [authgw-base]=authgw-base [nginx-authz]="nginx-authz authgw")
 CLK_TCK=$(getconf CLK_TCK)
 # sut_pids NAME...: the pids of the processes started as NAME... and of their children.
 sut_pids() {
@@ -651,6 +663,8 @@ start nginx-proxy "$SUT_CPUS" nginx -p "$OUT/nginx-proxy" -c "$OUT/conf/nginx-pr
 has_system haproxy && start haproxy "$SUT_CPUS" haproxy -db -f "$OUT/conf/haproxy.cfg"
 has_system bare-hyper && start bare-hyper "$SUT_CPUS" "$BARE_BIN" "127.0.0.1:$P_BARE" "$UPSTREAM"
 start authgw "$SUT_CPUS" "$BIN" serve
+has_system authgw-base && start authgw-base "$SUT_CPUS" env AUTHGW_LISTEN="127.0.0.1:$P_BASE" \
+    AUTHGW_ADMIN_LISTEN="127.0.0.1:$P_BASE_ADMIN" "$BASE_BIN" serve
 if has_system nginx-authz; then
     start nginx-authz "$SUT_CPUS" nginx -p "$OUT/nginx-authz" -c "$OUT/conf/nginx-authz.conf" \
         -e "$OUT/nginx-authz.error.log" -g 'daemon off;'
@@ -660,6 +674,7 @@ wait_http nginx-proxy "http://127.0.0.1:$P_NGX/"
 has_system haproxy && wait_http haproxy "http://127.0.0.1:$P_HAP/"
 has_system bare-hyper && wait_http bare-hyper "http://127.0.0.1:$P_BARE/"
 wait_http authgw "$API/healthz"
+has_system authgw-base && wait_http authgw-base "http://127.0.0.1:$P_BASE/healthz"
 has_system nginx-authz && wait_http nginx-authz "http://127.0.0.1:$P_NGXA/"
 
 # --- users and tokens --------------------------------------------------------
@@ -701,7 +716,7 @@ for sys_ in "${SYSTEMS[@]}"; do
     body=$(curl -s -H "Authorization: Bearer $TOKEN" "${URL[$sys_]}") || die "$sys_: no answer at ${URL[$sys_]}"
     [[ $body == ok ]] || die "$sys_ answered '$body' instead of 'ok' at ${URL[$sys_]}"
 done
-for sys_ in haproxy authgw nginx-authz; do
+for sys_ in haproxy authgw-base authgw nginx-authz; do
     has_system "$sys_" || continue
     s=$(status "${URL[$sys_]}")
     [[ $s == 401 ]] || die "$sys_ let a request without a token through ($s)"
@@ -738,9 +753,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
     step "proxy round $r/$ROUNDS: ${SYSTEMS[*]} ($DURATION each)"
     for sys_ in "${SYSTEMS[@]}"; do
         perf_pid=
-        if [[ ${BENCH_PERF:-0} == 1 && $sys_ == authgw && $r == "$ROUNDS" ]]; then
-            perf record -F 499 -g -o "$OUT/perf.data" -p "${PID_OF[authgw]}" -- sleep "$DURATION_S" \
-                >"$OUT/raw/perf-record.txt" 2>&1 &
+        if [[ ${BENCH_PERF:-0} == 1 && $sys_ == authgw* && $r == "$ROUNDS" ]]; then
+            perf_name=${sys_/authgw/perf}
+            perf record -F 499 -g -o "$OUT/$perf_name.data" -p "${PID_OF[$sys_]}" -- sleep "$DURATION_S" \
+                >"$OUT/raw/$perf_name-record.txt" 2>&1 &
             perf_pid=$!
             PIDS+=("$perf_pid")
         fi
@@ -756,11 +772,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
             '{test: "proxy", system: $s, round: $r, wall_s: $w, sut_user_s: $u, sut_sys_s: $k}')" \
             "$OUT/raw/proxy-$sys_-$r.txt"
         if [[ -n $perf_pid ]]; then
-            wait "$perf_pid" || warn "perf record failed (see $OUT/raw/perf-record.txt)"
+            wait "$perf_pid" || warn "perf record failed (see $OUT/raw/$perf_name-record.txt)"
             forget "$perf_pid"
-            perf report -i "$OUT/perf.data" --no-children --sort dso,symbol --percent-limit 0.7 --stdio \
-                >"$OUT/perf.txt" 2>/dev/null || warn "perf report failed"
-            step "perf profile of authgw: $OUT/perf.txt"
+            perf report -i "$OUT/$perf_name.data" --no-children --sort dso,symbol --percent-limit 0.7 --stdio \
+                >"$OUT/$perf_name.txt" 2>/dev/null || warn "perf report failed"
+            step "perf profile of $sys_: $OUT/$perf_name.txt"
         fi
     done
 done
@@ -824,7 +840,7 @@ strace_run() {
 }
 if [[ $STRACE == 1 ]]; then
     STRACE_SYSTEMS=()
-    for sys_ in nginx bare-hyper haproxy authgw; do has_system "$sys_" && STRACE_SYSTEMS+=("$sys_"); done
+    for sys_ in nginx bare-hyper haproxy authgw-base authgw; do has_system "$sys_" && STRACE_SYSTEMS+=("$sys_"); done
     for sys_ in "${STRACE_SYSTEMS[@]}"; do
         step "syscalls per request: $sys_ under strace -c -f, $STRACE_REQUESTS requests on $STRACE_CONNS connections"
         strace_run "$sys_"

@@ -71,6 +71,7 @@ names = {
     "nginx": "b. nginx reverse proxy, no auth",
     "bare-hyper": "f. bare hyper 1 proxy (gateway/examples/bare_proxy.rs), no auth",
     "haproxy": "c. HAProxy 2.6, ES256 jwt_verify + role claim",
+    "authgw-base": "d0. authgw, the previous binary (BENCH_BASE_BIN): the A/B's A",
     "authgw": "d. authgw, ES256 + role-rules plugin + revocation",
     "nginx-authz": "e. nginx auth_request → authgw (the decision of d)",
 }
@@ -128,9 +129,31 @@ w(f"Ratios (CPU per request): authgw/nginx **{num(ratio(cpu.get('authgw'), cpu.g
   f"bare-hyper/nginx {num(ratio(per_req('bare-hyper'), per_req('nginx')), '{:.2f}')}×.")
 w("")
 
+if "authgw-base" in proxy:
+    w(f"A/B (d against d0, the previous binary, same rounds): req/s "
+      f"**{num(ratio(a, rps('authgw-base')), '{:.3f}')}×**, CPU per request "
+      f"**{num(ratio(cpu.get('authgw'), cpu.get('authgw-base')), '{:.3f}')}×** (user "
+      f"{num(ratio(cpu_user.get('authgw'), cpu_user.get('authgw-base')), '{:.3f}')}×), syscalls per request "
+      f"{num(ratio(per_req('authgw'), per_req('authgw-base')), '{:.3f}')}×.")
+    # Paired by round (d and d0 run back to back in each): the median of the
+    # per-round ratios, less moved by a round the host slowed as a whole.
+    pairs = {}
+    for r in pick(test="proxy", system="authgw-base"):
+        d = pick(test="proxy", system="authgw", round=r["round"])
+        if d and r.get("rps"):
+            pairs[r["round"]] = (d[0], r)
+    if pairs:
+        rps_r = [d["rps"] / b["rps"] for d, b in pairs.values()]
+        cpu_r = [cpu_us(d) / cpu_us(b) for d, b in pairs.values() if cpu_us(d) and cpu_us(b)]
+        w(f"Paired by round (median of {len(pairs)} per-round ratios d/d0): req/s "
+          f"**{statistics.median(rps_r):.3f}×** (rounds: {', '.join(f'{x:.2f}' for x in rps_r)}), "
+          f"CPU per request **{num(statistics.median(cpu_r) if cpu_r else None, '{:.3f}')}×** "
+          f"(rounds: {', '.join(f'{x:.2f}' for x in cpu_r)}).")
+    w("")
+
 # --- syscalls per request ------------------------------------------------
 if sysc:
-    cols = [s_ for s_ in ("nginx", "bare-hyper", "haproxy", "authgw") if s_ in sysc]
+    cols = [s_ for s_ in ("nginx", "bare-hyper", "haproxy", "authgw-base", "authgw") if s_ in sysc]
     sc = meta.get("syscalls") or {}
     w(f"Syscalls per proxied request: `strace -c -f` attached to every process and thread of the system, "
       f"during a wrk run of its own (-t1 -c{sc.get('conns', '?')}, stopped after {sc.get('requests', '?')} "
