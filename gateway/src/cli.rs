@@ -324,8 +324,8 @@ fn serve(config: Config) -> Result<(), Failure> {
         LogFormat::Json => logs.json().flatten_event(true).init(),
         LogFormat::Text => logs.with_target(false).init(),
     }
-    let runtime =
-        tokio::runtime::Runtime::new().map_err(|e| Failure::Runtime(Error::internal(e)))?;
+    let runtime = crate::server::runtime(config.server.runtime)
+        .map_err(|e| Failure::Runtime(Error::internal(e)))?;
     runtime.block_on(async move {
         let listen = config.server.listen;
         let admin = config.admin.enabled.then_some(config.admin.listen);

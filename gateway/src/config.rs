@@ -432,6 +432,22 @@ pub struct ServerConfig {
     pub http2_idle_timeout: Duration,
     /// Terminate TLS on `listen` (absent: plain HTTP); see [`TlsConfig`].
     pub tls: Option<TlsConfig>,
+    /// The async runtime `authgw serve` runs on ([`RuntimeFlavor`]).
+    pub runtime: RuntimeFlavor,
+}
+
+/// `server.runtime`: tokio's scheduler for `authgw serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeFlavor {
+    /// current-thread when the process may use one CPU (its affinity, a
+    /// container's quota), else multi-thread.
+    #[default]
+    Auto,
+    /// One worker thread per CPU, tasks stolen between them.
+    MultiThread,
+    /// Every task on one thread (the blocking pool beside it, as always).
+    CurrentThread,
 }
 
 /// `[server.tls]`: the listener speaks HTTPS (HTTP/1.1 and, by ALPN, h2).
@@ -545,6 +561,7 @@ impl Default for ServerConfig {
             http2_keepalive_timeout: Duration::from_secs(10),
             http2_idle_timeout: Duration::from_secs(60),
             tls: None,
+            runtime: RuntimeFlavor::Auto,
         }
     }
 }
@@ -1311,6 +1328,26 @@ mod tests {
         assert_eq!(c.cors.max_age, d.cors.max_age);
         assert_eq!(c.auth.cookie_same_site, d.auth.cookie_same_site);
         assert!(c.auth.cookie_secure && !c.auth.access_cookie && c.cors.allow_credentials);
+        assert_eq!(c.server.runtime, d.server.runtime);
+    }
+
+    /// `server.runtime` takes its three names; anything else is an error
+    /// naming the key.
+    #[test]
+    fn runtime_flavors() {
+        for (raw, want) in [
+            ("auto", RuntimeFlavor::Auto),
+            ("multi-thread", RuntimeFlavor::MultiThread),
+            ("current-thread", RuntimeFlavor::CurrentThread),
+        ] {
+            let c = Config::parse(&format!("[server]\nruntime = \"{raw}\"\n"), "g.toml");
+            assert_eq!(c.map(|c| c.server.runtime).ok(), Some(want), "{raw}");
+        }
+        let e = Config::parse("[server]\nruntime = \"threaded\"\n", "g.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("server.runtime"), "{e}");
     }
 
     /// `authz.login_url` is an http(s) URL or a path, `authz.redirect_param`

@@ -167,6 +167,33 @@ pub struct Settings {
     pub h2_idle_timeout: Duration,
     /// Terminate TLS with this acceptor's current config; `None`: plain HTTP.
     pub tls: Option<Arc<Acceptor>>,
+    /// A way past the router for the requests it would only hand on to one
+    /// handler ([`Shortcut`]); `None`: every request goes to the router.
+    pub shortcut: Option<Shortcut>,
+}
+
+/// The response future a [`Shortcut`] answers with.
+pub type ShortcutFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// Whether a request goes past the router (it may prepare it: the proxy's
+/// makes its path canonical).
+pub type TakeFn = dyn Fn(&mut Request<Body>) -> bool + Send + Sync;
+/// Serves a request taken past the router.
+pub type DirectFn = dyn Fn(Request<Body>) -> ShortcutFuture + Send + Sync;
+
+/// A way past the router (the proxy's fast path,
+/// [`crate::api::proxy_shortcut`]): a request that `take` takes is served
+/// by `direct`; any other goes to the router.
+#[derive(Clone)]
+pub struct Shortcut {
+    pub take: Arc<TakeFn>,
+    pub direct: Arc<DirectFn>,
+}
+
+impl std::fmt::Debug for Shortcut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shortcut")
+    }
 }
 
 impl Settings {
@@ -182,6 +209,7 @@ impl Settings {
             h2_keepalive_timeout: server.http2_keepalive_timeout,
             h2_idle_timeout: server.http2_idle_timeout,
             tls: None,
+            shortcut: None,
         }
     }
 }
@@ -324,6 +352,7 @@ async fn serve_connection<S: Transport>(
     let mut io = ParkingIo::new(stream, flags.clone(), settings.park_after);
     let service = ConnService {
         router,
+        shortcut: settings.shortcut.clone(),
         peer,
         flags,
         tls,
@@ -753,6 +782,7 @@ impl<S: Transport> AsyncWrite for ParkingIo<S> {
 #[derive(Clone)]
 struct ConnService {
     router: axum::Router,
+    shortcut: Option<Shortcut>,
     peer: SocketAddr,
     flags: Arc<Flags>,
     tls: Option<Arc<TlsInfo>>,
@@ -787,17 +817,44 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             http1,
             // Only HTTP/2 has an idle timeout to keep.
             active: (!http1).then(|| Active::begin(&flags)),
-            inner: self.router.clone().call(req),
+            inner: match &self.shortcut {
+                Some(shortcut) if (shortcut.take)(&mut req) => Inner::Direct {
+                    direct: (shortcut.direct)(req),
+                },
+                _ => Inner::Router {
+                    routed: self.router.clone().call(req),
+                },
+            },
             flags: Some(flags),
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The router's response, its body tracked.
+    /// Where an exchange's response comes from: the router, or the shortcut.
+    #[project = InnerProj]
+    enum Inner {
+        Router { #[pin] routed: axum::routing::future::RouteFuture<std::convert::Infallible> },
+        Direct { direct: ShortcutFuture },
+    }
+}
+
+impl Future for Inner {
+    type Output = Result<Response<Body>, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            InnerProj::Router { routed } => routed.poll(cx),
+            InnerProj::Direct { direct } => direct.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The router's (or the shortcut's) response, its body tracked.
     struct Exchange {
         #[pin]
-        inner: axum::routing::future::RouteFuture<std::convert::Infallible>,
+        inner: Inner,
         flags: Option<Arc<Flags>>,
         http1: bool,
         active: Option<Active>,
@@ -974,6 +1031,7 @@ mod tests {
             h2_keepalive_timeout: Duration::from_secs(10),
             h2_idle_timeout: Duration::from_secs(10),
             tls: None,
+            shortcut: None,
         };
         tweak(&mut settings);
         let task = tokio::spawn(serve(

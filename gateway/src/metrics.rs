@@ -4,8 +4,8 @@
 //! gauges that describe shared state (revocation set, pool, hashing queue)
 //! are read when scraped, so they cost nothing per request.
 
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -49,6 +49,59 @@ pub struct MfaLabel {
     pub method: &'static str,
     /// `success` or `failure`.
     pub result: &'static str,
+}
+
+/// One route's proxy metrics (`proxy_requests` by status, and
+/// `upstream_response_seconds`), resolved in the families once and then
+/// kept: the per-request path updates them without building label strings
+/// or hashing into a family (issue 18). A route is served by one gateway,
+/// so the first [`Metrics`] that touches it is the only one.
+pub struct RouteMetrics {
+    route: String,
+    latency: OnceLock<Histogram>,
+    /// `proxy_requests` per status, indexed by status - 100 (100..=599).
+    by_status: Box<[OnceLock<Counter>]>,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> Self {
+        Self {
+            route: route.to_string(),
+            latency: OnceLock::new(),
+            by_status: (100..600).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Counts one request answered with `status`.
+    pub fn count(&self, metrics: &Metrics, status: u16) {
+        let family = || {
+            metrics
+                .requests
+                .get_or_create(&RouteStatus {
+                    route: self.route.clone(),
+                    status,
+                })
+                .clone()
+        };
+        match self.by_status.get(usize::from(status).wrapping_sub(100)) {
+            Some(slot) => slot.get_or_init(family).inc(),
+            None => family().inc(),
+        };
+    }
+
+    /// Records the time until the upstream's response headers.
+    pub fn observe_upstream(&self, metrics: &Metrics, seconds: f64) {
+        self.latency
+            .get_or_init(|| {
+                metrics
+                    .upstream_latency
+                    .get_or_create(&RouteLabel {
+                        route: self.route.clone(),
+                    })
+                    .clone()
+            })
+            .observe(seconds);
+    }
 }
 
 /// Every metric of the process.

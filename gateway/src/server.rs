@@ -171,17 +171,26 @@ impl Gateway {
         let config = self.state.auth.config.clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let app = api::router(self.state.clone())
-            .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(
-                |req: &axum::http::Request<axum::body::Body>| {
-                    // Path only: query strings may carry cursors, never log bodies or headers.
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
-                },
-            ))
-            .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-                axum::response::IntoResponse::into_response(Error::Internal(
-                    "handler panicked".into(),
-                ))
-            }));
+            .layer(trace_layer())
+            .layer(panic_layer());
+        // The proxy's requests past the router, behind the same two layers.
+        let proxy = self.state.proxy.clone();
+        let direct = tower::ServiceBuilder::new()
+            .layer(panic_layer())
+            .layer(trace_layer())
+            .service_fn(move |req: axum::extract::Request| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, std::convert::Infallible>(proxy.handle(req).await) }
+            });
+        let shortcut = api::proxy_shortcut(&self.state, move |req| {
+            let call = tower::ServiceExt::oneshot(direct.clone(), req);
+            Box::pin(async move {
+                match call.await {
+                    Ok(response) => response.map(axum::body::Body::new),
+                    Err(never) => match never {},
+                }
+            })
+        });
         let housekeeping = tokio::spawn(housekeeping(self.state.auth.db.clone()));
         let transport = self.mail_transport.lock().map_or(None, |mut t| t.take());
         let mail_sender = transport.map(|transport| {
@@ -242,6 +251,7 @@ impl Gateway {
             self.connections.clone(),
         );
         settings.tls = self.tls.clone();
+        settings.shortcut = Some(shortcut);
         let result = listener::serve(listener, app, shutdown, settings).await;
         let _ = stop_tx.send(true);
         for task in [admin_task, plain_task].into_iter().flatten() {
@@ -255,6 +265,73 @@ impl Gateway {
         }
         self.stop.store(true, Ordering::SeqCst);
         result
+    }
+}
+
+/// The runtime `authgw serve` runs on (`server.runtime`). On one CPU the
+/// current-thread scheduler does the same work as a one-worker
+/// multi-thread one without its cross-thread machinery (measured in
+/// docs/benchmarks.md, issue 18); the blocking pool (password hashing, the
+/// database) is the same in both.
+pub fn runtime(flavor: crate::config::RuntimeFlavor) -> std::io::Result<tokio::runtime::Runtime> {
+    use crate::config::RuntimeFlavor;
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let current = match flavor {
+        RuntimeFlavor::Auto => cpus == 1,
+        RuntimeFlavor::CurrentThread => true,
+        RuntimeFlavor::MultiThread => false,
+    };
+    tracing::info!(
+        cpus,
+        scheduler = if current {
+            "current-thread"
+        } else {
+            "multi-thread"
+        },
+        "async runtime"
+    );
+    if current {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
+    }
+}
+
+/// One span per request of the main listener, with its method and path
+/// only: query strings may carry cursors; never bodies or headers.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+}
+
+type RequestTrace = tower_http::trace::TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    fn(&axum::http::Request<axum::body::Body>) -> tracing::Span,
+>;
+
+/// The main listener's trace layer ([`request_span`]), for the router and
+/// the proxy's shortcut alike.
+fn trace_layer() -> RequestTrace {
+    tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span as _)
+}
+
+/// A handler that panics answers a 500 problem (router and shortcut alike).
+fn panic_layer() -> tower_http::catch_panic::CatchPanicLayer<HandlerPanicked> {
+    tower_http::catch_panic::CatchPanicLayer::custom(HandlerPanicked)
+}
+
+#[derive(Clone, Copy)]
+struct HandlerPanicked;
+
+impl tower_http::catch_panic::ResponseForPanic for HandlerPanicked {
+    type ResponseBody = axum::body::Body;
+
+    fn response_for_panic(
+        &mut self,
+        _: Box<dyn std::any::Any + Send + 'static>,
+    ) -> axum::http::Response<Self::ResponseBody> {
+        axum::response::IntoResponse::into_response(Error::Internal("handler panicked".into()))
     }
 }
 

@@ -66,6 +66,31 @@ pub struct Claims {
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
+    /// The proxy's identity header values for these claims, made once per
+    /// verified token (the verified-token cache shares one `Claims` among
+    /// the token's requests): never part of the token.
+    #[serde(skip)]
+    pub header_values: HeaderValues,
+}
+
+/// `X-User-Id`, `-Login`, `-Roles` and `-Admin` for one token's claims,
+/// made at its first proxied request ([`crate::proxy::headers::set_identity`]);
+/// a value that cannot be a header is `None`. Ignored by equality.
+#[derive(Clone, Default)]
+pub struct HeaderValues(pub std::sync::OnceLock<[Option<axum::http::HeaderValue>; 4]>);
+
+impl PartialEq for HeaderValues {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for HeaderValues {}
+
+impl std::fmt::Debug for HeaderValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeaderValues")
+    }
 }
 
 impl SigningAlgorithm {
@@ -407,6 +432,7 @@ impl Tokens {
             iat: now,
             nbf: now,
             exp: now + self.access_ttl.as_secs() as i64,
+            header_values: HeaderValues::default(),
         };
         let keyring = self.keyring.load();
         let (kid, alg, key) = &keyring.signing;

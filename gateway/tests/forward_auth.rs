@@ -399,6 +399,8 @@ async fn ext_authz_allows_only_with_200_and_keeps_the_original_path_apart() {
     for path in [
         "/../../auth/check",
         "/films/../../../auth/check",
+        // Up out of the prefix to a proxied path: not proxied either.
+        "/../../../../films/premium/42",
         "/%2e%2e/%2e%2e/auth/check",
         "/..",
     ] {

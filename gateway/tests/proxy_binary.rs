@@ -209,3 +209,113 @@ async fn one_gib_upload_streams_with_flat_memory() {
         assert!(!line.contains(&access), "a token reached the log: {line}");
     }
 }
+
+/// `authgw serve` confined to one CPU (`taskset -c 0`, as the benchmark
+/// runs it) picks the current-thread scheduler by itself (`server.runtime
+/// = "auto"`, the default) and says so in its log; on it, a signup, a login
+/// (password hashing on its own threads) and 200 proxied requests with the
+/// token on 8 connections all succeed and reach the upstream with the
+/// caller's identity; SIGTERM still ends it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_cpu_serves_on_the_current_thread_scheduler() {
+    let echo = Echo::start("films").await;
+    let db = TestDb::migrated();
+    let keys = keys_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    let port = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nenabled = false\n\
+             [log]\nformat = \"json\"\n[database]\nurl = \"{}\"\n[tokens]\nkeys_dir = \"{}\"\n\
+             [[routes]]\nname = \"films\"\nprefix = \"/films\"\nupstream = \"{}\"\n",
+            db.url,
+            keys.path().display(),
+            echo.url()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new("taskset")
+        .args(["-c", "0", env!("CARGO_BIN_EXE_authgw")])
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env_remove("AUTHGW_DATABASE_URL")
+        .env_remove("AUTHGW_LISTEN")
+        .env_remove("AUTHGW_KEYS_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in stdout.lines().map_while(Result::ok) {
+            if line.contains("authgw listening") {
+                let _ = ready_tx.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("no 'authgw listening' line");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let signup = http
+        .post(format!("{base}/api/v1/auth/signup"))
+        .json(&serde_json::json!({"login": "viewer", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), 201);
+    let login: Value = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"login": "viewer", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = login["access_token"].as_str().unwrap().to_string();
+    let mut tasks = Vec::new();
+    for c in 0..8 {
+        let (http, base, access) = (reqwest::Client::new(), base.clone(), access.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let r = http
+                    .get(format!("{base}/films/{c}/{i}"))
+                    .bearer_auth(&access)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                let seen: Value = r.json().await.unwrap();
+                assert_eq!(seen["path"], format!("/films/{c}/{i}"));
+                assert_eq!(seen["headers"]["x-user-login"], "viewer", "{seen}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(echo.hits(), 200);
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let lines = reader.join().unwrap();
+    let runtime: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "async runtime")
+        .collect();
+    assert_eq!(runtime.len(), 1, "{lines:#?}");
+    assert_eq!(runtime[0]["scheduler"], "current-thread", "{lines:#?}");
+    assert_eq!(runtime[0]["cpus"], 1, "{lines:#?}");
+}

@@ -97,6 +97,43 @@ async fn canonical_target(
     }
 }
 
+/// Whether a canonical path may be one of the API's own endpoints (under
+/// `/api/` or `/.well-known/`, or `/healthz`, `/readyz`): a superset, since
+/// such a path that no endpoint matches still goes to the router's fallback,
+/// the proxy. Any other path only the proxy can take.
+pub fn may_be_api(path: &str) -> bool {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    matches!(first, "api" | ".well-known" | "healthz" | "readyz")
+}
+
+/// The proxy's way past the router (issue 18): a request whose canonical
+/// path no API endpoint can match goes to `direct` (the proxy, behind the
+/// same span and panic layers as the router), made canonical here as the
+/// router's front layer would have made it, which is all the router would
+/// have done before its fallback. An Envoy ext_authz call, a path that is
+/// not canonicalizable (the router answers the 400), an API path and a CORS
+/// preflight or request for a `cors = true` route go to the router as before.
+pub fn proxy_shortcut(
+    state: &AppState,
+    direct: impl Fn(axum::extract::Request) -> crate::listener::ShortcutFuture + Send + Sync + 'static,
+) -> crate::listener::Shortcut {
+    let cors = state.cors.is_some();
+    let proxy = state.proxy.clone();
+    let take = move |req: &mut axum::extract::Request| {
+        if crate::forward_auth::ext_authz_target(req.uri().path()).is_some() {
+            return false;
+        }
+        match crate::proxy::path::rewrite_if(req, |path| !may_be_api(path)) {
+            Ok(Some(_)) => !(cors && proxy.wants_cors(req)),
+            Ok(None) | Err(_) => false,
+        }
+    };
+    crate::listener::Shortcut {
+        take: Arc::new(take),
+        direct: Arc::new(direct),
+    }
+}
+
 fn routes(state: AppState) -> Router {
     let limited = Router::new()
         .route("/api/v1/auth/signup", post(auth::signup))
@@ -202,4 +239,31 @@ async fn healthz() -> impl IntoResponse {
 
 async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every endpoint the OpenAPI document lists is one the proxy's
+    /// shortcut leaves to the router: an endpoint added outside the API's
+    /// roots fails here instead of being proxied.
+    #[test]
+    fn every_documented_endpoint_stays_with_the_router() {
+        let paths: Vec<&str> = OPENAPI_YAML
+            .lines()
+            .skip_while(|l| *l != "paths:")
+            .filter_map(|l| {
+                l.strip_prefix("  /")
+                    .map(|_| l.trim().trim_end_matches(':'))
+            })
+            .collect();
+        assert!(paths.len() > 40, "{paths:?}");
+        for path in paths {
+            assert!(may_be_api(path), "{path}");
+        }
+        for path in ["/films/1", "/", "/apix", "/healthzz/1", "/well-known"] {
+            assert!(!may_be_api(path), "{path}");
+        }
+    }
 }

@@ -150,17 +150,30 @@ pub fn strip_identity(headers: &mut HeaderMap) {
 
 /// Sets the identity headers from verified claims.
 pub fn set_identity(headers: &mut HeaderMap, claims: &Claims) {
-    let mut set = |name: HeaderName, value: &str| {
+    // Made once per verified token and kept with its cached claims.
+    let values = claims.header_values.0.get_or_init(|| {
         // Logins and role names are validated ASCII, so this never skips in
         // practice; a value that cannot be a header is left out, never mangled.
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name, v);
+        let value = |v: &str| HeaderValue::from_str(v).ok();
+        [
+            value(&claims.sub.to_string()),
+            value(&claims.login),
+            value(&claims.roles.join(",")),
+            Some(HeaderValue::from_static(if claims.adm {
+                "true"
+            } else {
+                "false"
+            })),
+        ]
+    });
+    for (name, value) in [X_USER_ID, X_USER_LOGIN, X_USER_ROLES, X_USER_ADMIN]
+        .into_iter()
+        .zip(values)
+    {
+        if let Some(v) = value {
+            headers.insert(name, v.clone());
         }
-    };
-    set(X_USER_ID, &claims.sub.to_string());
-    set(X_USER_LOGIN, &claims.login);
-    set(X_USER_ROLES, &claims.roles.join(","));
-    set(X_USER_ADMIN, if claims.adm { "true" } else { "false" });
+    }
 }
 
 /// `X-Forwarded-For`, `-Proto` and `-Host`. From a trusted proxy
@@ -208,7 +221,7 @@ pub fn set_forwarded(
 }
 
 /// The client's request id if it is a sane one (1-128 visible ASCII
-/// characters), else a fresh UUID.
+/// characters), else a fresh one ([`fresh_request_id`]).
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     headers
         .get(&X_REQUEST_ID)
@@ -217,10 +230,37 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
             !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
         })
         .cloned()
-        .unwrap_or_else(|| {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-"))
-        })
+        .unwrap_or_else(fresh_request_id)
+}
+
+/// A new request id: 32 lower-case hex digits, the keyed SipHash of a
+/// process-wide counter (two 64-bit halves). The key is drawn from the OS
+/// once per process, so ids are unique within a process, do not repeat
+/// across restarts, and reveal neither the counter (how many requests were
+/// served) nor each other; no syscall per request, where a UUID v4 drew 16
+/// bytes from `getrandom` every time (issue 18). An id is a label for logs,
+/// never a secret or a credential.
+pub fn fresh_request_id() -> HeaderValue {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static KEY: LazyLock<std::hash::RandomState> = LazyLock::new(std::hash::RandomState::new);
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let half = |salt: u8| {
+        let mut h = KEY.build_hasher();
+        h.write_u64(n);
+        h.write_u8(salt);
+        h.finish()
+    };
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    for (i, word) in [half(0), half(1)].into_iter().enumerate() {
+        for (j, digit) in id[i * 16..(i + 1) * 16].iter_mut().enumerate() {
+            *digit = HEX[((word >> (60 - 4 * j)) & 0xf) as usize];
+        }
+    }
+    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-"))
 }
 
 /// Where the request's token came from.
@@ -451,5 +491,27 @@ mod tests {
     fn request_ids() {
         assert_eq!(request_id(&map(&[("x-request-id", "abc-1")])), "abc-1");
         assert_ne!(request_id(&map(&[("x-request-id", "a b")])), "a b");
+    }
+
+    /// Fresh ids are 32 hex digits, all distinct, and not a visible count:
+    /// consecutive ids share no common prefix the way counters do.
+    #[test]
+    fn fresh_request_ids_are_distinct_hex() {
+        let ids: Vec<String> = (0..10_000)
+            .map(|_| fresh_request_id().to_str().expect("ascii").to_string())
+            .collect();
+        assert!(ids.iter().all(|id| {
+            id.len() == 32
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        }));
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        let shared_prefix = ids.windows(2).filter(|w| w[0][..8] == w[1][..8]).count();
+        assert!(
+            shared_prefix < 5,
+            "{shared_prefix} neighbours share 8 leading digits"
+        );
     }
 }

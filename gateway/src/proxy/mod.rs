@@ -2,7 +2,10 @@
 //! [`Proxy::handle`], whose pipeline reads in phases (as pingora's does):
 //!
 //! 0. **target**: the path made canonical ([`path`]), or 400; every later
-//!    phase, the access log and the upstream URI read that one path;
+//!    phase, the access log and the upstream URI read that one path (a
+//!    request reaches [`Proxy::handle`] from the router's fallback, or,
+//!    when its canonical path can be no API endpoint, straight from the
+//!    listener: [`crate::api::proxy_shortcut`]);
 //! 1. **route**: the longest-prefix `[[routes]]` entry, else 404; an encoded
 //!    slash where the route's `escaped_slashes` is "reject", 400;
 //! 2. **request filter**: the bearer token verified as `/check` does
@@ -43,7 +46,7 @@ use axum::response::IntoResponse;
 use crate::auth::Auth;
 use crate::config::{AuthMode, Config};
 use crate::error::{Error, Result};
-use crate::metrics::{Metrics, Reason, RouteLabel, RouteStatus};
+use crate::metrics::{Metrics, Reason, RouteMetrics};
 use crate::plugins::{Plugin, PluginHost, PluginSet, PluginStats};
 use crate::tokens::Claims;
 
@@ -101,6 +104,8 @@ pub struct Proxy {
     auth: Arc<Auth>,
     runtime: ArcSwap<Runtime>,
     metrics: Arc<Metrics>,
+    /// The metrics of requests no route took (route label `-`).
+    unrouted: RouteMetrics,
 }
 
 /// What the access log line and the metrics need from the pipeline (and
@@ -147,6 +152,7 @@ impl Proxy {
             auth,
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
+            unrouted: RouteMetrics::new("-"),
         }
     }
 
@@ -180,7 +186,8 @@ impl Proxy {
         // 0. target: from here on, req.uri().path() is the canonical path
         // (made so by the front layer in api::router, or here).
         let target = path::rewrite_once(&mut req);
-        let path = req.uri().path().to_string();
+        // For the access log (a clone shares the request's bytes).
+        let uri = req.uri().clone();
         let mut access = Access::default();
         let outcome = match target {
             Ok(escaped_slash) => {
@@ -207,7 +214,7 @@ impl Proxy {
             &access,
             &request_id,
             &method,
-            &path,
+            uri.path(),
             response.status(),
             started,
         );
@@ -255,20 +262,18 @@ impl Proxy {
         let peer_trusted = trusted.contains(peer);
         access.client = Some(crate::client_ip::client_ip(peer, req.headers(), trusted));
         let (mut parts, body) = req.into_parts();
-        let path_and_query = match parts.uri.query() {
-            Some(q) => format!("{}?{q}", route.upstream_path(upstream, parts.uri.path())),
-            None => route.upstream_path(upstream, parts.uri.path()),
-        };
-        let uri: Uri = format!(
-            "{}://{}{path_and_query}",
-            upstream.scheme, upstream.authority
-        )
-        .parse()
-        .map_err(|e| Error::BadRequest {
+        let target = route.upstream_target(upstream, parts.uri.path(), parts.uri.query());
+        let unforwardable = |e: &dyn std::fmt::Display| Error::BadRequest {
             code: "malformed_request",
             field: None,
             detail: format!("the request path cannot be forwarded: {e}"),
-        })?;
+        };
+        let mut target_parts = axum::http::uri::Parts::default();
+        target_parts.scheme = Some(upstream.scheme.clone());
+        target_parts.authority = Some(upstream.authority.clone());
+        target_parts.path_and_query =
+            Some(axum::http::uri::PathAndQuery::try_from(target).map_err(|e| unforwardable(&e))?);
+        let uri = Uri::from_parts(target_parts).map_err(|e| unforwardable(&e))?;
         let h = &mut parts.headers;
         headers::strip_hop_by_hop(h, wants_upgrade);
         headers::strip_identity(h);
@@ -298,12 +303,9 @@ impl Proxy {
         // 6. send
         let sent = Instant::now();
         let mut response = upstream::send(&route, out).await?;
-        self.metrics
-            .upstream_latency
-            .get_or_create(&RouteLabel {
-                route: route.name().to_string(),
-            })
-            .observe(sent.elapsed().as_secs_f64());
+        route
+            .metrics
+            .observe_upstream(&self.metrics, sent.elapsed().as_secs_f64());
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             // Dropping a refused 101 closes that upstream connection: no tunnel.
             let Some(client) = client_upgrade else {
@@ -478,13 +480,11 @@ impl Proxy {
         started: Instant,
     ) {
         let route = access.route.as_ref().map_or("-", |r| r.name());
-        self.metrics
-            .requests
-            .get_or_create(&RouteStatus {
-                route: route.to_string(),
-                status: status.as_u16(),
-            })
-            .inc();
+        access
+            .route
+            .as_ref()
+            .map_or(&self.unrouted, |r| &r.metrics)
+            .count(&self.metrics, status.as_u16());
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(
             target: "authgw::access",

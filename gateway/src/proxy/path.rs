@@ -118,7 +118,21 @@ pub fn canonicalize(raw: &str) -> Result<Canonical<'_>, PathError> {
 /// Returns whether the path holds an encoded slash. Allocates nothing when
 /// the path is canonical already.
 pub fn rewrite<B>(req: &mut Request<B>) -> Result<bool, PathError> {
+    rewrite_if(req, |_| true).map(|done| done.unwrap_or(false))
+}
+
+/// [`rewrite`] when `take(canonical path)` says so; else `req` is left as
+/// it came and the answer is `Ok(None)` (the API/proxy dispatch: only a
+/// request for the proxy is rewritten there, the rest as before by the
+/// router's front layer).
+pub fn rewrite_if<B>(
+    req: &mut Request<B>,
+    take: impl FnOnce(&str) -> bool,
+) -> Result<Option<bool>, PathError> {
     let canonical = canonicalize(req.uri().path())?;
+    if !take(&canonical.path) {
+        return Ok(None);
+    }
     let escaped_slash = canonical.escaped_slash;
     if let Cow::Owned(path) = canonical.path {
         let mut parts = req.uri().clone().into_parts();
@@ -131,7 +145,7 @@ pub fn rewrite<B>(req: &mut Request<B>) -> Result<bool, PathError> {
         *req.uri_mut() = Uri::from_parts(parts).map_err(|_| PathError::Unforwardable)?;
     }
     req.extensions_mut().insert(Rewritten { escaped_slash });
-    Ok(escaped_slash)
+    Ok(Some(escaped_slash))
 }
 
 /// Left on a request by [`rewrite`]: its path is canonical already.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Body;
+use axum::http::uri::{Authority, Scheme};
 use axum::http::{Method, Uri};
 use hyper_rustls::{
     DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, ResolveServerName,
@@ -15,6 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::{AuthMode, EscapedSlashes, RouteConfig};
+use crate::metrics::RouteMetrics;
 use crate::plugins::{Needs, Plugin, chain_needs};
 
 /// One route's pooled client: `http://` upstreams in the clear, `https://`
@@ -33,6 +35,8 @@ pub struct Route {
     /// What the chain reads of a request (the union of its plugins' needs).
     pub needs: Needs,
     pub client: UpstreamClient,
+    /// Its metrics, resolved once ([`RouteMetrics`]).
+    pub metrics: RouteMetrics,
     next: AtomicUsize,
 }
 
@@ -40,8 +44,8 @@ pub struct Route {
 /// every forwarded path (no trailing slash; empty for `/`).
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    pub scheme: String,
-    pub authority: String,
+    pub scheme: Scheme,
+    pub authority: Authority,
     pub base_path: String,
 }
 
@@ -77,8 +81,12 @@ impl Route {
                 https_hosts.push(authority.host().to_string());
             }
             upstreams.push(Upstream {
-                scheme: scheme.to_string(),
-                authority: authority.to_string(),
+                scheme: if scheme == "https" {
+                    Scheme::HTTPS
+                } else {
+                    Scheme::HTTP
+                },
+                authority: authority.clone(),
                 base_path: uri.path().trim_end_matches('/').to_string(),
             });
         }
@@ -91,6 +99,7 @@ impl Route {
         let tls = crate::tls::upstream::for_route(&config, &https_hosts, base_dir)?;
         let client = client(&config, tls)?;
         Ok(Self {
+            metrics: RouteMetrics::new(&config.name),
             config,
             methods,
             upstreams,
@@ -147,18 +156,31 @@ impl Route {
     /// route was found (and the request authorized) for, so the upstream
     /// gets exactly that path, less the prefix.
     pub fn upstream_path(&self, upstream: &Upstream, path: &str) -> String {
+        self.upstream_target(upstream, path, None)
+    }
+
+    /// [`Route::upstream_path`] and `?query` when there is one, made in one
+    /// allocation: the path and query of the forwarded request.
+    pub fn upstream_target(&self, upstream: &Upstream, path: &str, query: Option<&str>) -> String {
         let rest = if self.config.strip_prefix {
             path.strip_prefix(self.config.prefix.trim_end_matches('/'))
                 .unwrap_or(path)
         } else {
             path
         };
-        let rest = if rest.starts_with('/') {
-            rest.to_string()
-        } else {
-            format!("/{rest}")
-        };
-        format!("{}{rest}", upstream.base_path)
+        let query_len = query.map_or(0, |q| q.len() + 1);
+        let mut target =
+            String::with_capacity(upstream.base_path.len() + 1 + rest.len() + query_len);
+        target.push_str(&upstream.base_path);
+        if !rest.starts_with('/') {
+            target.push('/');
+        }
+        target.push_str(rest);
+        if let Some(q) = query {
+            target.push('?');
+            target.push_str(q);
+        }
+        target
     }
 }
 
