@@ -65,27 +65,23 @@ impl Route {
             let uri: Uri = raw
                 .parse()
                 .map_err(|e| format!("route '{}': upstream {raw:?}: {e}", config.name))?;
-            let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
                 return Err(format!(
                     "route '{}': upstream {raw:?} needs http://host[:port]",
                     config.name
                 ));
             };
-            if scheme != "http" && scheme != "https" {
+            if scheme.as_str() != "http" && scheme.as_str() != "https" {
                 return Err(format!(
                     "route '{}': upstream {raw:?}: only http:// and https:// upstreams are supported",
                     config.name
                 ));
             }
-            if scheme == "https" {
+            if scheme.as_str() == "https" {
                 https_hosts.push(authority.host().to_string());
             }
             upstreams.push(Upstream {
-                scheme: if scheme == "https" {
-                    Scheme::HTTPS
-                } else {
-                    Scheme::HTTP
-                },
+                scheme: scheme.clone(),
                 authority: authority.clone(),
                 base_path: uri.path().trim_end_matches('/').to_string(),
             });
@@ -151,16 +147,11 @@ impl Route {
         self.methods.as_ref().is_none_or(|ms| ms.contains(method))
     }
 
-    /// The path to send upstream: the prefix removed when `strip_prefix`, then
-    /// the upstream's base path in front. `path` is the canonical path the
-    /// route was found (and the request authorized) for, so the upstream
-    /// gets exactly that path, less the prefix.
-    pub fn upstream_path(&self, upstream: &Upstream, path: &str) -> String {
-        self.upstream_target(upstream, path, None)
-    }
-
-    /// [`Route::upstream_path`] and `?query` when there is one, made in one
-    /// allocation: the path and query of the forwarded request.
+    /// The path and query to send upstream: the prefix removed when
+    /// `strip_prefix`, then the upstream's base path in front, and `?query`
+    /// when there is one, in one allocation. `path` is the canonical path
+    /// the route was found (and the request authorized) for, so the
+    /// upstream gets exactly that path, less the prefix.
     pub fn upstream_target(&self, upstream: &Upstream, path: &str, query: Option<&str>) -> String {
         let rest = if self.config.strip_prefix {
             path.strip_prefix(self.config.prefix.trim_end_matches('/'))
@@ -434,12 +425,12 @@ mod tests {
             panic!("route a expected");
         };
         let up = a.pick_upstream().expect("an upstream").clone();
-        assert_eq!(a.upstream_path(&up, "/api/films/7"), "/v2/7");
-        assert_eq!(a.upstream_path(&up, "/api/films"), "/v2/");
+        assert_eq!(a.upstream_target(&up, "/api/films/7", None), "/v2/7");
+        assert_eq!(a.upstream_target(&up, "/api/films", None), "/v2/");
         let Lookup::Found(b) = t.find(None, "/b/x", &Method::GET) else {
             panic!("route b expected");
         };
         let up = b.pick_upstream().expect("an upstream").clone();
-        assert_eq!(b.upstream_path(&up, "/b/x"), "/b/x");
+        assert_eq!(b.upstream_target(&up, "/b/x", None), "/b/x");
     }
 }
