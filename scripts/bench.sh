@@ -92,6 +92,9 @@
 #   BENCH_BASE_BIN         a second authgw binary (the previous build) run
 #                          beside d as system d0 "authgw-base" in the proxy
 #                          part: the same-run A/B (authgw/authgw-base)
+#   BENCH_AUTHGW_TOML      TOML appended to authgw's config (both d and
+#                          d0), e.g. '[passwords]\npriority = "normal"' to
+#                          measure a setting against its default
 #   BENCH_KEEP_DB [0]      1: keep the database afterwards
 #   BENCH_PERF [0]         1: perf record authgw during its last proxy run
 #                          (OUT/perf.data, top symbols in OUT/perf.txt; with
@@ -542,6 +545,9 @@ name = "cinema"
 file = "$WASM"
 config = $CINEMA_TOML
 EOF
+if [[ -n ${BENCH_AUTHGW_TOML:-} ]]; then
+    printf '\n# BENCH_AUTHGW_TOML:\n%b\n' "$BENCH_AUTHGW_TOML" >>"$CONFIG"
+fi
 
 export AUTHGW_CONFIG=$CONFIG AUTHGW_DATABASE_URL=$DB_URL AUTHGW_KEYS_DIR=$OUT/keys AUTHGW_LOG=warn
 unset AUTHGW_LISTEN AUTHGW_ADMIN_LISTEN

@@ -702,6 +702,24 @@ pub struct PasswordConfig {
     pub max_concurrent: usize,
     /// Hash requests allowed to wait for a slot; beyond it, 503 with Retry-After.
     pub max_queue: usize,
+    /// How the hashing threads share a CPU with the threads serving requests.
+    pub priority: HashingPriority,
+}
+
+/// `passwords.priority`: the CPU scheduling of the hashing threads (Linux;
+/// elsewhere every value behaves as `normal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum HashingPriority {
+    /// `SCHED_IDLE`: a hash runs on CPU time no request-serving thread
+    /// wants, so a login flood cannot slow the proxy down. While the CPUs
+    /// are saturated by other work, logins wait (up to the queue bound).
+    #[default]
+    Idle,
+    /// `SCHED_BATCH` at nice 19: hashes get a small share of a busy CPU.
+    Low,
+    /// The same priority as every other thread of the process.
+    Normal,
 }
 
 impl Default for PasswordConfig {
@@ -712,6 +730,7 @@ impl Default for PasswordConfig {
             parallelism: 1,
             max_concurrent: 0,
             max_queue: 64,
+            priority: HashingPriority::Idle,
         }
     }
 }
@@ -1348,6 +1367,26 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("server.runtime"), "{e}");
+    }
+
+    /// `passwords.priority` takes its three names; anything else is an
+    /// error naming the key.
+    #[test]
+    fn hashing_priorities() {
+        for (raw, want) in [
+            ("idle", HashingPriority::Idle),
+            ("low", HashingPriority::Low),
+            ("normal", HashingPriority::Normal),
+        ] {
+            let c = Config::parse(&format!("[passwords]\npriority = \"{raw}\"\n"), "g.toml");
+            assert_eq!(c.map(|c| c.passwords.priority).ok(), Some(want), "{raw}");
+        }
+        let e = Config::parse("[passwords]\npriority = \"lowest\"\n", "g.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("passwords.priority"), "{e}");
+        assert_eq!(Config::default().passwords.priority, HashingPriority::Idle);
     }
 
     /// `authz.login_url` is an http(s) URL or a path, `authz.redirect_param`

@@ -10,6 +10,10 @@
 //! per thread arena once freed. Spread over the blocking pool's many
 //! threads, 200 logins left the process 600 MiB larger; on `slots` threads,
 //! it holds at most `slots` of them.
+//!
+//! Those threads run at `passwords.priority` (`SCHED_IDLE` by default on
+//! Linux): a hash takes only CPU time the threads serving requests leave,
+//! so a login flood lengthens the logins' own wait, not the proxy's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +23,7 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
 use tokio::sync::Semaphore;
 
-use crate::config::PasswordConfig;
+use crate::config::{HashingPriority, PasswordConfig};
 use crate::error::{Error, Result};
 
 /// Shortest accepted new password, in characters (Unicode scalar values:
@@ -117,7 +121,7 @@ struct Workers {
 }
 
 impl Workers {
-    fn start(threads: usize) -> Result<Self> {
+    fn start(threads: usize, priority: HashingPriority) -> Result<Self> {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let queue = Arc::new(std::sync::Mutex::new(queue));
         for i in 0..threads {
@@ -125,6 +129,7 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || {
+                    set_priority(priority);
                     loop {
                         let job = match queue.lock() {
                             Ok(q) => q.recv(),
@@ -146,6 +151,34 @@ impl Workers {
             .send(job)
             .map_err(|_| Error::Unavailable("hasher closed".into()))
     }
+}
+
+/// Puts the calling thread at `priority`. Lowering one's own priority
+/// needs no privilege; where it is refused all the same (a seccomp
+/// profile), the thread logs why and hashes at normal priority.
+fn set_priority(priority: HashingPriority) {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+            set_thread_priority_and_policy, thread_native_id,
+        };
+        let policy = match priority {
+            HashingPriority::Idle => NormalThreadSchedulePolicy::Idle,
+            // Min is nice 19 for the normal policies.
+            HashingPriority::Low => NormalThreadSchedulePolicy::Batch,
+            HashingPriority::Normal => return,
+        };
+        if let Err(e) = set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(policy),
+        ) {
+            tracing::warn!(error = ?e, ?priority, "cannot lower a hashing thread's priority; it hashes at normal priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = priority;
 }
 
 /// Takes one off [`Running::now`] when dropped (also if the hash panics).
@@ -187,7 +220,7 @@ impl Hasher {
             capacity: slots + config.max_queue,
             waiting: Arc::new(AtomicUsize::new(0)),
             running: Arc::default(),
-            workers: Workers::start(slots)?,
+            workers: Workers::start(slots, config.priority)?,
             dummy: dummy.into(),
         })
     }
@@ -288,6 +321,42 @@ mod tests {
         assert!(validate_new("password", &"x".repeat(1025), "bob").is_err());
         assert!(validate_new("password", "BobTheUser", "bobtheuser").is_err());
         assert!(validate_new("password", "long enough", "bob").is_ok());
+    }
+
+    /// The hashing threads run at the configured priority, as the kernel
+    /// sees it (`/proc/thread-self/stat`: nice is field 19, the policy field
+    /// 41; 0 = SCHED_OTHER, 3 = SCHED_BATCH, 5 = SCHED_IDLE).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_run_at_the_configured_priority() {
+        for (priority, policy, nice) in [
+            (HashingPriority::Idle, "5", "0"),
+            (HashingPriority::Low, "3", "19"),
+            (HashingPriority::Normal, "0", "0"),
+        ] {
+            let config = PasswordConfig {
+                max_concurrent: 1,
+                priority,
+                ..PasswordConfig::default()
+            };
+            let Ok(hasher) = Hasher::new(&config) else {
+                panic!("hasher")
+            };
+            let stat = hasher
+                .run(|| std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default())
+                .await
+                .unwrap_or_default();
+            // Fields after the command name (which may hold spaces) start at 3.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            assert_eq!(
+                (fields.get(41 - 3).copied(), fields.get(19 - 3).copied()),
+                (Some(policy), Some(nice)),
+                "{priority:?}: {stat}"
+            );
+        }
     }
 
     /// Beyond slots + queue, the hasher answers Busy instead of queueing forever.
