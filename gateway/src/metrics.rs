@@ -285,7 +285,7 @@ impl Metrics {
         );
         let resets_dropped = counter(
             "password_reset_dropped",
-            "Password-reset requests answered 202 but dropped: email.max_pending_resets were in flight",
+            "Password-reset requests answered 202 but dropped: email.max_pending_resets were queued or running",
         );
         let mfa = Family::<MfaLabel, Counter>::default();
         registry.register(

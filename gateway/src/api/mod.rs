@@ -37,9 +37,9 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub proxy: Arc<Proxy>,
     pub metrics: Arc<Metrics>,
-    /// Password-reset lookups in flight after their 202
-    /// (`email.max_pending_resets`).
-    pub pending_resets: Arc<tokio::sync::Semaphore>,
+    /// Password-reset requests pending after their 202, worked through one
+    /// at a time (`email.max_pending_resets`).
+    pub resets: crate::recovery::ResetQueue,
     /// The `[cors]` layer, None when no origin is allowed ([`crate::cors`]).
     pub cors: Option<Arc<tower_http::cors::CorsLayer>>,
     /// Social login's providers ([`crate::federation`]).
@@ -55,11 +55,10 @@ impl AppState {
     ) -> Self {
         let limiter = Arc::new(RateLimiter::new(&auth.config.limits));
         let cors = crate::cors::layer(&auth.config.cors).map(Arc::new);
-        let pending_resets = Arc::new(tokio::sync::Semaphore::new(
-            auth.config.email.max_pending_resets,
-        ));
+        let resets =
+            crate::recovery::ResetQueue::start(auth.clone(), auth.config.email.max_pending_resets);
         Self {
-            pending_resets,
+            resets,
             auth,
             limiter,
             proxy,

@@ -114,23 +114,10 @@ pub async fn password_reset(
         ResetFor::Email(e) => crate::auth::validate_email(Some(e)).is_ok(),
     };
     if plausible {
-        match s.pending_resets.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let auth = s.auth.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    if let Err(e) = auth.request_password_reset(who, requested).await {
-                        tracing::warn!(error = %e, "password-reset request not processed");
-                    }
-                });
-            }
-            // A flood: the work is bounded, the answer the same.
-            Err(_) => {
-                s.metrics.reset_dropped();
-                tracing::warn!(
-                    "password-reset request dropped: email.max_pending_resets are in flight"
-                );
-            }
+        // A flood: the work is bounded, the answer the same.
+        if !s.resets.submit(who, requested) {
+            s.metrics.reset_dropped();
+            tracing::warn!("password-reset request dropped: email.max_pending_resets are pending");
         }
     }
     Ok((

@@ -57,9 +57,10 @@ pub struct EmailConfig {
     pub poll_interval: Duration,
     /// Template overrides: `{dir}/{locale}/{kind}.txt` and `.html`.
     pub templates_dir: Option<PathBuf>,
-    /// Password-reset requests being looked up at once (each runs after its
-    /// 202); past it, further requests are answered the same and dropped, so
-    /// a flood cannot pile up work without bound.
+    /// Password-reset requests pending at once, queued or being looked up
+    /// (one at a time, after each one's 202); past it, further requests are
+    /// answered the same and dropped, so a flood cannot pile up work
+    /// without bound.
     pub max_pending_resets: usize,
 }
 
