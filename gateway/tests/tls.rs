@@ -877,7 +877,7 @@ async fn idle_tls_connections_park_and_resume() {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(-1.0)
     };
-    // Parking is a matter of idle time (listener::PARK_AFTER, 250 ms):
+    // Parking is a matter of idle time (listener::PARK_AFTER, 100 ms):
     // poll the gauge rather than sleep a fixed time.
     let mut parked = 0.0;
     for _ in 0..40 {
