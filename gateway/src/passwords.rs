@@ -81,7 +81,10 @@ pub fn hash(config: &PasswordConfig, password: &str) -> Result<String> {
 
 /// Verifies `password` against a PHC string; the hash's own parameters
 /// apply. As argon2's own `verify_password` (the output compared in
-/// constant time), but in the calling thread's kept memory ([`MEMORY`]).
+/// constant time), but in the calling thread's kept memory (`MEMORY`):
+/// the thread holds the largest hash's memory cost (19 MiB by default) for
+/// its life. The server calls it only on the hashing threads
+/// ([`Hasher::verify`]); called on a pool's threads, each would keep its own.
 pub fn verify(password: &str, phc: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(phc) else {
         return false;
