@@ -18,17 +18,19 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1),
 /// and `HTTP2-Settings`, which only means something with `Upgrade: h2c`.
-const HOP_BY_HOP: [&str; 10] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "http2-settings",
+/// `HeaderName`s, not strings: removing by a string parses it first, on
+/// every request, twice (request and response).
+const HOP_BY_HOP: [HeaderName; 10] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// Headers a plugin may neither set nor remove: they frame the message or
@@ -86,20 +88,20 @@ fn normalize(b: u8) -> u8 {
 /// `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay (a WebSocket
 /// handshake being passed through).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        if !(keep_upgrade && name == header::UPGRADE) {
+    // What peers list is almost always hop-by-hop already (`keep-alive`,
+    // `upgrade`), removed below: a list of other names is made only when
+    // there is one.
+    if connection_options(headers).any(|name| !is_hop_by_hop(name)) {
+        let named: Vec<HeaderName> = connection_options(headers)
+            .filter(|name| !is_hop_by_hop(name))
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        for name in named {
             headers.remove(name);
         }
     }
     for name in HOP_BY_HOP {
-        if keep_upgrade && (name == "connection" || name == "upgrade") {
+        if keep_upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
             continue;
         }
         headers.remove(name);
@@ -107,6 +109,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// The names `Connection` lists, trimmed (a value that is not text lists none).
+fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// Whether `name` (any case) is one of [`HOP_BY_HOP`].
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_str().eq_ignore_ascii_case(name))
 }
 
 /// Whether `name` is one of authgw's identity headers: `X-User-*` in any
@@ -206,7 +225,8 @@ pub fn set_forwarded(
     } else {
         format!("{}, {peer}", prior.join(", "))
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    // The String's buffer becomes the value's, without a copy.
+    if let Ok(v) = HeaderValue::try_from(xff) {
         headers.insert(X_FORWARDED_FOR, v);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
@@ -449,6 +469,23 @@ mod tests {
         ]);
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("accept"));
+
+        // A listed name in another case, after hop-by-hop ones, in a second
+        // Connection header; the WebSocket pair kept for a handshake.
+        let mut h = map(&[
+            ("connection", "Upgrade"),
+            ("connection", "KEEP-ALIVE , X-Secret-Hop"),
+            ("x-secret-hop", "1"),
+            ("proxy-connection", "keep-alive"),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.len(), 3, "{h:?}");
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
         assert!(h.contains_key("accept"));
     }
 
