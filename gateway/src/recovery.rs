@@ -70,6 +70,40 @@ pub enum ResetFor {
 pub struct ResetQueue {
     slots: Arc<tokio::sync::Semaphore>,
     jobs: tokio::sync::mpsc::UnboundedSender<ResetJob>,
+    drops: Arc<DropLog>,
+}
+
+/// How often, at most, a flood's dropped requests are logged.
+const DROP_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// The warnings about dropped requests: one per [`DROP_WARN_EVERY`] at
+/// most, each with the number dropped since the last. A warning per drop
+/// let a flood of anonymous requests write as many log lines as it sent
+/// (the counter `authgw_password_reset_dropped_total` counts every one).
+#[derive(Default)]
+struct DropLog {
+    /// When the last warning went out, and the drops since.
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl DropLog {
+    /// Counts a drop at `now`: `Some(n)` when a warning is due, for the
+    /// `n` drops (this one included) since the last warning.
+    fn drop_at(&self, now: std::time::Instant) -> Option<u64> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (last, since) = &mut *state;
+        *since += 1;
+        match last {
+            Some(at) if now.saturating_duration_since(*at) < DROP_WARN_EVERY => None,
+            _ => {
+                *last = Some(now);
+                Some(std::mem::take(since))
+            }
+        }
+    }
 }
 
 type ResetJob = (ResetFor, Option<Locale>, tokio::sync::OwnedSemaphorePermit);
@@ -99,13 +133,21 @@ impl ResetQueue {
         Self {
             slots: Arc::new(tokio::sync::Semaphore::new(bound)),
             jobs,
+            drops: Arc::default(),
         }
     }
 
     /// Queues a request; false (the caller drops it) when the bound is
-    /// reached.
+    /// reached. Drops are logged at most once per [`DROP_WARN_EVERY`].
     pub fn submit(&self, who: ResetFor, requested: Option<Locale>) -> bool {
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            if let Some(dropped) = self.drops.drop_at(std::time::Instant::now()) {
+                tracing::warn!(
+                    dropped,
+                    "password-reset requests dropped: email.max_pending_resets are pending \
+                     (at most one such warning every 10 s)"
+                );
+            }
             return false;
         };
         self.jobs.send((who, requested, slot)).is_ok()
@@ -486,6 +528,30 @@ fn wait_between(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// A flood of dropped resets logs one warning per 10 s, each with the
+    /// drops since the last, not a line per drop.
+    #[test]
+    fn dropped_resets_are_logged_at_most_once_per_interval() {
+        let log = DropLog::default();
+        let t0 = std::time::Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(log.drop_at(at(0)), Some(1), "the first drop is told");
+        for ms in [1, 500, 9_999] {
+            assert_eq!(
+                log.drop_at(at(ms)),
+                None,
+                "a drop at {ms} ms is only counted"
+            );
+        }
+        assert_eq!(
+            log.drop_at(at(10_000)),
+            Some(4),
+            "the next warning counts them all"
+        );
+        assert_eq!(log.drop_at(at(10_001)), None);
+        assert_eq!(log.drop_at(at(25_000)), Some(2));
+    }
 
     /// Tokens are 43 base64url characters (256 bits) and distinct; the
     /// stored hash is what a presented token hashes to; anything else is

@@ -117,7 +117,6 @@ pub async fn password_reset(
         // A flood: the work is bounded, the answer the same.
         if !s.resets.submit(who, requested) {
             s.metrics.reset_dropped();
-            tracing::warn!("password-reset request dropped: email.max_pending_resets are pending");
         }
     }
     Ok((
