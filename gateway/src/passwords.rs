@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use argon2::password_hash::PasswordHasher;
 use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
 use tokio::sync::Semaphore;
 
@@ -70,13 +69,48 @@ fn argon2(config: &PasswordConfig) -> Result<Argon2<'static>> {
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
-/// Hashes `password` into a PHC string (`$argon2id$v=19$m=...`). CPU-heavy: call
-/// it off the async runtime.
+/// Hashes `password` into a PHC string (`$argon2id$v=19$m=...`), with a
+/// fresh 16-byte salt, in freshly allocated memory (the CLI, the dummy hash
+/// at start-up). CPU-heavy: call it off the async runtime.
 pub fn hash(config: &PasswordConfig, password: &str) -> Result<String> {
-    argon2(config)?
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| Error::Internal(format!("argon2: {e}")))
+    hash_in(config, password, Memory::Fresh)
+}
+
+/// Where a hash's argon2 memory comes from.
+#[derive(Clone, Copy)]
+enum Memory {
+    /// Allocated for the hash and freed after it.
+    Fresh,
+    /// The calling thread's kept memory ([`with_memory`]): only on the
+    /// hashing threads, which keep it for their life anyway.
+    Kept,
+}
+
+/// [`hash`], as argon2's own `hash_password` computes it (the same PHC
+/// string, a salt from the OS), but with its memory from `memory`.
+fn hash_in(config: &PasswordConfig, password: &str, memory: Memory) -> Result<String> {
+    use argon2::password_hash::phc::{Output, ParamsString, Salt};
+    let internal = |e: &dyn std::fmt::Display| Error::Internal(format!("argon2: {e}"));
+    let context = argon2(config)?;
+    let salt = argon2::password_hash::try_generate_salt().map_err(|e| internal(&e))?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    let mut run = |blocks: &mut [argon2::Block]| {
+        context.hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, blocks)
+    };
+    let blocks = context.params().block_count();
+    match memory {
+        Memory::Fresh => run(&mut vec![argon2::Block::default(); blocks]),
+        Memory::Kept => with_memory(blocks, run),
+    }
+    .map_err(|e| internal(&e))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(context.params()).map_err(|e| internal(&e))?,
+        salt: Some(Salt::new(&salt).map_err(|e| internal(&e))?),
+        hash: Some(Output::new(&out).map_err(|e| internal(&e))?),
+    };
+    Ok(phc.to_string())
 }
 
 /// Verifies `password` against a PHC string; the hash's own parameters
@@ -119,7 +153,8 @@ pub fn verify(password: &str, phc: &str) -> bool {
 }
 
 thread_local! {
-    /// The thread's argon2 memory, kept from one verification to the next:
+    /// The thread's argon2 memory, kept from one verification (or, on the
+    /// hashing threads, one new hash: signup, password change) to the next:
     /// allocated once per hashing thread instead of 19 MiB allocated,
     /// faulted in and freed per login. glibc's arenas kept what the
     /// per-login blocks freed, unevenly: 200 logins left a test process
@@ -331,7 +366,8 @@ impl Hasher {
 
     pub async fn hash(&self, password: String) -> Result<String> {
         let config = self.config.clone();
-        self.run(move || hash(&config, &password)).await?
+        self.run(move || hash_in(&config, &password, Memory::Kept))
+            .await?
     }
 
     /// Verifies against `phc`, or against the dummy hash when there is no
@@ -368,13 +404,44 @@ mod tests {
         assert!(!verify("correct horse", "not a phc string"));
     }
 
+    /// A hash in fresh or kept memory is the PHC string argon2's own
+    /// `hash_password_with_salt` makes for that salt, argon2's own verifier
+    /// accepts it, and every hash has a salt of its own.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn hashes_in_either_memory_are_argon2s_own() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let small = PasswordConfig {
+            memory_kib: 1024,
+            ..PasswordConfig::default()
+        };
+        for config in [PasswordConfig::default(), small] {
+            let context = argon2(&config).unwrap();
+            let mut salts = std::collections::HashSet::new();
+            for memory in [Memory::Fresh, Memory::Kept, Memory::Kept] {
+                let phc = hash_in(&config, "correct horse", memory).unwrap();
+                let parsed = PasswordHash::new(&phc).unwrap();
+                let salt = parsed.salt.unwrap();
+                assert!(salts.insert(salt.as_ref().to_vec()), "a salt repeated");
+                assert_eq!(salt.as_ref().len(), 16);
+                let theirs = context
+                    .hash_password_with_salt(b"correct horse", salt.as_ref())
+                    .unwrap();
+                assert_eq!(phc, theirs.to_string());
+                assert!(context.verify_password(b"correct horse", &parsed).is_ok());
+                assert!(context.verify_password(b"wrong horse", &parsed).is_err());
+                assert!(verify("correct horse", &phc));
+            }
+        }
+    }
+
     /// `verify` in the thread's kept memory agrees with argon2's own
     /// `verify_password` on hashes of other parameters and variants than
     /// the configured ones (each bigger or smaller than the memory kept
     /// from the one before), on wrong passwords and on damaged strings.
     #[test]
     fn verify_agrees_with_argon2s_own() {
-        use argon2::password_hash::PasswordVerifier;
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
         let own = |password: &str, phc: &str| {
             PasswordHash::new(phc).is_ok_and(|parsed| {
                 Argon2::default()
