@@ -144,8 +144,8 @@ impl ResetQueue {
             if let Some(dropped) = self.drops.drop_at(std::time::Instant::now()) {
                 tracing::warn!(
                     dropped,
-                    "password-reset requests dropped: email.max_pending_resets are pending \
-                     (at most one such warning every 10 s)"
+                    at_most_every = %humantime::format_duration(DROP_WARN_EVERY),
+                    "password-reset requests dropped: email.max_pending_resets are pending"
                 );
             }
             return false;
