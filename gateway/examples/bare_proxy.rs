@@ -8,8 +8,10 @@
 //! target/release/examples/bare_proxy 127.0.0.1:8081 http://127.0.0.1:8080
 //! ```
 //!
-//! An HTTP/1.1 server (keep-alive) on the multi-thread tokio runtime, as
-//! authgw's; every request goes to the one upstream through hyper-util's
+//! An HTTP/1.1 server (keep-alive) on the tokio runtime authgw's
+//! `server.runtime = "auto"` picks: current-thread when the process has one
+//! CPU (as under the benchmark's `taskset -c 0`), multi-thread otherwise
+//! (`BARE_RUNTIME=current-thread` or `multi-thread` forces either); every request goes to the one upstream through hyper-util's
 //! legacy pooled client (the client authgw's routes use), path and query
 //! kept; 502 when the upstream cannot be reached.
 
@@ -33,8 +35,32 @@ type Body = Either<Incoming, Empty<Bytes>>;
 const USAGE: &str =
     "usage: bare_proxy LISTEN_ADDR UPSTREAM_URL (e.g. 127.0.0.1:8081 http://127.0.0.1:8080)";
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let current = match std::env::var("BARE_RUNTIME").as_deref() {
+        Ok("current-thread") => true,
+        Ok("multi-thread") => false,
+        Ok(other) => {
+            return Err(format!("BARE_RUNTIME={other}: not current-thread or multi-thread").into());
+        }
+        Err(_) => cpus == 1,
+    };
+    let runtime = if current {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Runtime::new()?
+    };
+    let scheduler = if current {
+        "current-thread"
+    } else {
+        "multi-thread"
+    };
+    runtime.block_on(serve(scheduler))
+}
+
+async fn serve(scheduler: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut args = std::env::args().skip(1);
     let listen: SocketAddr = args.next().ok_or(USAGE)?.parse()?;
     let upstream: Uri = args.next().ok_or(USAGE)?.parse()?;
@@ -51,7 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .build(connector);
 
     let listener = TcpListener::bind(listen).await?;
-    eprintln!("bare_proxy: {listen} -> {scheme}://{authority}");
+    eprintln!("bare_proxy: {listen} -> {scheme}://{authority} ({scheduler} runtime)");
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
