@@ -293,7 +293,10 @@ impl Proxy {
         headers::set_forwarded(h, peer, host.as_deref(), peer_trusted, tls);
         h.insert(X_REQUEST_ID, request_id);
         if !route.config.preserve_host {
-            h.remove(header::HOST);
+            match &upstream.host {
+                Some(host) => h.insert(header::HOST, host.clone()),
+                None => h.remove(header::HOST),
+            };
         }
         changes.apply(h);
         let mut out = Request::from_parts(parts, body);

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Body;
 use axum::http::uri::{Authority, Scheme};
-use axum::http::{Method, Uri};
+use axum::http::{HeaderValue, Method, Uri};
 use hyper_rustls::{
     DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, ResolveServerName,
 };
@@ -47,6 +47,26 @@ pub struct Upstream {
     pub scheme: Scheme,
     pub authority: Authority,
     pub base_path: String,
+    /// The `Host` a request to this upstream carries when the route does
+    /// not preserve the client's: the value hyper-util's client would write
+    /// (the host, and the port unless it is the scheme's default), made once
+    /// at load rather than formatted per request (issue 18). `None` with
+    /// `upstream_http2`, where `:authority` says it and the client writes none.
+    pub host: Option<HeaderValue>,
+}
+
+/// The `Host` hyper-util's client writes for `uri` (its `set_host`): the
+/// host, with `:port` unless the port is the scheme's default.
+fn host_value(uri: &Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let secure = matches!(uri.scheme_str(), Some("https" | "wss"));
+    let text = match uri.port_u16() {
+        Some(443) if secure => host.to_string(),
+        Some(80) if !secure => host.to_string(),
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    HeaderValue::try_from(text).ok()
 }
 
 impl Route {
@@ -84,6 +104,11 @@ impl Route {
                 scheme: scheme.clone(),
                 authority: authority.clone(),
                 base_path: uri.path().trim_end_matches('/').to_string(),
+                host: if config.upstream_http2 {
+                    None
+                } else {
+                    host_value(&uri)
+                },
             });
         }
         let methods = config.methods.as_ref().map(|ms| {
@@ -312,6 +337,24 @@ mod tests {
         match t.find(host, path, &m) {
             Lookup::Found(r) => Some(r.name()),
             _ => None,
+        }
+    }
+
+    /// The upstream's `Host` is hyper-util's: the port only when it is not
+    /// the scheme's default, IPv6 in brackets.
+    #[test]
+    fn upstream_host_values() {
+        for (uri, host) in [
+            ("http://127.0.0.1:8080/base", "127.0.0.1:8080"),
+            ("http://films.internal", "films.internal"),
+            ("http://films.internal:80", "films.internal"),
+            ("https://films.internal:443", "films.internal"),
+            ("https://films.internal:80", "films.internal:80"),
+            ("http://films.internal:443", "films.internal:443"),
+            ("http://[::1]:9000", "[::1]:9000"),
+        ] {
+            let uri: Uri = uri.parse().expect("uri");
+            assert_eq!(host_value(&uri).expect("a value"), host, "{uri}");
         }
     }
 
