@@ -173,14 +173,21 @@ impl Gateway {
         let app = api::router(self.state.clone())
             .layer(trace_layer())
             .layer(panic_layer());
-        // The proxy's requests past the router, behind the same two layers.
-        let proxy = self.state.proxy.clone();
+        // The proxy's requests and the forward-auth calls past the router,
+        // behind the same two layers (api::proxy_shortcut).
+        let state = Arc::new(self.state.clone());
         let direct = tower::ServiceBuilder::new()
             .layer(panic_layer())
             .layer(trace_layer())
             .service_fn(move |req: axum::extract::Request| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, std::convert::Infallible>(proxy.handle(req).await) }
+                let state = state.clone();
+                async move {
+                    let endpoint = api::authz::shortcut_endpoint(req.uri().path(), req.method());
+                    Ok::<_, std::convert::Infallible>(match endpoint {
+                        Some(endpoint) => api::authz::answer(&state, endpoint, req),
+                        None => state.proxy.handle(req).await,
+                    })
+                }
             });
         let shortcut = api::proxy_shortcut(&self.state, move |req| {
             let call = tower::ServiceExt::oneshot(direct.clone(), req);

@@ -530,3 +530,56 @@ async fn a_revoked_token_is_refused_within_a_second() {
     })
     .await;
 }
+
+/// The listener answers nginx's and Traefik's calls past the router (issue
+/// 18) exactly as the router's routes do: the endpoint's path is made
+/// canonical first (`/api/v1/authz/x/../auth-request` is a decision; a
+/// near miss is not one), a method the route does not take is the router's
+/// 405 problem, and HEAD (left to the router) is its answer without a body.
+#[tokio::test]
+async fn forward_auth_past_the_router_answers_as_the_routes_do() {
+    let echo = Echo::start("films").await;
+    let app = cinema(&echo, |_| {}).await;
+    let (sub, trial) = viewers(&app).await;
+    let call = |method: &str, path: &str, token: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nhost: cinema.example\r\nauthorization: Bearer {token}\r\nx-original-uri: /films/premium/1\r\nx-original-method: GET\r\nx-forwarded-host: cinema.example\r\nx-forwarded-method: GET\r\nx-forwarded-uri: /films/premium/1\r\nx-forwarded-proto: https\r\nconnection: close\r\n\r\n"
+        )
+    };
+    // Raw TCP: reqwest would resolve the `..` before sending.
+    for path in [
+        "/api/v1/authz/x/../auth-request",
+        "/api/v1/authz/./forward-auth",
+        "/api//v1/authz/auth-request",
+    ] {
+        let (head, _) = raw(app.addr, &call("GET", path, &sub)).await;
+        assert_eq!(status_of(&head), 200, "{path}: {head}");
+        assert!(head.contains("x-user-roles: subscriber"), "{path}: {head}");
+        // The same call with a token the rules refuse is denied.
+        let (head, _) = raw(app.addr, &call("GET", path, &trial)).await;
+        assert!(matches!(status_of(&head), 402 | 403), "{path}: {head}");
+    }
+    // Not an endpoint: proxied, and no route takes it.
+    let (head, _) = raw(app.addr, &call("GET", "/api/v1/authz/auth-request/", &sub)).await;
+    assert_eq!(status_of(&head), 404, "{head}");
+    // The routes' methods: forward-auth takes GET (and HEAD) only.
+    for method in ["POST", "PUT", "DELETE"] {
+        let (head, body) = raw(app.addr, &call(method, FORWARD_AUTH, &sub)).await;
+        assert_eq!(status_of(&head), 405, "{method}: {head}");
+        assert!(
+            String::from_utf8_lossy(&body).contains("method_not_allowed"),
+            "{method}"
+        );
+    }
+    for method in ["POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"] {
+        let (head, _) = raw(app.addr, &call(method, AUTH_REQUEST, &sub)).await;
+        assert_eq!(status_of(&head), 200, "{method}: {head}");
+    }
+    for endpoint in [AUTH_REQUEST, FORWARD_AUTH] {
+        let (head, body) = raw(app.addr, &call("HEAD", endpoint, &sub)).await;
+        assert_eq!(status_of(&head), 200, "HEAD {endpoint}: {head}");
+        assert!(head.contains("x-user-roles: subscriber"), "{head}");
+        assert!(body.is_empty(), "HEAD {endpoint}: {body:?}");
+    }
+    assert_eq!(echo.hits(), 0, "a decision never reaches the upstream");
+}

@@ -7,22 +7,39 @@
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::handler::Handler;
+use axum::http::Method;
 use axum::response::Response;
 use axum::routing::{MethodRouter, get};
 
 use super::AppState;
 use crate::forward_auth::{self, EXT_AUTHZ_PREFIX, Endpoint};
 
+/// nginx `auth_request`'s endpoint.
+const AUTH_REQUEST_PATH: &str = "/api/v1/authz/auth-request";
+/// Traefik's and Caddy's endpoint.
+const FORWARD_AUTH_PATH: &str = "/api/v1/authz/forward-auth";
+
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/authz/auth-request", standard(auth_request))
-        .route("/api/v1/authz/forward-auth", get(forward_auth))
+        .route(AUTH_REQUEST_PATH, standard(auth_request))
+        .route(FORWARD_AUTH_PATH, get(forward_auth))
         .route(EXT_AUTHZ_PREFIX, standard(ext_authz))
         .route(
             &format!("{EXT_AUTHZ_PREFIX}/{{*path}}"),
             standard(ext_authz),
         )
 }
+
+/// The methods [`standard`] routes, HEAD aside (`get` adds it).
+pub const STANDARD: [Method; 7] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+    Method::TRACE,
+];
 
 /// `handler` for GET (and HEAD), POST, PUT, PATCH, DELETE, OPTIONS and TRACE.
 fn standard<H, T>(handler: H) -> MethodRouter<AppState>
@@ -39,7 +56,22 @@ where
         .trace(handler)
 }
 
-fn answer(state: &AppState, endpoint: Endpoint, req: Request) -> Response {
+/// The endpoint the proxy's shortcut answers past the router (issue 18),
+/// for a request with this canonical path and method: nginx's and
+/// Traefik's/Caddy's, for the methods their routes above take, HEAD aside
+/// (the router strips a HEAD answer's body). Anything else stays with the
+/// router: another method (its 405), HEAD, and Envoy's `ext_authz`, whose
+/// path is its original request's, matched by the router as it came.
+pub fn shortcut_endpoint(path: &str, method: &Method) -> Option<Endpoint> {
+    match path {
+        AUTH_REQUEST_PATH => STANDARD.contains(method).then_some(Endpoint::AuthRequest),
+        FORWARD_AUTH_PATH => (method == Method::GET).then_some(Endpoint::ForwardAuth),
+        _ => None,
+    }
+}
+
+/// One forward-auth decision, from the router or the shortcut.
+pub fn answer(state: &AppState, endpoint: Endpoint, req: Request) -> Response {
     forward_auth::answer(
         &state.proxy,
         &state.auth.config,

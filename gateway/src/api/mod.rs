@@ -3,7 +3,7 @@
 
 mod admin;
 mod auth;
-mod authz;
+pub mod authz;
 pub mod extract;
 mod federation;
 mod mfa;
@@ -109,9 +109,13 @@ pub fn may_be_api(path: &str) -> bool {
 /// path no API endpoint can match goes to `direct` (the proxy, behind the
 /// same span and panic layers as the router), made canonical here as the
 /// router's front layer would have made it, which is all the router would
-/// have done before its fallback. An Envoy ext_authz call, a path that is
-/// not canonicalizable (the router answers the 400), an API path and a CORS
-/// preflight or request for a `cors = true` route go to the router as before.
+/// have done before its fallback. So does a forward-auth call that
+/// [`authz::shortcut_endpoint`] names (nginx's, Traefik's and Caddy's, for
+/// their routes' methods): `direct` answers it as the route's handler
+/// would, the forward-auth routes being outside the CORS layer. An Envoy
+/// ext_authz call, a path that is not canonicalizable (the router answers
+/// the 400), any other API path and a CORS preflight or request for a
+/// `cors = true` route go to the router as before.
 pub fn proxy_shortcut(
     state: &AppState,
     direct: impl Fn(axum::extract::Request) -> crate::listener::ShortcutFuture + Send + Sync + 'static,
@@ -122,8 +126,14 @@ pub fn proxy_shortcut(
         if crate::forward_auth::ext_authz_target(req.uri().path()).is_some() {
             return false;
         }
-        match crate::proxy::path::rewrite_if(req, |path| !may_be_api(path)) {
-            Ok(Some(_)) => !(cors && proxy.wants_cors(req)),
+        let method = req.method().clone();
+        let mut decision = false;
+        let taken = crate::proxy::path::rewrite_if(req, |path| {
+            decision = authz::shortcut_endpoint(path, &method).is_some();
+            decision || !may_be_api(path)
+        });
+        match taken {
+            Ok(Some(_)) => decision || !(cors && proxy.wants_cors(req)),
             Ok(None) | Err(_) => false,
         }
     };
@@ -241,12 +251,14 @@ async fn openapi() -> impl IntoResponse {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 
     /// Every endpoint the OpenAPI document lists is one the proxy's
-    /// shortcut leaves to the router: an endpoint added outside the API's
-    /// roots fails here instead of being proxied.
+    /// shortcut leaves to the router (but the forward-auth calls it answers
+    /// itself, below): an endpoint added outside the API's roots fails here
+    /// instead of being proxied.
     #[test]
     fn every_documented_endpoint_stays_with_the_router() {
         let paths: Vec<&str> = OPENAPI_YAML
@@ -263,6 +275,44 @@ mod tests {
         }
         for path in ["/films/1", "/", "/apix", "/healthzz/1", "/well-known"] {
             assert!(!may_be_api(path), "{path}");
+        }
+    }
+
+    /// The shortcut answers nginx's and Traefik's/Caddy's forward-auth
+    /// calls for exactly the methods their routes take, HEAD aside; Envoy's
+    /// calls, other methods, other cases and near misses go to the router.
+    #[test]
+    fn forward_auth_calls_the_shortcut_answers() {
+        use crate::forward_auth::Endpoint;
+        use axum::http::Method;
+        let auth_request = "/api/v1/authz/auth-request";
+        let forward_auth = "/api/v1/authz/forward-auth";
+        for m in authz::STANDARD {
+            assert_eq!(
+                authz::shortcut_endpoint(auth_request, &m),
+                Some(Endpoint::AuthRequest),
+                "{m}"
+            );
+        }
+        let purge = Method::from_bytes(b"PURGE").expect("method");
+        for m in [Method::HEAD, Method::CONNECT, purge] {
+            assert_eq!(authz::shortcut_endpoint(auth_request, &m), None, "{m}");
+        }
+        assert_eq!(
+            authz::shortcut_endpoint(forward_auth, &Method::GET),
+            Some(Endpoint::ForwardAuth)
+        );
+        for m in [Method::HEAD, Method::POST, Method::OPTIONS] {
+            assert_eq!(authz::shortcut_endpoint(forward_auth, &m), None, "{m}");
+        }
+        for path in [
+            "/api/v1/authz/auth-request/",
+            "/api/v1/authz/forward-auth/x",
+            "/API/v1/authz/auth-request",
+            "/api/v1/authz/ext-authz/films",
+            "/api/v1/authz",
+        ] {
+            assert_eq!(authz::shortcut_endpoint(path, &Method::GET), None, "{path}");
         }
     }
 }
