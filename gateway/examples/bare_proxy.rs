@@ -11,9 +11,10 @@
 //! An HTTP/1.1 server (keep-alive) on the tokio runtime authgw's
 //! `server.runtime = "auto"` picks: current-thread when the process has one
 //! CPU (as under the benchmark's `taskset -c 0`), multi-thread otherwise
-//! (`BARE_RUNTIME=current-thread` or `multi-thread` forces either); every request goes to the one upstream through hyper-util's
-//! legacy pooled client (the client authgw's routes use), path and query
-//! kept; 502 when the upstream cannot be reached.
+//! (`BARE_RUNTIME=current-thread` or `multi-thread` forces either); every
+//! request goes to the one upstream through hyper-util's legacy pooled
+//! client (the client authgw's routes use), path and query kept; 502 when
+//! the upstream cannot be reached.
 
 use std::net::SocketAddr;
 

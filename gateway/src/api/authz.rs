@@ -9,7 +9,7 @@ use axum::extract::{Request, State};
 use axum::handler::Handler;
 use axum::http::Method;
 use axum::response::Response;
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodFilter, MethodRouter, get, on};
 
 use super::AppState;
 use crate::forward_auth::{self, EXT_AUTHZ_PREFIX, Endpoint};
@@ -30,7 +30,8 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-/// The methods [`standard`] routes, HEAD aside (`get` adds it).
+/// The methods [`standard`] routes (and HEAD, which GET brings): one list
+/// for the routes and the shortcut ([`shortcut_endpoint`]).
 pub const STANDARD: [Method; 7] = [
     Method::GET,
     Method::POST,
@@ -41,19 +42,18 @@ pub const STANDARD: [Method; 7] = [
     Method::TRACE,
 ];
 
-/// `handler` for GET (and HEAD), POST, PUT, PATCH, DELETE, OPTIONS and TRACE.
+/// `handler` for the [`STANDARD`] methods (GET, and HEAD with it, POST,
+/// PUT, PATCH, DELETE, OPTIONS and TRACE: each has a filter).
 fn standard<H, T>(handler: H) -> MethodRouter<AppState>
 where
     H: Handler<T, AppState>,
     T: 'static,
 {
-    get(handler.clone())
-        .post(handler.clone())
-        .put(handler.clone())
-        .patch(handler.clone())
-        .delete(handler.clone())
-        .options(handler.clone())
-        .trace(handler)
+    let filter = STANDARD
+        .iter()
+        .filter_map(|m| MethodFilter::try_from(m.clone()).ok())
+        .fold(MethodFilter::GET, MethodFilter::or);
+    on(filter, handler)
 }
 
 /// The endpoint the proxy's shortcut answers past the router (issue 18),
