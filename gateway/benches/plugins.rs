@@ -27,7 +27,7 @@ use common::dist;
 use criterion::{Criterion, criterion_group, criterion_main};
 use gateway::plugins::{
     CallerParts, HostConfig, Needs, Plugin, PluginHost, PluginSpec, RequestParts, chain_needs,
-    run_chain,
+    run_chain_params,
 };
 use serde_json::json;
 
@@ -95,11 +95,12 @@ fn decide(c: &mut Criterion) {
             ("", chain_needs(&chain)),
             ("/everything", Needs::everything()),
         ] {
-            let request = needs.request(parts, headers);
-            let identity = needs.identity(caller);
+            // As the proxy calls it: the records built, borrowed, per call.
             group.bench_function(format!("{name}{suffix}"), |b| {
                 b.iter(|| {
-                    run_chain(black_box(&chain), black_box(&request), Some(&identity)).unwrap()
+                    needs.with_records(black_box(parts), headers, Some(caller), |r, i| {
+                        run_chain_params(black_box(&chain), r, i).unwrap()
+                    })
                 })
             });
         }
@@ -161,10 +162,12 @@ fn example_in_three_languages(c: &mut Criterion) {
     for name in ["rust", "python", "js"] {
         let chain = [set.get(name).unwrap()];
         let needs = chain_needs(&chain);
-        let request = needs.request(parts, []);
-        let identity = needs.identity(caller);
         group.bench_function(name, |b| {
-            b.iter(|| run_chain(black_box(&chain), black_box(&request), Some(&identity)).unwrap())
+            b.iter(|| {
+                needs.with_records(black_box(parts), [], Some(caller), |r, i| {
+                    run_chain_params(black_box(&chain), r, i).unwrap()
+                })
+            })
         });
     }
     group.finish();

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::bindings::{Identity, Request};
 use super::chain::{Decision, chain_needs, run_chain};
 use super::host::PluginHost;
 use super::needs::{CallerParts, Needs, RequestParts};
+use super::records::{Identity, Request};
 use super::spec::{ByteSize, HostConfig, PluginSpec};
 
 /// Why a tool failed: bad inputs (exit 2) or a plugin that does not pass

@@ -7,6 +7,7 @@
 wasmtime::component::bindgen!({
     path: "../plugins/wit",
     world: "plugin",
+    ownership: Borrowing { duplicate_if_necessary: true },
 });
 
 /// The 0.3.0 world: 0.4.0 without `needs.amr`, `identity.amr`,
@@ -15,10 +16,11 @@ pub(crate) mod v0_3 {
     wasmtime::component::bindgen!({
         path: "../plugins/wit/v0.3.0",
         world: "plugin",
+        ownership: Borrowing { duplicate_if_necessary: true },
     });
 
     pub(crate) use authgw::policy::types::{
-        ClientCert, Decision, Header, Identity, Level, Needs, Request,
+        ClientCert, Decision, HeaderParam, Identity, Level, Needs, Request,
     };
 }
 
@@ -27,9 +29,12 @@ pub(crate) mod v0_2 {
     wasmtime::component::bindgen!({
         path: "../plugins/wit/v0.2.0",
         world: "plugin",
+        ownership: Borrowing { duplicate_if_necessary: true },
     });
 
-    pub(crate) use authgw::policy::types::{Decision, Header, Identity, Level, Needs, Request};
+    pub(crate) use authgw::policy::types::{
+        Decision, HeaderParam, Identity, Level, Needs, Request,
+    };
 }
 
 /// The 0.1.0 world.
@@ -37,15 +42,22 @@ pub(crate) mod v0_1 {
     wasmtime::component::bindgen!({
         path: "../plugins/wit/v0.1.0",
         world: "plugin",
+        ownership: Borrowing { duplicate_if_necessary: true },
     });
 
-    pub(crate) use authgw::policy::types::{Decision, Header, Identity, Level, Request};
+    pub(crate) use authgw::policy::types::{Decision, HeaderParam, Identity, Level, Request};
 }
 
 /// What one plugin returns (before the chain combines them).
 pub use authgw::policy::types::Decision as WitDecision;
 pub use authgw::policy::types::Needs as WitNeeds;
-pub use authgw::policy::types::{Allow, ClientCert, Deny, Header, Identity, Level, Request};
+pub use authgw::policy::types::{Allow, Deny, HeaderResult, Level};
+/// The records `decide` takes, borrowed from the request and the claims
+/// (`ownership: Borrowing`): nothing is copied on the host side before the
+/// strings are lowered into the guest. [`super::records`] has owned ones.
+pub use authgw::policy::types::{
+    ClientCert as ClientCertParam, HeaderParam, Identity as IdentityParam, Request as RequestParam,
+};
 
 /// The name prefix of the interface a plugin must export.
 pub const POLICY_EXPORT: &str = "authgw:policy/policy";

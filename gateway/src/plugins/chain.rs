@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use axum::http::{HeaderName, HeaderValue};
 
-use super::bindings::{Identity, Request, WitDecision};
+use super::bindings::{IdentityParam, RequestParam, WitDecision};
 use super::error::{FailureKind, PluginFailure};
 use super::needs::Needs;
 use super::pool::Plugin;
+use super::records::{Identity, Request};
 use crate::proxy::headers::is_not_for_plugins;
 
 /// The combined decision of a chain.
@@ -54,12 +55,28 @@ pub fn chain_needs(plugins: &[Arc<Plugin>]) -> Needs {
     needs
 }
 
-/// Runs `plugins` in order on one request. A failure of any plugin fails the
-/// whole chain (the caller answers 503).
+/// Runs `plugins` in order on one request, given as owned records (tests,
+/// `authgw plugin test`): [`run_chain_params`] on them, borrowed.
 pub fn run_chain(
     plugins: &[Arc<Plugin>],
     request: &Request,
     identity: Option<&Identity>,
+) -> Result<Decision, PluginFailure> {
+    request.with_param(|request| match identity {
+        Some(identity) => {
+            identity.with_param(|identity| run_chain_params(plugins, request, Some(identity)))
+        }
+        None => run_chain_params(plugins, request, None),
+    })
+}
+
+/// Runs `plugins` in order on one request, its records borrowed (the
+/// proxy's, from [`super::Needs::with_records`]). A failure of any plugin
+/// fails the whole chain (the caller answers 503).
+pub fn run_chain_params(
+    plugins: &[Arc<Plugin>],
+    request: &RequestParam<'_>,
+    identity: Option<&IdentityParam<'_>>,
 ) -> Result<Decision, PluginFailure> {
     let mut set: Vec<(String, String)> = Vec::new();
     let mut remove: Vec<String> = Vec::new();

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use wasmtime::Store;
 
-use super::bindings::{self, Identity, Request, WitDecision, v0_1, v0_2, v0_3};
+use super::bindings::{
+    self, HeaderResult, IdentityParam, RequestParam, WitDecision, v0_1, v0_2, v0_3,
+};
 use super::epoch::Ticker;
 use super::error::FailureKind;
 use super::needs::Needs;
@@ -173,32 +175,36 @@ impl Instance {
     pub(crate) fn decide(
         &mut self,
         deadline_ticks: u64,
-        request: &Request,
-        identity: Option<&Identity>,
+        request: &RequestParam<'_>,
+        identity: Option<&IdentityParam<'_>>,
     ) -> Result<WitDecision, (FailureKind, String)> {
         self.store.set_epoch_deadline(deadline_ticks);
         self.calls += 1;
         let plugin = &self.plugin;
         guarded(&self.ticker, &mut self.store, |store| match plugin {
-            Bound::Current(p) => p
-                .authgw_policy_policy()
-                .call_decide(store, request, identity),
-            Bound::V0_3(p) => {
-                let (request, identity) = (v0_3_request(request), identity.map(v0_3_identity));
+            Bound::Current(p) => {
                 p.authgw_policy_policy()
-                    .call_decide(store, &request, identity.as_ref())
+                    .call_decide(store, request.clone(), identity.cloned())
+            }
+            Bound::V0_3(p) => {
+                let headers = v0_3_headers(request);
+                let request = v0_3_request(request, &headers);
+                p.authgw_policy_policy()
+                    .call_decide(store, request, identity.map(v0_3_identity))
                     .map(from_v0_3)
             }
             Bound::V0_2(p) => {
-                let (request, identity) = (v0_2_request(request), identity.map(v0_2_identity));
+                let headers = v0_2_headers(request);
+                let request = v0_2_request(request, &headers);
                 p.authgw_policy_policy()
-                    .call_decide(store, &request, identity.as_ref())
+                    .call_decide(store, request, identity.map(v0_2_identity))
                     .map(from_v0_2)
             }
             Bound::V0_1(p) => {
-                let (request, identity) = (v0_1_request(request), identity.map(v0_1_identity));
+                let headers = v0_1_headers(request);
+                let request = v0_1_request(request, &headers);
                 p.authgw_policy_policy()
-                    .call_decide(store, &request, identity.as_ref())
+                    .call_decide(store, request, identity.map(v0_1_identity))
                     .map(from_v0_1)
             }
         })
@@ -223,165 +229,126 @@ impl Instance {
     }
 }
 
-/// The 0.3.0 shapes: 0.4.0's request as it is; the identity without `amr`
-/// and `auth-time`, which a 0.3.0 plugin cannot be given; a deny without a
-/// code (`policy_denied`).
-fn v0_3_request(r: &Request) -> v0_3::Request {
-    v0_3::Request {
-        method: r.method.clone(),
-        path: r.path.clone(),
-        query: r.query.clone(),
-        host: r.host.clone(),
-        headers: r
-            .headers
-            .iter()
-            .map(|h| v0_3::Header {
-                name: h.name.clone(),
-                value: h.value.clone(),
-            })
-            .collect(),
-        route: r.route.clone(),
-        client_cert: r.client_cert.as_ref().map(|c| v0_3::ClientCert {
-            subject: c.subject.clone(),
-        }),
-    }
-}
-
-fn v0_3_identity(id: &Identity) -> v0_3::Identity {
-    v0_3::Identity {
-        user_id: id.user_id.clone(),
-        login: id.login.clone(),
-        roles: id.roles.clone(),
-        is_admin: id.is_admin,
-        session_id: id.session_id.clone(),
-        expires_at: id.expires_at,
-    }
-}
-
-fn from_v0_3(decision: v0_3::Decision) -> WitDecision {
-    use bindings::{Allow, Deny, Header};
-    match decision {
-        v0_3::Decision::Allow(a) => WitDecision::Allow(Allow {
-            set_headers: a
-                .set_headers
-                .into_iter()
-                .map(|h| Header {
+/// For an interface version older than the current one: its request's
+/// headers borrowed from the current request's, and its decision in the
+/// current shape (a deny without a code: `policy_denied`); with a fourth
+/// name, its identity too.
+macro_rules! older_version {
+    ($v:ident, $headers:ident, $from:ident) => {
+        fn $headers<'a>(r: &RequestParam<'a>) -> Vec<$v::HeaderParam<'a>> {
+            r.headers
+                .iter()
+                .map(|h| $v::HeaderParam {
                     name: h.name,
                     value: h.value,
                 })
-                .collect(),
-            remove_headers: a.remove_headers,
-        }),
-        v0_3::Decision::Deny(d) => WitDecision::Deny(Deny {
-            status: d.status,
-            reason: d.reason,
-            code: None,
-        }),
+                .collect()
+        }
+
+        fn $from(decision: $v::Decision) -> WitDecision {
+            use bindings::{Allow, Deny};
+            match decision {
+                $v::Decision::Allow(a) => WitDecision::Allow(Allow {
+                    set_headers: a
+                        .set_headers
+                        .into_iter()
+                        .map(|h| HeaderResult {
+                            name: h.name,
+                            value: h.value,
+                        })
+                        .collect(),
+                    remove_headers: a.remove_headers,
+                }),
+                $v::Decision::Deny(d) => WitDecision::Deny(Deny {
+                    status: d.status,
+                    reason: d.reason,
+                    code: None,
+                }),
+            }
+        }
+    };
+    // And its identity, which differs from the current one only by the
+    // fields it lacks (`amr`, `auth-time`).
+    ($v:ident, $headers:ident, $from:ident, $identity:ident) => {
+        older_version!($v, $headers, $from);
+
+        fn $identity<'a>(id: &IdentityParam<'a>) -> $v::Identity<'a> {
+            $v::Identity {
+                user_id: id.user_id,
+                login: id.login,
+                roles: id.roles,
+                is_admin: id.is_admin,
+                session_id: id.session_id,
+                expires_at: id.expires_at,
+            }
+        }
+    };
+}
+
+older_version!(v0_3, v0_3_headers, from_v0_3, v0_3_identity);
+older_version!(v0_2, v0_2_headers, from_v0_2, v0_2_identity);
+older_version!(v0_1, v0_1_headers, from_v0_1);
+
+/// The 0.3.0 shapes: 0.4.0's request as it is; the identity without `amr`
+/// and `auth-time`, which a 0.3.0 plugin cannot be given. Borrowed, as the
+/// current records are.
+fn v0_3_request<'a>(
+    r: &RequestParam<'a>,
+    headers: &'a [v0_3::HeaderParam<'a>],
+) -> v0_3::Request<'a> {
+    v0_3::Request {
+        method: r.method,
+        path: r.path,
+        query: r.query,
+        host: r.host,
+        headers,
+        route: r.route,
+        client_cert: r
+            .client_cert
+            .as_ref()
+            .map(|c| v0_3::ClientCert { subject: c.subject }),
     }
 }
 
 /// The 0.2.0 shapes: 0.3.0 without `request.client-cert`, which a 0.2.0
 /// plugin cannot be given.
-fn v0_2_request(r: &Request) -> v0_2::Request {
+fn v0_2_request<'a>(
+    r: &RequestParam<'a>,
+    headers: &'a [v0_2::HeaderParam<'a>],
+) -> v0_2::Request<'a> {
     v0_2::Request {
-        method: r.method.clone(),
-        path: r.path.clone(),
-        query: r.query.clone(),
-        host: r.host.clone(),
-        headers: r
-            .headers
-            .iter()
-            .map(|h| v0_2::Header {
-                name: h.name.clone(),
-                value: h.value.clone(),
-            })
-            .collect(),
-        route: r.route.clone(),
-    }
-}
-
-fn v0_2_identity(id: &Identity) -> v0_2::Identity {
-    v0_2::Identity {
-        user_id: id.user_id.clone(),
-        login: id.login.clone(),
-        roles: id.roles.clone(),
-        is_admin: id.is_admin,
-        session_id: id.session_id.clone(),
-        expires_at: id.expires_at,
-    }
-}
-
-fn from_v0_2(decision: v0_2::Decision) -> WitDecision {
-    use bindings::{Allow, Deny, Header};
-    match decision {
-        v0_2::Decision::Allow(a) => WitDecision::Allow(Allow {
-            set_headers: a
-                .set_headers
-                .into_iter()
-                .map(|h| Header {
-                    name: h.name,
-                    value: h.value,
-                })
-                .collect(),
-            remove_headers: a.remove_headers,
-        }),
-        v0_2::Decision::Deny(d) => WitDecision::Deny(Deny {
-            status: d.status,
-            reason: d.reason,
-            code: None,
-        }),
+        method: r.method,
+        path: r.path,
+        query: r.query,
+        host: r.host,
+        headers,
+        route: r.route,
     }
 }
 
 /// The 0.1.0 shapes: the route and the user fields were plain strings.
-fn v0_1_request(r: &Request) -> v0_1::Request {
+fn v0_1_request<'a>(
+    r: &RequestParam<'a>,
+    headers: &'a [v0_1::HeaderParam<'a>],
+) -> v0_1::Request<'a> {
     v0_1::Request {
-        method: r.method.clone(),
-        path: r.path.clone(),
-        query: r.query.clone(),
-        host: r.host.clone(),
-        headers: r
-            .headers
-            .iter()
-            .map(|h| v0_1::Header {
-                name: h.name.clone(),
-                value: h.value.clone(),
-            })
-            .collect(),
-        route: r.route.clone().unwrap_or_default(),
+        method: r.method,
+        path: r.path,
+        query: r.query,
+        host: r.host,
+        headers,
+        route: r.route.unwrap_or_default(),
     }
 }
 
-fn v0_1_identity(id: &Identity) -> v0_1::Identity {
+fn v0_1_identity<'a>(id: &IdentityParam<'a>) -> v0_1::Identity<'a> {
     v0_1::Identity {
-        user_id: id.user_id.clone().unwrap_or_default(),
-        login: id.login.clone().unwrap_or_default(),
-        roles: id.roles.clone(),
+        user_id: id.user_id.unwrap_or_default(),
+        login: id.login.unwrap_or_default(),
+        roles: id.roles,
         is_admin: id.is_admin,
-        session_id: id.session_id.clone().unwrap_or_default(),
+        session_id: id.session_id.unwrap_or_default(),
         expires_at: id.expires_at,
-    }
-}
-
-fn from_v0_1(decision: v0_1::Decision) -> WitDecision {
-    use bindings::{Allow, Deny, Header};
-    match decision {
-        v0_1::Decision::Allow(a) => WitDecision::Allow(Allow {
-            set_headers: a
-                .set_headers
-                .into_iter()
-                .map(|h| Header {
-                    name: h.name,
-                    value: h.value,
-                })
-                .collect(),
-            remove_headers: a.remove_headers,
-        }),
-        v0_1::Decision::Deny(d) => WitDecision::Deny(Deny {
-            status: d.status,
-            reason: d.reason,
-            code: None,
-        }),
     }
 }
 

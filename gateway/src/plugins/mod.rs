@@ -12,7 +12,9 @@
 //! - [`sandbox`]: the empty WASI context, plugin output into the log.
 //! - [`nonblocking`]: WASI I/O that never blocks the request thread.
 //! - [`chain`]: [`run_chain`], a route's plugins in order.
-//! - [`needs`]: what plugins read; builds the records passed to `decide`.
+//! - [`needs`]: what plugins read; builds the records passed to `decide`,
+//!   borrowed from the request and the claims.
+//! - [`records`]: the same records owned, for tests and `authgw plugin test`.
 //! - [`stats`]: per-plugin counters for metrics.
 //! - [`authoring`]: `authgw plugin check` and `authgw plugin test`.
 //!
@@ -28,20 +30,22 @@ mod instance;
 pub mod needs;
 mod nonblocking;
 pub mod pool;
+mod records;
 mod sandbox;
 pub mod spec;
 pub mod stats;
 
 pub use bindings::{
-    ClientCert, Header, INTERFACE_VERSION, Identity, Request, SUPPORTED_VERSIONS, WitDecision,
-    WitNeeds,
+    ClientCertParam, HeaderParam, INTERFACE_VERSION, IdentityParam, RequestParam,
+    SUPPORTED_VERSIONS, WitDecision, WitNeeds,
 };
-pub use chain::{Decision, chain_needs, is_problem_code, run_chain};
+pub use chain::{Decision, chain_needs, is_problem_code, run_chain, run_chain_params};
 pub use epoch::EPOCH_TICK;
 pub use error::{FailureKind, PluginError, PluginFailure};
 pub use host::{PluginHost, PluginSet};
 pub use instance::Retirement;
 pub use needs::{CallerParts, Needs, RequestParts};
 pub use pool::Plugin;
+pub use records::{ClientCert, Header, Identity, Request};
 pub use spec::{ByteSize, HostConfig, PluginSpec};
 pub use stats::PluginStats;

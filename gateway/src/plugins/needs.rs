@@ -5,7 +5,10 @@
 
 use std::fmt::Display;
 
-use super::bindings::{ClientCert, Header, Identity, Request, WitNeeds, v0_2, v0_3};
+use super::bindings::{
+    ClientCertParam, HeaderParam, IdentityParam, RequestParam, WitNeeds, v0_2, v0_3,
+};
+use super::records::{Identity, Request, strs};
 use crate::proxy::headers::is_identity_header;
 
 /// What a plugin, or a route's chain (the union of its plugins'), reads
@@ -150,54 +153,114 @@ impl Needs {
             && (self.all_headers || self.headers.iter().any(|h| h.eq_ignore_ascii_case(name)))
     }
 
-    /// The plugins' request record: what is needed, nothing more. `headers`
-    /// are (name, value) pairs in order; names are lower-cased.
+    /// Calls `f` with the plugins' records: what is needed, nothing more,
+    /// borrowed from `parts`, `headers` and `caller`. Header names must be
+    /// lower-case, as a `HeaderMap`'s are. Only what the interface holds in
+    /// another form is made: a `&str` slice of the roles (and of `amr` when
+    /// declared), the user and session ids as text when declared, and a
+    /// slice of the headers when any are.
+    pub fn with_records<'h, T>(
+        &self,
+        parts: RequestParts<'_>,
+        headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+        caller: Option<CallerParts<'_>>,
+        f: impl FnOnce(&RequestParam<'_>, Option<&IdentityParam<'_>>) -> T,
+    ) -> T {
+        let headers = self.header_params(headers);
+        let request = self.request_param(parts, &headers);
+        let text = caller.as_ref().map(|caller| self.caller_text(caller));
+        let identity = caller
+            .as_ref()
+            .zip(text.as_ref())
+            .map(|(caller, text)| self.identity_param(caller, text));
+        f(&request, identity.as_ref())
+    }
+
+    /// The plugins' request record, owned (tests, `authgw plugin test`):
+    /// what [`Needs::with_records`] passes, header names lower-cased.
     pub fn request<'h>(
         &self,
         parts: RequestParts<'_>,
         headers: impl IntoIterator<Item = (&'h str, &'h str)>,
     ) -> Request {
-        let headers = if self.all_headers || !self.headers.is_empty() {
-            headers
-                .into_iter()
-                .filter(|(name, _)| self.passes_header(name))
-                .map(|(name, value)| Header {
-                    name: name.to_ascii_lowercase(),
-                    value: value.to_string(),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        Request {
-            method: parts.method.to_string(),
-            path: parts.path.to_string(),
-            query: parts.query.filter(|_| self.query).map(str::to_string),
-            host: parts.host.filter(|_| self.host).map(str::to_string),
+        let headers = self.header_params(headers);
+        Request::from_param(&self.request_param(parts, &headers))
+    }
+
+    /// The plugins' identity record, owned: what [`Needs::with_records`]
+    /// passes.
+    pub fn identity(&self, caller: CallerParts<'_>) -> Identity {
+        let text = self.caller_text(&caller);
+        Identity::from_param(&self.identity_param(&caller, &text))
+    }
+
+    /// The headers that pass, in order; none unless some are read.
+    fn header_params<'h>(
+        &self,
+        headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+    ) -> Vec<HeaderParam<'h>> {
+        if !self.all_headers && self.headers.is_empty() {
+            return Vec::new();
+        }
+        headers
+            .into_iter()
+            .filter(|(name, _)| self.passes_header(name))
+            .map(|(name, value)| HeaderParam { name, value })
+            .collect()
+    }
+
+    fn request_param<'a>(
+        &self,
+        parts: RequestParts<'a>,
+        headers: &'a [HeaderParam<'a>],
+    ) -> RequestParam<'a> {
+        RequestParam {
+            method: parts.method,
+            path: parts.path,
+            query: parts.query.filter(|_| self.query),
+            host: parts.host.filter(|_| self.host),
             headers,
-            route: self.route.then(|| parts.route.to_string()),
+            route: self.route.then_some(parts.route),
             client_cert: parts
                 .client_cert
                 .filter(|_| self.client_cert)
-                .map(|subject| ClientCert {
-                    subject: subject.to_string(),
-                }),
+                .map(|subject| ClientCertParam { subject }),
         }
     }
 
-    /// The plugins' identity record: what is needed, nothing more.
-    pub fn identity(&self, caller: CallerParts<'_>) -> Identity {
-        Identity {
+    fn caller_text<'c>(&self, caller: &CallerParts<'c>) -> CallerText<'c> {
+        CallerText {
             user_id: self.user.then(|| caller.user_id.to_string()),
-            login: self.user.then(|| caller.login.to_string()),
-            roles: caller.roles.to_vec(),
-            is_admin: caller.is_admin,
             session_id: self.user.then(|| caller.session_id.to_string()),
+            roles: strs(caller.roles),
+            amr: self.amr.then(|| strs(caller.amr)),
+        }
+    }
+
+    fn identity_param<'a>(
+        &self,
+        caller: &CallerParts<'a>,
+        text: &'a CallerText<'a>,
+    ) -> IdentityParam<'a> {
+        IdentityParam {
+            user_id: text.user_id.as_deref(),
+            login: self.user.then_some(caller.login),
+            roles: &text.roles,
+            is_admin: caller.is_admin,
+            session_id: text.session_id.as_deref(),
             expires_at: caller.expires_at,
-            amr: self.amr.then(|| caller.amr.to_vec()),
+            amr: text.amr.as_deref(),
             auth_time: caller.auth_time.filter(|_| self.amr),
         }
     }
+}
+
+/// What an identity record borrows that the caller holds in another form.
+struct CallerText<'c> {
+    user_id: Option<String>,
+    session_id: Option<String>,
+    roles: Vec<&'c str>,
+    amr: Option<Vec<&'c str>>,
 }
 
 #[cfg(test)]

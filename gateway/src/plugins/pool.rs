@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::bindings::{Identity, Request, WitDecision};
+use super::bindings::{IdentityParam, RequestParam, WitDecision};
 use super::error::{FailureKind, PluginFailure};
 use super::host::HostShared;
 use super::instance::{Blueprint, CreateError, Instance};
@@ -122,8 +122,8 @@ impl Plugin {
     /// already; the failed instance is gone and a replacement is on its way.
     pub fn decide(
         self: &Arc<Self>,
-        request: &Request,
-        identity: Option<&Identity>,
+        request: &RequestParam<'_>,
+        identity: Option<&IdentityParam<'_>>,
     ) -> Result<WitDecision, PluginFailure> {
         self.counters.call();
         let popped = self.lock().pop();

@@ -53,9 +53,15 @@ pub fn decide<B>(
     if route.plugins.is_empty() {
         return Ok(HeaderChanges::default());
     }
-    let request = request_record(&route.needs, route.name(), req, host);
-    let identity = identity.map(|claims| identity_record(&route.needs, claims));
-    match plugins::run_chain(&route.plugins, &request, identity.as_ref()) {
+    // Borrowed from the request and the claims: no string is copied
+    // before the plugin's own memory.
+    let decided = route.needs.with_records(
+        request_parts(route.name(), req, host),
+        request_headers(req),
+        identity.map(caller_parts),
+        |request, identity| plugins::run_chain_params(&route.plugins, request, identity),
+    );
+    match decided {
         Ok(Decision::Allow {
             set_headers,
             remove_headers,
@@ -88,7 +94,15 @@ pub fn request_record<B>(
     req: &Request<B>,
     host: Option<&str>,
 ) -> plugins::Request {
-    let parts = RequestParts {
+    needs.request(request_parts(route, req, host), request_headers(req))
+}
+
+fn request_parts<'a, B>(
+    route: &'a str,
+    req: &'a Request<B>,
+    host: Option<&'a str>,
+) -> RequestParts<'a> {
+    RequestParts {
         method: req.method().as_str(),
         path: req.uri().path(),
         query: req.uri().query(),
@@ -98,12 +112,14 @@ pub fn request_record<B>(
             .extensions()
             .get::<PeerCertificate>()
             .map(|cert| &*cert.subject),
-    };
-    let headers = req
-        .headers()
+    }
+}
+
+/// The request's headers as text; a value that is not UTF-8 is left out.
+fn request_headers<B>(req: &Request<B>) -> impl Iterator<Item = (&str, &str)> {
+    req.headers()
         .iter()
-        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
-    needs.request(parts, headers)
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
 }
 
 /// The plugins' view of the verified caller: what the route's chain reads
@@ -111,7 +127,11 @@ pub fn request_record<B>(
 /// the token has them; an `auth_time` of 0 (a token issued before it
 /// existed) is not passed.
 pub fn identity_record(needs: &Needs, claims: &Claims) -> Identity {
-    needs.identity(CallerParts {
+    needs.identity(caller_parts(claims))
+}
+
+fn caller_parts(claims: &Claims) -> CallerParts<'_> {
+    CallerParts {
         user_id: &claims.sub,
         login: &claims.login,
         session_id: &claims.sid,
@@ -120,5 +140,5 @@ pub fn identity_record(needs: &Needs, claims: &Claims) -> Identity {
         expires_at: claims.exp,
         amr: &claims.amr,
         auth_time: (claims.auth_time > 0).then_some(claims.auth_time),
-    })
+    }
 }
