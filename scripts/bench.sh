@@ -95,6 +95,10 @@
 #   BENCH_AUTHGW_TOML      TOML appended to authgw's config (both d and
 #                          d0), e.g. '[passwords]\npriority = "normal"' to
 #                          measure a setting against its default
+#   BENCH_RUNTIME [auto]   authgw's server.runtime
+#   BENCH_BASE_RUNTIME     d0's server.runtime, when other than d's: with
+#                          BENCH_BASE_BIN the same binary, one runtime
+#                          against another in one run
 #   BENCH_KEEP_DB [0]      1: keep the database afterwards
 #   BENCH_PERF [0]         1: perf record authgw during its last proxy run
 #                          (OUT/perf.data, top symbols in OUT/perf.txt; with
@@ -509,6 +513,7 @@ listen = "127.0.0.1:$P_AUTH"
 # would empty the 10 000 idle connections of the RSS measurement while they
 # are being opened. No other measurement leaves a connection idle.
 header_read_timeout = "120s"
+runtime = "${BENCH_RUNTIME:-auto}"
 # nginx (e.) asks for forward-auth decisions from here.
 trusted_proxies = ["127.0.0.1"]
 
@@ -553,6 +558,11 @@ config = $CINEMA_TOML
 EOF
 if [[ -n ${BENCH_AUTHGW_TOML:-} ]]; then
     printf '\n# BENCH_AUTHGW_TOML:\n%b\n' "$BENCH_AUTHGW_TOML" >>"$CONFIG"
+fi
+BASE_CONFIG=$CONFIG
+if [[ -n ${BENCH_BASE_RUNTIME:-} ]]; then
+    BASE_CONFIG=$OUT/conf/gateway-base.toml
+    sed "s/^runtime = \".*\"$/runtime = \"$BENCH_BASE_RUNTIME\"/" "$CONFIG" >"$BASE_CONFIG"
 fi
 
 export AUTHGW_CONFIG=$CONFIG AUTHGW_DATABASE_URL=$DB_URL AUTHGW_KEYS_DIR=$OUT/keys AUTHGW_LOG=warn
@@ -676,7 +686,7 @@ has_system haproxy && start haproxy "$SUT_CPUS" haproxy -db -f "$OUT/conf/haprox
 has_system bare-hyper && start bare-hyper "$SUT_CPUS" "$BARE_BIN" "127.0.0.1:$P_BARE" "$UPSTREAM"
 start authgw "$SUT_CPUS" "$BIN" serve
 has_system authgw-base && start authgw-base "$SUT_CPUS" env AUTHGW_LISTEN="127.0.0.1:$P_BASE" \
-    AUTHGW_ADMIN_LISTEN="127.0.0.1:$P_BASE_ADMIN" "$BASE_BIN" serve
+    AUTHGW_ADMIN_LISTEN="127.0.0.1:$P_BASE_ADMIN" AUTHGW_CONFIG="$BASE_CONFIG" "$BASE_BIN" serve
 if has_system nginx-authz; then
     start nginx-authz "$SUT_CPUS" nginx -p "$OUT/nginx-authz" -c "$OUT/conf/nginx-authz.conf" \
         -e "$OUT/nginx-authz.error.log" -g 'daemon off;'

@@ -448,6 +448,9 @@ pub enum RuntimeFlavor {
     MultiThread,
     /// Every task on one thread (the blocking pool beside it, as always).
     CurrentThread,
+    /// One current-thread runtime per CPU, each accepting on its own
+    /// `SO_REUSEPORT` socket of the main listener ([`crate::cores`]).
+    ThreadPerCore,
 }
 
 /// `[server.tls]`: the listener speaks HTTPS (HTTP/1.1 and, by ALPN, h2).
@@ -1350,7 +1353,7 @@ mod tests {
         assert_eq!(c.server.runtime, d.server.runtime);
     }
 
-    /// `server.runtime` takes its three names; anything else is an error
+    /// `server.runtime` takes its four names; anything else is an error
     /// naming the key.
     #[test]
     fn runtime_flavors() {
@@ -1358,6 +1361,7 @@ mod tests {
             ("auto", RuntimeFlavor::Auto),
             ("multi-thread", RuntimeFlavor::MultiThread),
             ("current-thread", RuntimeFlavor::CurrentThread),
+            ("thread-per-core", RuntimeFlavor::ThreadPerCore),
         ] {
             let c = Config::parse(&format!("[server]\nruntime = \"{raw}\"\n"), "g.toml");
             assert_eq!(c.map(|c| c.server.runtime).ok(), Some(want), "{raw}");

@@ -36,6 +36,7 @@ pub mod client_ip;
 pub mod client_key;
 pub mod config;
 pub mod cookies;
+pub mod cores;
 pub mod cors;
 pub mod csrf;
 pub mod error;

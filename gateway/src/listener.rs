@@ -229,12 +229,22 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 /// A listener on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as
 /// tokio's `bind` sets). Call it inside the runtime.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    bind_with(addr, false)
+}
+
+/// [`bind`], with `SO_REUSEPORT` when `reuse_port` (thread-per-core's
+/// sibling sockets, [`crate::cores`]): then another socket of this user may
+/// bind the same address and share its connections.
+pub fn bind_with(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }

@@ -259,7 +259,23 @@ impl Gateway {
         );
         settings.tls = self.tls.clone();
         settings.shortcut = Some(shortcut);
+        // Thread-per-core: the other CPUs' workers, on sockets of their own.
+        let (listener, sockets) =
+            crate::cores::siblings(listener, crate::cores::extra_workers(config.server.runtime))?;
+        let (workers_stop, workers_told) = crate::cores::Stop::new();
+        let workers = crate::cores::spawn(sockets, &app, &settings, &workers_told)?;
+        let told = workers_stop.clone();
+        let shutdown = async move {
+            shutdown.await;
+            told.stop();
+        };
         let result = listener::serve(listener, app, shutdown, settings).await;
+        workers_stop.stop();
+        for worker in workers {
+            if let Err(e) = worker.finished().await {
+                tracing::error!(error = %e, "a worker's listener failed");
+            }
+        }
         let _ = stop_tx.send(true);
         for task in [admin_task, plain_task].into_iter().flatten() {
             let _ = task.await;
@@ -282,21 +298,15 @@ impl Gateway {
 /// database) is the same in both.
 pub fn runtime(flavor: crate::config::RuntimeFlavor) -> std::io::Result<tokio::runtime::Runtime> {
     use crate::config::RuntimeFlavor;
-    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let current = match flavor {
-        RuntimeFlavor::Auto => cpus == 1,
-        RuntimeFlavor::CurrentThread => true,
-        RuntimeFlavor::MultiThread => false,
+    let cpus = crate::cores::cpus();
+    let (current, scheduler) = match flavor {
+        RuntimeFlavor::Auto if cpus == 1 => (true, "current-thread"),
+        RuntimeFlavor::Auto | RuntimeFlavor::MultiThread => (false, "multi-thread"),
+        RuntimeFlavor::CurrentThread => (true, "current-thread"),
+        // The first worker; serve_listeners starts the others.
+        RuntimeFlavor::ThreadPerCore => (true, "thread-per-core"),
     };
-    tracing::info!(
-        cpus,
-        scheduler = if current {
-            "current-thread"
-        } else {
-            "multi-thread"
-        },
-        "async runtime"
-    );
+    tracing::info!(cpus, scheduler, "async runtime");
     if current {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -243,24 +243,30 @@ async fn one_gib_upload_streams_with_flat_memory() {
     }
 }
 
-/// `authgw serve` confined to one CPU (`taskset -c 0`, as the benchmark
-/// runs it) picks the current-thread scheduler by itself (`server.runtime
-/// = "auto"`, the default) and says so in its log; on it, a signup, a login
-/// (password hashing on its own threads) and 200 proxied requests with the
-/// token on 8 connections all succeed and reach the upstream with the
-/// caller's identity; SIGTERM still ends it cleanly.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_cpu_serves_on_the_current_thread_scheduler() {
+/// A films route to an echo upstream, served by the real binary with
+/// `server.runtime = runtime` (None: the default), under `taskset -c 0`
+/// when `one_cpu`; the upstream, the base URL and the server, and what must
+/// outlive it (the database and the keys).
+struct FilmsServer {
+    echo: Echo,
+    base: String,
+    port: u16,
+    served: Served,
+    _kept: (TestDb, std::sync::Arc<tempfile::TempDir>, tempfile::TempDir),
+}
+
+async fn films_server(runtime: Option<&str>, one_cpu: bool) -> FilmsServer {
     let echo = Echo::start("films").await;
     let db = TestDb::migrated();
     let keys = keys_dir();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gateway.toml");
     let port = free_port();
+    let runtime = runtime.map_or(String::new(), |r| format!("runtime = \"{r}\"\n"));
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nenabled = false\n\
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{runtime}[admin]\nenabled = false\n\
              [log]\nformat = \"json\"\n[database]\nurl = \"{}\"\n[tokens]\nkeys_dir = \"{}\"\n\
              [[routes]]\nname = \"films\"\nprefix = \"/films\"\nupstream = \"{}\"\n",
             db.url,
@@ -269,14 +275,26 @@ async fn one_cpu_serves_on_the_current_thread_scheduler() {
         ),
     )
     .unwrap();
-    let served = serve(&config, true);
-    let base = format!("http://127.0.0.1:{port}");
-    let access = account(&reqwest::Client::new(), &base, "viewer").await;
+    let served = serve(&config, one_cpu);
+    FilmsServer {
+        echo,
+        base: format!("http://127.0.0.1:{port}"),
+        port,
+        served,
+        _kept: (db, keys, dir),
+    }
+}
+
+/// A signup and a login, then `per_connection` proxied requests with the
+/// token on each of `connections` connections: every one 200, at its own
+/// path, with the caller's identity; the upstream saw them all.
+async fn proxied_requests(films: &FilmsServer, connections: usize, per_connection: usize) {
+    let access = account(&reqwest::Client::new(), &films.base, "viewer").await;
     let mut tasks = Vec::new();
-    for c in 0..8 {
-        let (http, base, access) = (reqwest::Client::new(), base.clone(), access.clone());
+    for c in 0..connections {
+        let (http, base, access) = (reqwest::Client::new(), films.base.clone(), access.clone());
         tasks.push(tokio::spawn(async move {
-            for i in 0..25 {
+            for i in 0..per_connection {
                 let r = http
                     .get(format!("{base}/films/{c}/{i}"))
                     .bearer_auth(&access)
@@ -293,15 +311,74 @@ async fn one_cpu_serves_on_the_current_thread_scheduler() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(echo.hits(), 200);
+    assert_eq!(films.echo.hits(), connections * per_connection);
+}
 
-    let lines = served.stop();
+/// The one "async runtime" line of a server's log.
+fn runtime_line(lines: &[String]) -> Value {
     let runtime: Vec<Value> = lines
         .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["message"] == "async runtime")
         .collect();
     assert_eq!(runtime.len(), 1, "{lines:#?}");
-    assert_eq!(runtime[0]["scheduler"], "current-thread", "{lines:#?}");
-    assert_eq!(runtime[0]["cpus"], 1, "{lines:#?}");
+    runtime[0].clone()
+}
+
+/// `authgw serve` confined to one CPU (`taskset -c 0`, as the benchmark
+/// runs it) picks the current-thread scheduler by itself (`server.runtime
+/// = "auto"`, the default) and says so in its log; on it, a signup, a login
+/// (password hashing on its own threads) and 200 proxied requests with the
+/// token on 8 connections all succeed and reach the upstream with the
+/// caller's identity; SIGTERM still ends it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_cpu_serves_on_the_current_thread_scheduler() {
+    let films = films_server(None, true).await;
+    proxied_requests(&films, 8, 25).await;
+    let lines = films.served.stop();
+    let runtime = runtime_line(&lines);
+    assert_eq!(runtime["scheduler"], "current-thread", "{lines:#?}");
+    assert_eq!(runtime["cpus"], 1, "{lines:#?}");
+}
+
+/// `server.runtime = "thread-per-core"` on this machine's CPUs: the log
+/// says so; 16 connections of proxied requests (the kernel spreads them
+/// among the workers' sockets) all succeed with the caller's identity; each
+/// CPU beyond the first has a thread `authgw-worker-N` and a socket of its
+/// own (`SO_REUSEPORT`: the kernel's count of listening sockets on the
+/// port is one per CPU); and SIGTERM stops every worker cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_per_core_serves_on_every_worker() {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let films = films_server(Some("thread-per-core"), false).await;
+    proxied_requests(&films, 16, 10).await;
+    // The workers start once the listener is up; by now they have served.
+    let pid = films.served.child.id();
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).unwrap())
+        .map(|name| name.trim().to_string())
+        .filter(|name| name.starts_with("authgw-worker"))
+        .collect();
+    assert_eq!(threads.len(), cpus - 1, "{threads:?}");
+    assert_eq!(listening_sockets(films.port), cpus, "one socket per CPU");
+
+    let lines = films.served.stop();
+    let runtime = runtime_line(&lines);
+    assert_eq!(runtime["scheduler"], "thread-per-core", "{lines:#?}");
+    assert_eq!(runtime["cpus"], cpus, "{lines:#?}");
+}
+
+/// Listening TCP sockets on 127.0.0.1:`port`, from /proc/net/tcp (state 0A).
+fn listening_sockets(port: u16) -> usize {
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A")
+        })
+        .count()
 }
