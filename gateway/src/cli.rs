@@ -330,7 +330,7 @@ fn serve(config: Config) -> Result<(), Failure> {
         let listen = config.server.listen;
         let admin = config.admin.enabled.then_some(config.admin.listen);
         let plain = config.server.tls.as_ref().and_then(|t| t.http_listen);
-        let reusable = config.server.runtime == crate::config::RuntimeFlavor::ThreadPerCore;
+        let reusable = crate::cores::extra_workers(config.server.runtime) > 0;
         let gateway = crate::server::Gateway::build(config)?;
         let listener = crate::listener::bind_with(listen, reusable)
             .map_err(|e| Error::Internal(format!("cannot listen on {listen}: {e}")))?;

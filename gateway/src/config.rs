@@ -441,7 +441,7 @@ pub struct ServerConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum RuntimeFlavor {
     /// current-thread when the process may use one CPU (its affinity, a
-    /// container's quota), else multi-thread.
+    /// container's quota), else thread-per-core.
     #[default]
     Auto,
     /// One worker thread per CPU, tasks stolen between them.

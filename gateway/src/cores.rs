@@ -1,4 +1,5 @@
-//! Thread-per-core (`server.runtime = "thread-per-core"`): the main
+//! Thread-per-core (`server.runtime = "thread-per-core"`, and what `auto`,
+//! the default, picks on more than one CPU): the main
 //! listener served by one current-thread runtime per CPU, as nginx's and
 //! Pingora's workers are, instead of one multi-thread runtime whose workers
 //! steal each other's tasks.
@@ -32,11 +33,11 @@ pub fn cpus() -> usize {
 }
 
 /// Workers beyond the thread `authgw serve` starts on: one per other CPU
-/// with `thread-per-core`, none otherwise.
+/// with `thread-per-core` and `auto` (the default), none otherwise.
 pub fn extra_workers(flavor: RuntimeFlavor) -> usize {
     match flavor {
-        RuntimeFlavor::ThreadPerCore => cpus() - 1,
-        _ => 0,
+        RuntimeFlavor::Auto | RuntimeFlavor::ThreadPerCore => cpus() - 1,
+        RuntimeFlavor::MultiThread | RuntimeFlavor::CurrentThread => 0,
     }
 }
 
@@ -183,16 +184,15 @@ mod tests {
         assert_eq!(&byte, b"x");
     }
 
-    /// Without thread-per-core there is no worker beyond the first thread.
+    /// `auto` and thread-per-core add a worker per other CPU; multi-thread
+    /// and current-thread none.
     #[test]
-    fn only_thread_per_core_adds_workers() {
-        for flavor in [
-            RuntimeFlavor::Auto,
-            RuntimeFlavor::MultiThread,
-            RuntimeFlavor::CurrentThread,
-        ] {
+    fn auto_and_thread_per_core_add_workers() {
+        for flavor in [RuntimeFlavor::MultiThread, RuntimeFlavor::CurrentThread] {
             assert_eq!(extra_workers(flavor), 0, "{flavor:?}");
         }
-        assert_eq!(extra_workers(RuntimeFlavor::ThreadPerCore), cpus() - 1);
+        for flavor in [RuntimeFlavor::Auto, RuntimeFlavor::ThreadPerCore] {
+            assert_eq!(extra_workers(flavor), cpus() - 1, "{flavor:?}");
+        }
     }
 }

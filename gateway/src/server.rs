@@ -301,10 +301,10 @@ pub fn runtime(flavor: crate::config::RuntimeFlavor) -> std::io::Result<tokio::r
     let cpus = crate::cores::cpus();
     let (current, scheduler) = match flavor {
         RuntimeFlavor::Auto if cpus == 1 => (true, "current-thread"),
-        RuntimeFlavor::Auto | RuntimeFlavor::MultiThread => (false, "multi-thread"),
+        RuntimeFlavor::MultiThread => (false, "multi-thread"),
         RuntimeFlavor::CurrentThread => (true, "current-thread"),
         // The first worker; serve_listeners starts the others.
-        RuntimeFlavor::ThreadPerCore => (true, "thread-per-core"),
+        RuntimeFlavor::Auto | RuntimeFlavor::ThreadPerCore => (true, "thread-per-core"),
     };
     tracing::info!(cpus, scheduler, "async runtime");
     if current {
