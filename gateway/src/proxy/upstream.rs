@@ -85,10 +85,8 @@ impl Attempt {
 
 async fn attempt(route: &Route, req: Request<Body>) -> Result<Response<Incoming>, Attempt> {
     let limit = route.config.response_timeout;
-    let authority = req
-        .uri()
-        .authority()
-        .map_or_else(String::new, ToString::to_string);
+    // For the log of a failed TLS handshake only: a shared clone, not text.
+    let authority = req.uri().authority().cloned();
     match tokio::time::timeout(limit, route.client.request(req)).await {
         Err(_) => Err(Attempt::Timeout(format!(
             "the upstream did not answer within {}",
@@ -102,7 +100,7 @@ async fn attempt(route: &Route, req: Request<Body>) -> Result<Response<Incoming>
             if let Some(tls) = tls_error(&e) {
                 tracing::warn!(
                     route = route.name(),
-                    upstream = %authority,
+                    upstream = %authority.as_ref().map_or("", |a| a.as_str()),
                     reason = %tls,
                     "TLS with the upstream failed"
                 );
