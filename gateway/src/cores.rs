@@ -32,6 +32,23 @@ pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
+thread_local! {
+    /// This thread's worker number: 0 for the thread `authgw serve` starts
+    /// on (and any thread that is not a worker), N for `authgw-worker-N`.
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The worker this thread is ([`spawn`] numbers them), so that per-worker
+/// state (the routes' upstream connection pools) stays on its worker.
+pub fn worker() -> usize {
+    WORKER.with(std::cell::Cell::get)
+}
+
+/// Numbers this thread as worker `n` ([`spawn`] does it for each worker).
+pub(crate) fn set_worker(n: usize) {
+    WORKER.with(|w| w.set(n));
+}
+
 /// Workers beyond the thread `authgw serve` starts on: one per other CPU
 /// with `thread-per-core` and `auto` (the default), none otherwise.
 pub fn extra_workers(flavor: RuntimeFlavor) -> usize {
@@ -105,6 +122,7 @@ pub fn spawn(
         std::thread::Builder::new()
             .name(format!("authgw-worker-{}", i + 1))
             .spawn(move || {
+                set_worker(i + 1);
                 let served = runtime.block_on(async move {
                     let listener = TcpListener::from_std(socket)?;
                     let stopped = async move {

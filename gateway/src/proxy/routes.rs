@@ -34,7 +34,8 @@ pub struct Route {
     pub plugins: Vec<Arc<Plugin>>,
     /// What the chain reads of a request (the union of its plugins' needs).
     pub needs: Needs,
-    pub client: UpstreamClient,
+    /// One pooled client per thread-per-core worker ([`Route::client`]).
+    clients: Vec<UpstreamClient>,
     /// Its metrics, resolved once ([`RouteMetrics`]).
     pub metrics: RouteMetrics,
     next: AtomicUsize,
@@ -118,7 +119,12 @@ impl Route {
         });
         let https_hosts: Vec<&str> = https_hosts.iter().map(String::as_str).collect();
         let tls = crate::tls::upstream::for_route(&config, &https_hosts, base_dir)?;
-        let client = client(&config, tls)?;
+        // A pool per worker: a pooled connection's task runs on the worker
+        // that opened it, so a request from another worker would cross
+        // threads twice (crate::cores).
+        let clients = (0..crate::cores::cpus())
+            .map(|_| client(&config, tls.as_ref()))
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Self {
             metrics: RouteMetrics::new(&config.name),
             config,
@@ -126,9 +132,15 @@ impl Route {
             upstreams,
             needs: chain_needs(&plugins),
             plugins,
-            client,
+            clients,
             next: AtomicUsize::new(0),
         })
+    }
+
+    /// The pooled client of the worker this runs on (the first one outside
+    /// thread-per-core workers).
+    pub fn client(&self) -> &UpstreamClient {
+        &self.clients[crate::cores::worker() % self.clients.len()]
     }
 
     pub fn name(&self) -> &str {
@@ -207,7 +219,7 @@ impl Route {
 /// no system trust store.
 fn client(
     config: &RouteConfig,
-    tls: Option<crate::tls::upstream::UpstreamTls>,
+    tls: Option<&crate::tls::upstream::UpstreamTls>,
 ) -> Result<UpstreamClient, String> {
     let mut http = HttpConnector::new();
     // The scheme is the HTTPS connector's business: let https:// through.
@@ -215,7 +227,7 @@ fn client(
     http.set_connect_timeout(Some(config.connect_timeout));
     http.set_nodelay(true);
     let (tls_config, server_name) = match tls {
-        Some(t) => (t.config, t.server_name),
+        Some(t) => (t.config.clone(), t.server_name.clone()),
         None => (unused_tls_config(&config.name)?, None),
     };
     // The ALPN list is the TLS config's own (`http/1.1`, or `h2` first with
@@ -338,6 +350,35 @@ mod tests {
             Lookup::Found(r) => Some(r.name()),
             _ => None,
         }
+    }
+
+    /// Each thread-per-core worker sends through a pool of its own (a
+    /// pooled connection's task runs on the worker that opened it); the
+    /// first thread, and any thread that is not a worker, through the first.
+    #[test]
+    fn each_worker_has_its_own_upstream_pool() {
+        let config = Config::parse(
+            "[[routes]]\nname = \"a\"\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\n",
+            "t.toml",
+        )
+        .expect("test config parses");
+        let route =
+            Route::new(config.routes[0].clone(), Vec::new(), Path::new(".")).expect("route builds");
+        let pool_on = |worker: usize| {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    crate::cores::set_worker(worker);
+                    std::ptr::from_ref(route.client()) as usize
+                })
+                .join()
+                .expect("thread")
+            })
+        };
+        let first = std::ptr::from_ref(route.client()) as usize;
+        assert_eq!(pool_on(0), first, "not a worker: the first pool");
+        let cpus = crate::cores::cpus();
+        let pools: std::collections::HashSet<usize> = (0..cpus).map(pool_on).collect();
+        assert_eq!(pools.len(), cpus, "one pool per worker");
     }
 
     /// The upstream's `Host` is hyper-util's: the port only when it is not

@@ -87,7 +87,7 @@ async fn attempt(route: &Route, req: Request<Body>) -> Result<Response<Incoming>
     let limit = route.config.response_timeout;
     // For the log of a failed TLS handshake only: a shared clone, not text.
     let authority = req.uri().authority().cloned();
-    match tokio::time::timeout(limit, route.client.request(req)).await {
+    match tokio::time::timeout(limit, route.client().request(req)).await {
         Err(_) => Err(Attempt::Timeout(format!(
             "the upstream did not answer within {}",
             humantime::format_duration(limit)
