@@ -384,7 +384,7 @@ fn canonical_path(c: &mut Criterion) {
         config
             .routes
             .into_iter()
-            .map(|r| Route::new(r, Vec::new(), std::path::Path::new(".")).unwrap())
+            .map(|r| Route::new(r, Vec::new(), std::path::Path::new("."), 1).unwrap())
             .collect(),
     );
     let typical = "/films/premium/42/watch";

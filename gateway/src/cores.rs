@@ -1,24 +1,25 @@
 //! Thread-per-core (`server.runtime = "thread-per-core"`, and what `auto`,
-//! the default, picks on more than one CPU): the main
-//! listener served by one current-thread runtime per CPU, as nginx's and
-//! Pingora's workers are, instead of one multi-thread runtime whose workers
-//! steal each other's tasks.
+//! the default, picks on more than one CPU): the main listener served by
+//! one current-thread runtime per CPU, as nginx's and Pingora's workers
+//! are, instead of one multi-thread runtime whose workers steal each
+//! other's tasks.
 //!
 //! The thread `authgw serve` starts on is the first worker (its runtime also
 //! runs the admin and plain-HTTP listeners and the background tasks); each
 //! other CPU gets a thread named `authgw-worker-N` with its own runtime and
 //! its own socket on the listener's address. Sockets are `SO_REUSEPORT`
 //! siblings when the listener was bound with it (`authgw serve` binds so in
-//! this mode, [`listener::bind_with`]): the kernel spreads new connections among them, each with its
-//! own accept queue. A listener bound without it (a test's, an inherited
-//! one) is shared instead: each worker accepts from a duplicate of its file
-//! descriptor. A connection stays on the worker that accepted it. Shared
-//! state (the routes, the token cache, the plugins' instance pools, the
-//! upstream client's connection pool) is the same `Arc`s on every worker;
-//! each runtime has its own blocking pool for the database.
+//! this mode, [`listener::bind_with`]): the kernel spreads new connections
+//! among them, each with its own accept queue. A listener bound without it
+//! (a test's, an inherited one) is shared instead: each worker accepts from
+//! a duplicate of its file descriptor. A connection stays on the worker
+//! that accepted it, and so do its upstream connections: each route keeps a
+//! connection pool per worker ([`worker`], `proxy::routes::Route::client`).
+//! Other shared state (the routes, the token cache, the plugins' instance
+//! pools) is the same `Arc`s on every worker; each runtime has its own
+//! blocking pool for the database.
 
 use std::io;
-use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -105,7 +106,8 @@ impl Worker {
 
 /// Starts one worker thread per socket, each serving `router` (and the
 /// settings' shortcut) on its own current-thread runtime until `stop` turns
-/// true, then draining as [`listener::serve`] does.
+/// true or its sender is dropped (the main listener returned), then
+/// draining as [`listener::serve`] does.
 pub fn spawn(
     sockets: Vec<std::net::TcpListener>,
     router: &axum::Router,
@@ -135,22 +137,6 @@ pub fn spawn(
         workers.push(Worker { done });
     }
     Ok(workers)
-}
-
-/// Tells the workers to stop: the main listener's shutdown future does, and
-/// so does an early return of the main listener (an error).
-#[derive(Clone)]
-pub struct Stop(Arc<watch::Sender<bool>>);
-
-impl Stop {
-    pub fn new() -> (Stop, watch::Receiver<bool>) {
-        let (tx, rx) = watch::channel(false);
-        (Stop(Arc::new(tx)), rx)
-    }
-
-    pub fn stop(&self) {
-        let _ = self.0.send(true);
-    }
 }
 
 #[cfg(test)]

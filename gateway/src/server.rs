@@ -262,15 +262,16 @@ impl Gateway {
         // Thread-per-core: the other CPUs' workers, on sockets of their own.
         let (listener, sockets) =
             crate::cores::siblings(listener, crate::cores::extra_workers(config.server.runtime))?;
-        let (workers_stop, workers_told) = crate::cores::Stop::new();
+        let (tell_workers, workers_told) = tokio::sync::watch::channel(false);
         let workers = crate::cores::spawn(sockets, &app, &settings, &workers_told)?;
-        let told = workers_stop.clone();
+        // Told with the main listener's shutdown; should the main listener
+        // return first (an error), this future and its sender are dropped,
+        // which tells them too.
         let shutdown = async move {
             shutdown.await;
-            told.stop();
+            let _ = tell_workers.send(true);
         };
         let result = listener::serve(listener, app, shutdown, settings).await;
-        workers_stop.stop();
         for worker in workers {
             if let Err(e) = worker.finished().await {
                 tracing::error!(error = %e, "a worker's listener failed");

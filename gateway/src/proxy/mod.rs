@@ -76,6 +76,8 @@ impl Runtime {
         let loaded = host
             .load(&config.plugins, base_dir)
             .map_err(|e| e.to_string())?;
+        // An upstream connection pool per thread-per-core worker (routes.rs).
+        let pools = crate::cores::extra_workers(config.server.runtime) + 1;
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, r) in config.routes.iter().enumerate() {
             let mut chain: Vec<Arc<Plugin>> = Vec::with_capacity(r.plugins.len());
@@ -88,7 +90,7 @@ impl Runtime {
                 })?;
                 chain.push(plugin);
             }
-            routes.push(Route::new(r.clone(), chain, base_dir)?);
+            routes.push(Route::new(r.clone(), chain, base_dir, pools)?);
         }
         Ok(Self {
             any_cors: config.routes.iter().any(|r| r.cors),

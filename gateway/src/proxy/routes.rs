@@ -75,10 +75,14 @@ impl Route {
     /// (`tls_ca`, `tls_client_cert`, `tls_client_key`) are read now, relative
     /// to `base_dir` (the config file's directory); any problem is an error
     /// naming the route, the key, the file and the reason.
+    /// The route of `config` with its plugin chain, relative files read
+    /// from `base_dir`, and `pools` upstream connection pools: one per
+    /// thread-per-core worker (`cores::extra_workers + 1`), else one.
     pub fn new(
         config: RouteConfig,
         plugins: Vec<Arc<Plugin>>,
         base_dir: &Path,
+        pools: usize,
     ) -> Result<Self, String> {
         let mut upstreams = Vec::new();
         let mut https_hosts = Vec::new();
@@ -119,12 +123,7 @@ impl Route {
         });
         let https_hosts: Vec<&str> = https_hosts.iter().map(String::as_str).collect();
         let tls = crate::tls::upstream::for_route(&config, &https_hosts, base_dir)?;
-        // A pool per worker: a pooled connection's task runs on the worker
-        // that opened it, so a request from another worker would cross
-        // threads twice (crate::cores).
-        let clients = (0..crate::cores::cpus())
-            .map(|_| client(&config, tls.as_ref()))
-            .collect::<Result<Vec<_>, String>>()?;
+        let clients = clients(&config, tls, pools)?;
         Ok(Self {
             metrics: RouteMetrics::new(&config.name),
             config,
@@ -212,22 +211,26 @@ impl Route {
     }
 }
 
-/// The route's pooled client. Plain `http://` upstreams are connected
-/// exactly as before (the connector passes them through); `https://` ones
-/// get the route's TLS settings. A route with no `https://` upstream never
-/// makes a TLS connection, so its (unused) config trusts nothing and needs
-/// no system trust store.
-fn client(
+/// The route's pooled clients, `pools` of them (at least one) on one
+/// connector: a pool per thread-per-core worker, since a pooled
+/// connection's task runs on the worker that opened it and a request from
+/// another worker would cross threads to it and back (`crate::cores`).
+/// Plain `http://` upstreams are connected exactly as before (the connector
+/// passes them through); `https://` ones get the route's TLS settings. A
+/// route with no `https://` upstream never makes a TLS connection, so its
+/// (unused) config trusts nothing and needs no system trust store.
+fn clients(
     config: &RouteConfig,
-    tls: Option<&crate::tls::upstream::UpstreamTls>,
-) -> Result<UpstreamClient, String> {
+    tls: Option<crate::tls::upstream::UpstreamTls>,
+    pools: usize,
+) -> Result<Vec<UpstreamClient>, String> {
     let mut http = HttpConnector::new();
     // The scheme is the HTTPS connector's business: let https:// through.
     http.enforce_http(false);
     http.set_connect_timeout(Some(config.connect_timeout));
     http.set_nodelay(true);
     let (tls_config, server_name) = match tls {
-        Some(t) => (t.config.clone(), t.server_name.clone()),
+        Some(t) => (t.config, t.server_name),
         None => (unused_tls_config(&config.name)?, None),
     };
     // The ALPN list is the TLS config's own (`http/1.1`, or `h2` first with
@@ -239,10 +242,13 @@ fn client(
         None => Arc::new(DefaultServerNameResolver::default()),
     };
     let connector = HttpsConnector::new(http, tls_config, false, resolver);
-    Ok(Client::builder(TokioExecutor::new())
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .pool_idle_timeout(config.pool_idle_timeout)
-        .pool_timer(TokioTimer::new())
-        .build(connector))
+        .pool_timer(TokioTimer::new());
+    Ok((0..pools.max(1))
+        .map(|_| builder.build(connector.clone()))
+        .collect())
 }
 
 /// The TLS config of a route without `https://` upstreams: never used,
@@ -340,7 +346,7 @@ mod tests {
             config
                 .routes
                 .into_iter()
-                .map(|r| Route::new(r, Vec::new(), Path::new(".")).expect("route builds"))
+                .map(|r| Route::new(r, Vec::new(), Path::new("."), 1).expect("route builds"))
                 .collect(),
         )
     }
@@ -354,7 +360,8 @@ mod tests {
 
     /// Each thread-per-core worker sends through a pool of its own (a
     /// pooled connection's task runs on the worker that opened it); the
-    /// first thread, and any thread that is not a worker, through the first.
+    /// first thread, and any thread that is not a worker, through the first;
+    /// a route built for one pool (multi-thread, current-thread) has one.
     #[test]
     fn each_worker_has_its_own_upstream_pool() {
         let config = Config::parse(
@@ -362,9 +369,11 @@ mod tests {
             "t.toml",
         )
         .expect("test config parses");
-        let route =
-            Route::new(config.routes[0].clone(), Vec::new(), Path::new(".")).expect("route builds");
-        let pool_on = |worker: usize| {
+        let route = |pools| {
+            Route::new(config.routes[0].clone(), Vec::new(), Path::new("."), pools)
+                .expect("route builds")
+        };
+        let pool_on = |route: &Route, worker: usize| {
             std::thread::scope(|s| {
                 s.spawn(|| {
                     crate::cores::set_worker(worker);
@@ -374,11 +383,16 @@ mod tests {
                 .expect("thread")
             })
         };
-        let first = std::ptr::from_ref(route.client()) as usize;
-        assert_eq!(pool_on(0), first, "not a worker: the first pool");
-        let cpus = crate::cores::cpus();
-        let pools: std::collections::HashSet<usize> = (0..cpus).map(pool_on).collect();
-        assert_eq!(pools.len(), cpus, "one pool per worker");
+        let three = route(3);
+        let first = std::ptr::from_ref(three.client()) as usize;
+        assert_eq!(pool_on(&three, 0), first, "not a worker: the first pool");
+        let pools: std::collections::HashSet<usize> = (0..3).map(|w| pool_on(&three, w)).collect();
+        assert_eq!(pools.len(), 3, "one pool per worker");
+        let one = route(1);
+        let only = std::ptr::from_ref(one.client()) as usize;
+        for worker in 0..3 {
+            assert_eq!(pool_on(&one, worker), only, "worker {worker}");
+        }
     }
 
     /// The upstream's `Host` is hyper-util's: the port only when it is not
