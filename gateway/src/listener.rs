@@ -178,19 +178,17 @@ pub struct Settings {
 /// The response future a [`Shortcut`] answers with.
 pub type ShortcutFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
-/// Whether a request goes past the router (it may prepare it: the proxy's
-/// makes its path canonical).
-pub type TakeFn = dyn Fn(&mut Request<Body>) -> bool + Send + Sync;
-/// Serves a request taken past the router.
-pub type DirectFn = dyn Fn(Request<Body>) -> ShortcutFuture + Send + Sync;
+/// Serves a request past the router, or hands it back for the router (it
+/// may have prepared it: the proxy's makes its path canonical).
+pub type ServeFn = dyn Fn(Request<Body>) -> Result<ShortcutFuture, Request<Body>> + Send + Sync;
 
 /// A way past the router (the proxy's fast path,
-/// [`crate::api::proxy_shortcut`]): a request that `take` takes is served
-/// by `direct`; any other goes to the router.
+/// [`crate::api::proxy_shortcut`]): `serve` answers the requests it takes
+/// and hands any other back to the router. One function decides and
+/// serves, so what it decided is what serves the request.
 #[derive(Clone)]
 pub struct Shortcut {
-    pub take: Arc<TakeFn>,
-    pub direct: Arc<DirectFn>,
+    pub serve: Arc<ServeFn>,
 }
 
 impl std::fmt::Debug for Shortcut {
@@ -849,16 +847,18 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             }
         }
         let http1 = req.version() < axum::http::Version::HTTP_2;
+        let served = match &self.shortcut {
+            Some(shortcut) => (shortcut.serve)(req),
+            None => Err(req),
+        };
         Exchange {
             hsts: self.tls.as_ref().and_then(|t| t.hsts.clone()),
             http1,
             // Only HTTP/2 has an idle timeout to keep.
             active: (!http1).then(|| Active::begin(&flags)),
-            inner: match &self.shortcut {
-                Some(shortcut) if (shortcut.take)(&mut req) => Inner::Direct {
-                    direct: (shortcut.direct)(req),
-                },
-                _ => Inner::Router {
+            inner: match served {
+                Ok(direct) => Inner::Direct { direct },
+                Err(req) => Inner::Router {
                     routed: self.router.clone().call(req),
                 },
             },

@@ -173,24 +173,27 @@ impl Gateway {
         let app = api::router(self.state.clone())
             .layer(trace_layer())
             .layer(panic_layer());
-        // The proxy's requests and the forward-auth calls past the router,
-        // behind the same two layers (api::proxy_shortcut).
+        // The proxy's requests, the forward-auth calls and /check past the
+        // router, behind the same two layers (api::proxy_shortcut).
         let state = Arc::new(self.state.clone());
-        let direct = tower::ServiceBuilder::new()
-            .layer(panic_layer())
-            .layer(trace_layer())
-            .service_fn(move |req: axum::extract::Request| {
-                let state = state.clone();
-                async move {
-                    let endpoint = api::authz::shortcut_endpoint(req.uri().path(), req.method());
-                    Ok::<_, std::convert::Infallible>(match endpoint {
-                        Some(endpoint) => api::authz::answer(&state, endpoint, req),
-                        None => state.proxy.handle(req).await,
-                    })
-                }
-            });
-        let shortcut = api::proxy_shortcut(&self.state, move |req| {
-            let call = tower::ServiceExt::oneshot(direct.clone(), req);
+        let shortcut = api::proxy_shortcut(&self.state, move |what, req| {
+            let state = state.clone();
+            let direct = tower::ServiceBuilder::new()
+                .layer(panic_layer())
+                .layer(trace_layer())
+                .service_fn(move |req: axum::extract::Request| {
+                    let state = state.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(match what {
+                            api::Direct::Proxy => state.proxy.handle(req).await,
+                            api::Direct::Decision(endpoint) => {
+                                api::authz::answer(&state, endpoint, req)
+                            }
+                            api::Direct::Check => api::check((*state).clone(), req).await,
+                        })
+                    }
+                });
+            let call = tower::ServiceExt::oneshot(direct, req);
             Box::pin(async move {
                 match call.await {
                     Ok(response) => response.map(axum::body::Body::new),

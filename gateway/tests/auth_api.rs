@@ -538,6 +538,56 @@ async fn check_reports_identity_or_challenges() {
     reply(basic).await.assert_problem(401, "invalid_token");
 }
 
+/// `GET /check` answered past the router (issue 18) answers as its route
+/// does: on the canonical path, 200 with the caller's claims, 401 problems
+/// for a missing or bad token; HEAD (the router's) without a body; another
+/// method the router's 405 problem; a near miss is no endpoint (proxied,
+/// no route: 404).
+#[tokio::test]
+async fn check_past_the_router_answers_as_its_route_does() {
+    let app = spawn_app().await;
+    let (_, access, _) = app.user("alice").await;
+    let ask = |method: &str, path: &str, token: Option<&str>| {
+        let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+        format!(
+            "{method} {path} HTTP/1.1\r\nhost: cinema.example\r\n{auth}connection: close\r\n\r\n"
+        )
+    };
+    let status = |head: &str| head.split(' ').nth(1).unwrap().parse::<u16>().unwrap();
+    // Raw TCP: reqwest would resolve the `..` before sending.
+    for path in [
+        "/api/v1/auth/check",
+        "/api/v1/auth/x/../check",
+        "/api//v1/auth/./check",
+    ] {
+        let (head, body) = raw(app.addr, &ask("GET", path, Some(&access))).await;
+        assert_eq!(status(&head), 200, "{path}: {head}");
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["login"], "alice", "{path}");
+        assert_schema(&body, "Check");
+        let (head, body) = raw(app.addr, &ask("GET", path, None)).await;
+        assert_eq!(status(&head), 401, "{path}: {head}");
+        assert!(
+            head.contains("content-type: application/problem+json"),
+            "{head}"
+        );
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "invalid_token", "{path}");
+        let (head, _) = raw(app.addr, &ask("GET", path, Some("not.a.token"))).await;
+        assert_eq!(status(&head), 401, "{path}: {head}");
+    }
+    let (head, body) = raw(app.addr, &ask("HEAD", "/api/v1/auth/check", Some(&access))).await;
+    assert_eq!(status(&head), 200, "{head}");
+    assert!(body.is_empty(), "{body:?}");
+    for method in ["POST", "DELETE"] {
+        let (head, body) = raw(app.addr, &ask(method, "/api/v1/auth/check", Some(&access))).await;
+        assert_eq!(status(&head), 405, "{method}: {head}");
+        assert!(String::from_utf8_lossy(&body).contains("method_not_allowed"));
+    }
+    let (head, _) = raw(app.addr, &ask("GET", "/api/v1/auth/check/", Some(&access))).await;
+    assert_eq!(status(&head), 404, "{head}");
+}
+
 // ---------- introspect, jwks, openapi ----------
 
 /// RFC 7662: an active token (as JSON or form) gets its claims; a bad or

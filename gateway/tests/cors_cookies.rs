@@ -485,6 +485,49 @@ async fn proxied_cors_routes() {
     assert_eq!(echo.hits(), 2);
 }
 
+/// With a `[cors]` layer, `/check` stays with the router (the shortcut
+/// answers it only without one): an allowed origin's call gets its CORS
+/// headers, and its preflight is the layer's answer, not a 405.
+#[tokio::test]
+async fn check_keeps_its_cors_answers() {
+    let echo = Echo::start("films").await;
+    let app = browser_app(&echo, |_| {}).await;
+    let (_, access, _) = app.user("kim").await;
+    let r = app
+        .http
+        .get(app.url("/api/v1/auth/check"))
+        .bearer_auth(&access)
+        .header("origin", APP)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap()),
+        Some(APP)
+    );
+    let preflight = app
+        .http
+        .request(Method::OPTIONS, app.url("/api/v1/auth/check"))
+        .header("origin", APP)
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 200);
+    assert_eq!(
+        preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap()),
+        Some(APP)
+    );
+    assert_eq!(echo.hits(), 0);
+}
+
 /// The forward-auth endpoints stay outside CORS: an ext-authz call for an
 /// original `OPTIONS` shaped like a preflight is decided (401 on a route
 /// that requires a token), not answered 200 by the CORS layer, which Envoy

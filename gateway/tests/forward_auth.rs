@@ -415,6 +415,46 @@ async fn ext_authz_allows_only_with_200_and_keeps_the_original_path_apart() {
     assert_eq!(echo.hits(), 0);
 }
 
+/// Envoy's calls answered past the router (issue 18) answer as its routes
+/// do: the original site's root with the prefix alone or with a slash
+/// (the router's catch-all takes no empty path, so it has its own route),
+/// the original method decided, HEAD (left to the router) without a body,
+/// a method no route takes the router's 405 problem.
+#[tokio::test]
+async fn ext_authz_past_the_router_answers_as_its_routes_do() {
+    let echo = Echo::start("films").await;
+    let url = echo.url();
+    let app = cinema(&echo, move |c| {
+        c.routes.push(RouteConfig {
+            upstream: OneOrMany::default(),
+            ..route("root", "/", &url, AuthMode::Public)
+        });
+    })
+    .await;
+    let (sub, trial) = viewers(&app).await;
+    for root in ["", "/", "/?x=1"] {
+        // HEAD is the router's: its routes take the root with a slash too.
+        for method in ["GET", "HEAD"] {
+            let (head, _) = envoy_asks(&app, method, root, None).await;
+            assert_eq!(status_of(&head), 200, "{method} {root:?}: {head}");
+        }
+    }
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"] {
+        let (head, _) = envoy_asks(&app, method, "/anything", None).await;
+        assert_eq!(status_of(&head), 200, "{method}: {head}");
+    }
+    let (head, body) = envoy_asks(&app, "HEAD", "/films/premium/1", Some(&sub)).await;
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert!(head.contains("\r\nx-user-login: sub\r\n"), "{head}");
+    assert!(body.is_empty(), "{body:?}");
+    let (head, _) = envoy_asks(&app, "HEAD", "/films/premium/1", Some(&trial)).await;
+    assert_eq!(status_of(&head), 402, "{head}");
+    let (head, body) = envoy_asks(&app, "PURGE", "/films/1", Some(&sub)).await;
+    assert_eq!(status_of(&head), 405, "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("method_not_allowed"));
+    assert_eq!(echo.hits(), 0, "a decision never reaches the upstream");
+}
+
 /// Only a trusted proxy may describe an original request: any other peer
 /// gets 403 from every endpoint, even with a valid token for an open path.
 #[tokio::test]

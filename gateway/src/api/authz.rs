@@ -24,6 +24,9 @@ pub fn routes() -> Router<AppState> {
         .route(AUTH_REQUEST_PATH, standard(auth_request))
         .route(FORWARD_AUTH_PATH, get(forward_auth))
         .route(EXT_AUTHZ_PREFIX, standard(ext_authz))
+        // The original site's root with a slash: the catch-all below takes
+        // no empty path.
+        .route(&format!("{EXT_AUTHZ_PREFIX}/"), standard(ext_authz))
         .route(
             &format!("{EXT_AUTHZ_PREFIX}/{{*path}}"),
             standard(ext_authz),
@@ -60,8 +63,9 @@ where
 /// for a request with this canonical path and method: nginx's and
 /// Traefik's/Caddy's, for the methods their routes above take, HEAD aside
 /// (the router strips a HEAD answer's body). Anything else stays with the
-/// router: another method (its 405), HEAD, and Envoy's `ext_authz`, whose
-/// path is its original request's, matched by the router as it came.
+/// router: another method (its 405) and HEAD. Envoy's `ext_authz`, whose
+/// path is its original request's, the shortcut takes on the raw path
+/// ([`crate::api::proxy_shortcut`]).
 pub fn shortcut_endpoint(path: &str, method: &Method) -> Option<Endpoint> {
     match path {
         AUTH_REQUEST_PATH => STANDARD.contains(method).then_some(Endpoint::AuthRequest),

@@ -105,42 +105,91 @@ pub fn may_be_api(path: &str) -> bool {
     matches!(first, "api" | ".well-known" | "healthz" | "readyz")
 }
 
+/// `/check`'s path: the shortcut may answer it ([`Direct::Check`]).
+const CHECK_PATH: &str = "/api/v1/auth/check";
+
+/// What the proxy's shortcut serves past the router ([`proxy_shortcut`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direct {
+    /// A request no API endpoint can match: the proxy's.
+    Proxy,
+    /// A forward-auth call, answered as its route's handler would.
+    Decision(crate::forward_auth::Endpoint),
+    /// `GET /api/v1/auth/check`, answered by its handler ([`check`]).
+    Check,
+}
+
 /// The proxy's way past the router (issue 18): a request whose canonical
-/// path no API endpoint can match goes to `direct` (the proxy, behind the
-/// same span and panic layers as the router), made canonical here as the
-/// router's front layer would have made it, which is all the router would
-/// have done before its fallback. So does a forward-auth call that
-/// [`authz::shortcut_endpoint`] names (nginx's, Traefik's and Caddy's, for
-/// their routes' methods): `direct` answers it as the route's handler
-/// would, the forward-auth routes being outside the CORS layer. An Envoy
-/// ext_authz call, a path that is not canonicalizable (the router answers
-/// the 400), any other API path and a CORS preflight or request for a
+/// path no API endpoint can match goes to `direct` as [`Direct::Proxy`]
+/// (the proxy, behind the same span and panic layers as the router), made
+/// canonical here as the router's front layer would have made it, which is
+/// all the router would have done before its fallback. So do, as
+/// [`Direct::Decision`], the forward-auth calls: nginx's and
+/// Traefik's/Caddy's on their canonical paths, Envoy's ext_authz on its
+/// raw one (whose original path forward_auth makes canonical on its own,
+/// as the router's front layer leaves it), each for the methods its route
+/// takes, HEAD aside (the router strips a HEAD answer's body); and, without
+/// a `[cors]` layer, `GET /check` as [`Direct::Check`]. What is decided
+/// here is what serves: `direct` is told, not left to find out again. A
+/// path that is not canonicalizable (the router answers the 400), any
+/// other API path or method, and a CORS preflight or request for a
 /// `cors = true` route go to the router as before.
+// The request handed back for the router is moved by value, as hyper
+// handed it in: boxing it would allocate on every request.
+#[allow(clippy::result_large_err)]
 pub fn proxy_shortcut(
     state: &AppState,
-    direct: impl Fn(axum::extract::Request) -> crate::listener::ShortcutFuture + Send + Sync + 'static,
+    direct: impl Fn(Direct, axum::extract::Request) -> crate::listener::ShortcutFuture
+    + Send
+    + Sync
+    + 'static,
 ) -> crate::listener::Shortcut {
-    let cors = state.cors.is_some();
-    let proxy = state.proxy.clone();
-    let take = move |req: &mut axum::extract::Request| {
-        if crate::forward_auth::ext_authz_target(req.uri().path()).is_some() {
-            return false;
-        }
-        let method = req.method().clone();
-        let mut decision = false;
-        let taken = crate::proxy::path::rewrite_if(req, |path| {
-            decision = authz::shortcut_endpoint(path, &method).is_some();
-            decision || !may_be_api(path)
-        });
-        match taken {
-            Ok(Some(_)) => decision || !(cors && proxy.wants_cors(req)),
-            Ok(None) | Err(_) => false,
-        }
-    };
+    // With a [cors] layer, the proxy tells which requests are CORS ones.
+    let cors = state.cors.is_some().then(|| state.proxy.clone());
+    let serve =
+        move |mut req: axum::extract::Request| match shortcut_target(&mut req, cors.as_deref()) {
+            Some(what) => Ok(direct(what, req)),
+            None => Err(req),
+        };
     crate::listener::Shortcut {
-        take: Arc::new(take),
-        direct: Arc::new(direct),
+        serve: Arc::new(serve),
     }
+}
+
+/// What the shortcut serves `req` as, if anything (see [`proxy_shortcut`]);
+/// the path made canonical unless it is an ext_authz call's. `cors`: the
+/// proxy, when there is a `[cors]` layer.
+fn shortcut_target(req: &mut axum::extract::Request, cors: Option<&Proxy>) -> Option<Direct> {
+    if crate::forward_auth::ext_authz_target(req.uri().path()).is_some() {
+        return authz::STANDARD
+            .contains(req.method())
+            .then_some(Direct::Decision(crate::forward_auth::Endpoint::ExtAuthz));
+    }
+    let method = req.method().clone();
+    let mut endpoint = None;
+    let taken = crate::proxy::path::rewrite_if(req, |path| {
+        endpoint = match authz::shortcut_endpoint(path, &method) {
+            Some(e) => Some(Direct::Decision(e)),
+            None => (path == CHECK_PATH && method == axum::http::Method::GET && cors.is_none())
+                .then_some(Direct::Check),
+        };
+        endpoint.is_some() || !may_be_api(path)
+    });
+    match taken {
+        Ok(Some(_)) => match endpoint {
+            Some(endpoint) => Some(endpoint),
+            None => cors
+                .is_none_or(|proxy| !proxy.wants_cors(req))
+                .then_some(Direct::Proxy),
+        },
+        Ok(None) | Err(_) => None,
+    }
+}
+
+/// `GET /api/v1/auth/check` past the router: its handler, its extractor's
+/// answers (the router adds nothing else to it without a `[cors]` layer).
+pub async fn check(state: AppState, req: axum::extract::Request) -> Response {
+    axum::handler::Handler::call(auth::check, req, state).await
 }
 
 fn routes(state: AppState) -> Router {
@@ -182,7 +231,7 @@ fn routes(state: AppState) -> Router {
         .merge(limited)
         .route("/api/v1/auth/logout", post(auth::logout))
         .route("/api/v1/auth/logout-all", post(auth::logout_all))
-        .route("/api/v1/auth/check", get(auth::check))
+        .route(CHECK_PATH, get(auth::check))
         .merge(auth::me_routes())
         .merge(mfa::me_routes())
         .merge(federation::me_routes())
@@ -313,6 +362,117 @@ mod tests {
             "/api/v1/authz",
         ] {
             assert_eq!(authz::shortcut_endpoint(path, &Method::GET), None, "{path}");
+        }
+    }
+
+    /// What the shortcut serves past the router, without a `[cors]` layer:
+    /// a proxied path (made canonical), the forward-auth calls on their
+    /// routes' methods (Envoy's on its raw path, left as it came: its
+    /// original path is made canonical on its own), and `GET /check`
+    /// (canonical); HEAD, other methods, other API paths and paths that
+    /// cannot be made canonical go to the router.
+    #[test]
+    fn what_the_shortcut_serves() {
+        use crate::forward_auth::Endpoint;
+        use axum::http::Method;
+        let target = |method: Method, path: &str| {
+            let mut req = axum::extract::Request::builder()
+                .method(method)
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .expect("request");
+            let what = shortcut_target(&mut req, None);
+            (what, req.uri().path().to_string())
+        };
+        let ext_authz = Some(Direct::Decision(Endpoint::ExtAuthz));
+        for (method, path, what, seen) in [
+            (Method::GET, "/films/./1", Some(Direct::Proxy), "/films/1"),
+            (Method::DELETE, "/films//1", Some(Direct::Proxy), "/films/1"),
+            (Method::GET, CHECK_PATH, Some(Direct::Check), CHECK_PATH),
+            (
+                Method::GET,
+                "/api/v1/auth/x/../check",
+                Some(Direct::Check),
+                CHECK_PATH,
+            ),
+            (
+                Method::GET,
+                "/api//v1/auth/check",
+                Some(Direct::Check),
+                CHECK_PATH,
+            ),
+            (Method::HEAD, CHECK_PATH, None, CHECK_PATH),
+            (Method::POST, CHECK_PATH, None, CHECK_PATH),
+            (
+                Method::GET,
+                "/api/v1/auth/check/",
+                None,
+                "/api/v1/auth/check/",
+            ),
+            (Method::GET, "/api/v1/auth/me", None, "/api/v1/auth/me"),
+            (
+                Method::GET,
+                "/api/v1/authz/forward-auth",
+                Some(Direct::Decision(Endpoint::ForwardAuth)),
+                "/api/v1/authz/forward-auth",
+            ),
+            (
+                Method::POST,
+                "/api/v1/authz/./auth-request",
+                Some(Direct::Decision(Endpoint::AuthRequest)),
+                "/api/v1/authz/auth-request",
+            ),
+            (
+                Method::GET,
+                "/api/v1/authz/ext-authz",
+                ext_authz,
+                "/api/v1/authz/ext-authz",
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/authz/ext-authz/films/../x",
+                ext_authz,
+                "/api/v1/authz/ext-authz/films/../x",
+            ),
+            (
+                Method::GET,
+                "/api/v1/authz/ext-authz/../../auth/check",
+                ext_authz,
+                "/api/v1/authz/ext-authz/../../auth/check",
+            ),
+            (
+                Method::HEAD,
+                "/api/v1/authz/ext-authz/films",
+                None,
+                "/api/v1/authz/ext-authz/films",
+            ),
+            (
+                Method::CONNECT,
+                "/api/v1/authz/ext-authz/films",
+                None,
+                "/api/v1/authz/ext-authz/films",
+            ),
+            // Not under the prefix as it came: the router's (whose front
+            // layer makes it canonical; a request left alone is untouched).
+            (
+                Method::GET,
+                "/api/v1/authz/x/../ext-authz/films",
+                None,
+                "/api/v1/authz/x/../ext-authz/films",
+            ),
+            (
+                Method::GET,
+                "/api/v1/authz/ext-authzx",
+                None,
+                "/api/v1/authz/ext-authzx",
+            ),
+            (Method::GET, "/../films", None, "/../films"),
+        ] {
+            assert_eq!(
+                target(method.clone(), path),
+                (what, seen.to_string()),
+                "{method} {path}"
+            );
         }
     }
 }
