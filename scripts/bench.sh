@@ -257,7 +257,7 @@ for tool in pgbench psql openssl curl jq python3 taskset; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found (pgbench/psql: postgresql-client; taskset: util-linux)"
 done
 SUT_CORES=$(taskset -c "$SUT_CPUS" nproc) || die "BENCH_SUT_CPUS='$SUT_CPUS' is not a usable CPU list"
-taskset -c "$LOAD_CPUS" true || die "BENCH_LOAD_CPUS='$LOAD_CPUS' is not a usable CPU list"
+LOAD_CORES=$(taskset -c "$LOAD_CPUS" nproc) || die "BENCH_LOAD_CPUS='$LOAD_CPUS' is not a usable CPU list"
 psql -X -w -q -At -d "$PG_ADMIN_URL" -c 'select 1' >/dev/null 2>&1 \
     || die "no PostgreSQL answers at $PG_ADMIN_URL (set BENCH_PG_URL)"
 
@@ -578,10 +578,12 @@ PUB=$OUT/conf/es256-public.pem
 openssl pkey -in "$KEY_FILE" -pubout -out "$PUB" 2>>"$OUT/setup.log" || die "openssl pkey -pubout failed on $KEY_FILE"
 
 # --- configs of nginx and HAProxy --------------------------------------------
+# nginx_common DIR WORKERS: one worker per CPU it is pinned to, as HAProxy's
+# nbthread and authgw's thread-per-core workers.
 nginx_common() {
-    local dir=$1
+    local dir=$1 workers=$2
     cat <<EOF
-worker_processes 1;
+worker_processes $workers;
 worker_rlimit_nofile $NOFILE;
 pid $dir/nginx.pid;
 events { worker_connections 16384; }
@@ -597,7 +599,7 @@ http {
 EOF
 }
 {
-    nginx_common "$OUT/nginx-up"
+    nginx_common "$OUT/nginx-up" "$LOAD_CORES"
     cat <<EOF
     server {
         listen 127.0.0.1:$P_UP;
@@ -607,7 +609,7 @@ EOF
 EOF
 } >"$OUT/conf/nginx-upstream.conf"
 {
-    nginx_common "$OUT/nginx-proxy"
+    nginx_common "$OUT/nginx-proxy" "$SUT_CORES"
     cat <<EOF
     upstream up {
         server 127.0.0.1:$P_UP;
@@ -627,7 +629,7 @@ EOF
 } >"$OUT/conf/nginx-proxy.conf"
 # e: the server block of docs/forward-auth/nginx.conf, as the tests run it.
 {
-    nginx_common "$OUT/nginx-authz"
+    nginx_common "$OUT/nginx-authz" "$SUT_CORES"
     sed -e "s/@LISTEN@/127.0.0.1:$P_NGXA/" -e "s/@AUTHGW@/127.0.0.1:$P_AUTH/" -e "s/@APP@/127.0.0.1:$P_UP/" \
         "$ROOT/docs/forward-auth/nginx.conf"
     echo "}"

@@ -8,10 +8,11 @@
 //! target/release/examples/bare_proxy 127.0.0.1:8081 http://127.0.0.1:8080
 //! ```
 //!
-//! An HTTP/1.1 server (keep-alive) on the tokio runtime authgw's
-//! `server.runtime = "auto"` picks: current-thread when the process has one
-//! CPU (as under the benchmark's `taskset -c 0`), multi-thread otherwise
-//! (`BARE_RUNTIME=current-thread` or `multi-thread` forces either); every
+//! An HTTP/1.1 server (keep-alive) on a tokio runtime: current-thread when
+//! the process has one CPU (as under the benchmark's `taskset -c 0`, where
+//! authgw's `server.runtime = "auto"` picks the same), multi-thread
+//! otherwise (where authgw's picks thread-per-core, which this proxy does
+//! not build; `BARE_RUNTIME=current-thread` or `multi-thread` forces either); every
 //! request goes to the one upstream through hyper-util's legacy pooled
 //! client (the client authgw's routes use), path and query kept; 502 when
 //! the upstream cannot be reached.
