@@ -307,6 +307,74 @@ fn deadline_holds_after_the_ticker_has_parked() {
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
+/// The deadline counts the CPU a call gets, not the time its thread waits
+/// for a core: a call that needs a fifth of its deadline of CPU, on a
+/// thread of low priority sharing its CPU with a busy one, takes longer
+/// than its deadline and is still allowed (a wall-clock deadline stopped
+/// it: a 503 for a quick plugin on an overloaded host). The endless loop
+/// on the same starved thread is still stopped.
+#[test]
+fn a_call_waiting_for_a_core_is_not_stopped_for_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let deadline = Duration::from_millis(10);
+    let mut s = spec("spin", "spin", json!({}));
+    s.instances = 1;
+    s.deadline = deadline;
+    let set = load(&[s]);
+    let chain = [one(&set, "spin")];
+    let cpu = || {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    };
+    // Turns of the loop for 2 ms of CPU, measured on the thread's own clock.
+    let probe = 2_000_000u64;
+    let before = cpu();
+    assert_eq!(
+        run_chain(&chain, &request(&format!("/iter/{probe}")), None).unwrap(),
+        Decision::allow()
+    );
+    let per_turn = (cpu() - before).as_secs_f64() / probe as f64;
+    let turns = (0.002 / per_turn) as u64;
+    // The call's thread and a busy one on the same CPU, the call's at nice 10.
+    let busy = Arc::new(AtomicBool::new(true));
+    let pin = || {
+        let mut one_cpu = rustix::thread::CpuSet::new();
+        one_cpu.set(0);
+        rustix::thread::sched_setaffinity(None, &one_cpu).unwrap();
+    };
+    let hog = {
+        let busy = busy.clone();
+        std::thread::spawn(move || {
+            pin();
+            let mut n = 0u64;
+            while busy.load(Ordering::Relaxed) {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        })
+    };
+    let caller = std::thread::spawn(move || {
+        pin();
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10).unwrap();
+        let mut walls = Vec::new();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let decided = run_chain(&chain, &request(&format!("/iter/{turns}")), None);
+            walls.push(started.elapsed());
+            assert_eq!(decided.unwrap(), Decision::allow(), "{walls:?}");
+        }
+        let started = Instant::now();
+        let failure = run_chain(&chain, &request("/loop"), None).unwrap_err();
+        (walls, failure.kind, started.elapsed())
+    });
+    let (walls, kind, took) = caller.join().unwrap();
+    busy.store(false, Ordering::Relaxed);
+    hog.join().unwrap();
+    // The calls did wait: longer than the deadline, wall-clock.
+    assert!(walls.iter().any(|w| *w > deadline), "{walls:?}");
+    assert_eq!(kind, FailureKind::Deadline);
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
 /// A plugin growing memory without bound is stopped at its memory limit and
 /// reported as a memory failure; the plugin then serves the next request.
 #[test]

@@ -129,7 +129,15 @@ impl Instance {
             State::new(bp.name.clone(), bp.memory_limit),
         );
         store.limiter(|s| s);
-        store.epoch_deadline_trap();
+        // At the end of each deadline-long window: go on while the thread
+        // was waiting for a core, stop once it was running (deadline.rs).
+        store.epoch_deadline_callback(|mut store| {
+            Ok(store
+                .data_mut()
+                .deadline
+                .window_ended(super::deadline::thread_cpu()))
+        });
+        store.data_mut().deadline.start(CONFIGURE_TICKS);
         store.set_epoch_deadline(CONFIGURE_TICKS);
         let failed = |(kind, detail)| CreateError::Failed(kind, detail);
         let plugin = guarded(&bp.ticker, &mut store, |store| match &bp.pre {
@@ -139,6 +147,7 @@ impl Instance {
             Pre::V0_1(pre) => pre.instantiate(store).map(Bound::V0_1),
         })
         .map_err(failed)?;
+        store.data_mut().deadline.start(CONFIGURE_TICKS);
         store.set_epoch_deadline(CONFIGURE_TICKS);
         let config = bp.config_json.as_str();
         let needs = guarded(&bp.ticker, &mut store, |store| match &plugin {
@@ -178,6 +187,7 @@ impl Instance {
         request: &RequestParam<'_>,
         identity: Option<&IdentityParam<'_>>,
     ) -> Result<WitDecision, (FailureKind, String)> {
+        self.store.data_mut().deadline.start(deadline_ticks);
         self.store.set_epoch_deadline(deadline_ticks);
         self.calls += 1;
         let plugin = &self.plugin;

@@ -6,6 +6,8 @@
 //! - [`host`]: the one `Engine` (pooling allocator), the `Linker`, loading
 //!   plugins into a [`PluginSet`].
 //! - [`epoch`]: the epoch ticker that enforces deadlines, parked while idle.
+//! - [`deadline`]: a call's deadline in the CPU time it gets, read when
+//!   the epoch says its deadline passed.
 //! - [`pool`]: a loaded [`Plugin`]: warm instances, fail-closed `decide`,
 //!   background replacement of failed instances.
 //! - [`instance`]: one instance with its memory limit and deadline.
@@ -23,6 +25,7 @@
 pub mod authoring;
 mod bindings;
 pub mod chain;
+mod deadline;
 mod epoch;
 mod error;
 pub mod host;

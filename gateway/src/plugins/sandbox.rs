@@ -30,6 +30,8 @@ pub(crate) struct State {
     /// The largest linear memory granted so far, in bytes (memories only
     /// grow, so this is the size of the largest one).
     pub(crate) memory_high: usize,
+    /// The call's deadline, in CPU time ([`super::deadline`]).
+    pub(crate) deadline: super::deadline::Deadline,
     plugin: Arc<str>,
 }
 
@@ -53,6 +55,7 @@ impl State {
             limits,
             memory_exhausted: false,
             memory_high: 0,
+            deadline: super::deadline::Deadline::default(),
             plugin,
         }
     }
