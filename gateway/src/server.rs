@@ -190,6 +190,12 @@ impl Gateway {
                                 api::authz::answer(&state, endpoint, req)
                             }
                             api::Direct::Check => api::check((*state).clone(), req).await,
+                            api::Direct::Cors => match &state.cors {
+                                Some(cors) => {
+                                    crate::cors::proxied(cors, state.proxy.clone(), req).await
+                                }
+                                None => state.proxy.handle(req).await,
+                            },
                         })
                     }
                 });

@@ -117,6 +117,10 @@ pub enum Direct {
     Decision(crate::forward_auth::Endpoint),
     /// `GET /api/v1/auth/check`, answered by its handler ([`check`]).
     Check,
+    /// A CORS preflight or request for a `cors = true` route: the proxy
+    /// under the `[cors]` layer ([`crate::cors::proxied`]), as the
+    /// router's fallback would serve it once it had asked the same.
+    Cors,
 }
 
 /// The proxy's way past the router (issue 18): a request whose canonical
@@ -128,12 +132,13 @@ pub enum Direct {
 /// Traefik's/Caddy's on their canonical paths, Envoy's ext_authz on its
 /// raw one (whose original path forward_auth makes canonical on its own,
 /// as the router's front layer leaves it), each for the methods its route
-/// takes, HEAD aside (the router strips a HEAD answer's body); and, without
-/// a `[cors]` layer, `GET /check` as [`Direct::Check`]. What is decided
-/// here is what serves: `direct` is told, not left to find out again. A
-/// path that is not canonicalizable (the router answers the 400), any
-/// other API path or method, and a CORS preflight or request for a
-/// `cors = true` route go to the router as before.
+/// takes, HEAD aside (the router strips a HEAD answer's body); without a
+/// `[cors]` layer, `GET /check` as [`Direct::Check`]; and a CORS preflight
+/// or request for a `cors = true` route as [`Direct::Cors`]. What is
+/// decided here is what serves: `direct` is told, not left to find out
+/// again (the CORS question is asked once). A path that is not
+/// canonicalizable (the router answers the 400), and any other API path or
+/// method go to the router as before.
 // The request handed back for the router is moved by value, as hyper
 // handed it in: boxing it would allocate on every request.
 #[allow(clippy::result_large_err)]
@@ -176,12 +181,11 @@ fn shortcut_target(req: &mut axum::extract::Request, cors: Option<&Proxy>) -> Op
         endpoint.is_some() || !may_be_api(path)
     });
     match taken {
-        Ok(Some(_)) => match endpoint {
-            Some(endpoint) => Some(endpoint),
-            None => cors
-                .is_none_or(|proxy| !proxy.wants_cors(req))
-                .then_some(Direct::Proxy),
-        },
+        Ok(Some(_)) => Some(match (endpoint, cors) {
+            (Some(endpoint), _) => endpoint,
+            (None, Some(proxy)) if proxy.wants_cors(req) => Direct::Cors,
+            (None, _) => Direct::Proxy,
+        }),
         Ok(None) | Err(_) => None,
     }
 }
