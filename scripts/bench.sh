@@ -902,7 +902,7 @@ else
     ngx_listen_h2=" http2" ngx_http2=''
 fi
 {
-    nginx_common "$OUT/nginx-tls"
+    nginx_common "$OUT/nginx-tls" "$SUT_CORES"
     cat <<EOF
     upstream up {
         server 127.0.0.1:$P_UP;
