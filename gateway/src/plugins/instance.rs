@@ -137,8 +137,7 @@ impl Instance {
                 .deadline
                 .window_ended(super::deadline::thread_cpu()))
         });
-        store.data_mut().deadline.start(CONFIGURE_TICKS);
-        store.set_epoch_deadline(CONFIGURE_TICKS);
+        set_deadline(&mut store, CONFIGURE_TICKS);
         let failed = |(kind, detail)| CreateError::Failed(kind, detail);
         let plugin = guarded(&bp.ticker, &mut store, |store| match &bp.pre {
             Pre::Current(pre) => pre.instantiate(store).map(Bound::Current),
@@ -147,8 +146,7 @@ impl Instance {
             Pre::V0_1(pre) => pre.instantiate(store).map(Bound::V0_1),
         })
         .map_err(failed)?;
-        store.data_mut().deadline.start(CONFIGURE_TICKS);
-        store.set_epoch_deadline(CONFIGURE_TICKS);
+        set_deadline(&mut store, CONFIGURE_TICKS);
         let config = bp.config_json.as_str();
         let needs = guarded(&bp.ticker, &mut store, |store| match &plugin {
             Bound::Current(p) => Ok(p
@@ -187,8 +185,7 @@ impl Instance {
         request: &RequestParam<'_>,
         identity: Option<&IdentityParam<'_>>,
     ) -> Result<WitDecision, (FailureKind, String)> {
-        self.store.data_mut().deadline.start(deadline_ticks);
-        self.store.set_epoch_deadline(deadline_ticks);
+        set_deadline(&mut self.store, deadline_ticks);
         self.calls += 1;
         let plugin = &self.plugin;
         guarded(&self.ticker, &mut self.store, |store| match plugin {
@@ -364,6 +361,13 @@ fn v0_1_identity<'a>(id: &IdentityParam<'a>) -> v0_1::Identity<'a> {
 
 /// Runs a call into the plugin with the epoch ticking, turning a trap, a
 /// host panic or an error into a classified failure.
+/// Arms the next call's deadline: the epoch's and the CPU-time windows it
+/// ends ([`super::deadline`]), always the same length.
+fn set_deadline(store: &mut Store<State>, ticks: u64) {
+    store.data_mut().deadline.start(ticks);
+    store.set_epoch_deadline(ticks);
+}
+
 fn guarded<T>(
     ticker: &Ticker,
     store: &mut Store<State>,

@@ -71,13 +71,12 @@ fn host_value(uri: &Uri) -> Option<HeaderValue> {
 }
 
 impl Route {
-    /// Parses the upstreams and builds the route's client. TLS files
-    /// (`tls_ca`, `tls_client_cert`, `tls_client_key`) are read now, relative
-    /// to `base_dir` (the config file's directory); any problem is an error
+    /// Parses the upstreams and builds the route's clients: `pools`
+    /// upstream connection pools, one per thread-per-core worker
+    /// (`cores::extra_workers + 1`), else one. TLS files (`tls_ca`,
+    /// `tls_client_cert`, `tls_client_key`) are read now, relative to
+    /// `base_dir` (the config file's directory); any problem is an error
     /// naming the route, the key, the file and the reason.
-    /// The route of `config` with its plugin chain, relative files read
-    /// from `base_dir`, and `pools` upstream connection pools: one per
-    /// thread-per-core worker (`cores::extra_workers + 1`), else one.
     pub fn new(
         config: RouteConfig,
         plugins: Vec<Arc<Plugin>>,
