@@ -13,8 +13,9 @@
 //! among them, each with its own accept queue. A listener bound without it
 //! (a test's, an inherited one) is shared instead: each worker accepts from
 //! a duplicate of its file descriptor. A connection stays on the worker
-//! that accepted it, and so do its upstream connections: each route keeps a
-//! connection pool per worker ([`worker`], `proxy::routes::Route::client`).
+//! that accepted it, and so do its upstream connections: each upstream has
+//! a connection pool per worker ([`worker`]; `proxy::routes::Upstream::pool`
+//! for `http://`, `Route::client` for `https://`).
 //! Other shared state (the routes, the token cache, the plugins' instance
 //! pools) is the same `Arc`s on every worker; each runtime has its own
 //! blocking pool for the database.

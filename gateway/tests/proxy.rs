@@ -465,11 +465,19 @@ async fn websocket_upgrade_passes_on_allowed_routes() {
 }
 
 /// HTTP/2 clients are served (h2c, prior knowledge) and proxied to an
-/// HTTP/1.1 upstream.
+/// HTTP/1.1 upstream, with a `Host`: the upstream's, or with
+/// `preserve_host` the client's (its `:authority`, as HTTP/2 sends no
+/// `Host`).
 #[tokio::test]
 async fn http2_clients() {
     let echo = Echo::start("e").await;
-    let app = gateway_with(vec![route("e", "/", &echo.url(), AuthMode::Public)], |_| {}).await;
+    let mut kept = route("kept", "/kept", &echo.url(), AuthMode::Public);
+    kept.preserve_host = true;
+    let app = gateway_with(
+        vec![route("e", "/", &echo.url(), AuthMode::Public), kept],
+        |_| {},
+    )
+    .await;
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
@@ -480,6 +488,18 @@ async fn http2_clients() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["path"], "/h2");
     assert_eq!(seen_header(&body, "x-forwarded-host"), Some("127.0.0.1"));
+    assert_eq!(
+        seen_header(&body, "host"),
+        Some(echo.addr.to_string().as_str())
+    );
+    let r = h2.get(app.url("/kept/1")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        seen_header(&body, "host"),
+        Some(app.addr.to_string().as_str()),
+        "the client's authority"
+    );
 }
 
 /// The token may come from the configured cookie; the cookie is not passed

@@ -29,6 +29,7 @@
 pub(crate) mod headers;
 pub mod path;
 pub mod policy;
+mod pool;
 mod routes;
 mod upgrade;
 mod upstream;
@@ -270,12 +271,10 @@ impl Proxy {
             field: None,
             detail: format!("the request path cannot be forwarded: {e}"),
         };
-        let mut target_parts = axum::http::uri::Parts::default();
-        target_parts.scheme = Some(upstream.scheme.clone());
-        target_parts.authority = Some(upstream.authority.clone());
-        target_parts.path_and_query =
-            Some(axum::http::uri::PathAndQuery::try_from(target).map_err(|e| unforwardable(&e))?);
-        let uri = Uri::from_parts(target_parts).map_err(|e| unforwardable(&e))?;
+        // Origin-form: the upstream is `upstream`, which upstream::send connects.
+        let uri = Uri::from(
+            axum::http::uri::PathAndQuery::try_from(target).map_err(|e| unforwardable(&e))?,
+        );
         let h = &mut parts.headers;
         headers::strip_hop_by_hop(h, wants_upgrade);
         headers::strip_identity(h);
@@ -299,6 +298,14 @@ impl Proxy {
                 Some(host) => h.insert(header::HOST, host.clone()),
                 None => h.remove(header::HOST),
             };
+        } else if !h.contains_key(header::HOST) {
+            // The client's host, which an HTTP/2 client gives as the
+            // authority alone; else (HTTP/1.0 without one) the upstream's.
+            let client =
+                (parts.uri.authority()).and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            if let Some(host) = client.or_else(|| upstream.host.clone()) {
+                h.insert(header::HOST, host);
+            }
         }
         changes.apply(h);
         let mut out = Request::from_parts(parts, body);
@@ -307,7 +314,7 @@ impl Proxy {
 
         // 6. send
         let sent = Instant::now();
-        let mut response = upstream::send(&route, out).await?;
+        let mut response = upstream::send(&route, upstream, out).await?;
         route
             .metrics
             .observe_upstream(&self.metrics, sent.elapsed().as_secs_f64());

@@ -15,6 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::pool::Pool;
 use crate::config::{AuthMode, EscapedSlashes, RouteConfig};
 use crate::metrics::RouteMetrics;
 use crate::plugins::{Needs, Plugin, chain_needs};
@@ -54,6 +55,19 @@ pub struct Upstream {
     /// at load rather than formatted per request (issue 18). `None` with
     /// `upstream_http2`, where `:authority` says it and the client writes none.
     pub host: Option<HeaderValue>,
+    /// An `http://` upstream's connection pools ([`super::pool`]), one per
+    /// thread-per-core worker ([`Upstream::pool`]); `None` for `https://`,
+    /// which hyper-util's client ([`Route::client`]) connects.
+    pools: Option<Arc<[Arc<Pool>]>>,
+}
+
+impl Upstream {
+    /// The connection pool of the worker this runs on (the first one
+    /// outside thread-per-core workers), for an `http://` upstream.
+    pub fn pool(&self) -> Option<&Arc<Pool>> {
+        let pools = self.pools.as_deref()?;
+        pools.get(crate::cores::worker() % pools.len().max(1))
+    }
 }
 
 /// The `Host` hyper-util's client writes for `uri` (its `set_host`): the
@@ -85,6 +99,7 @@ impl Route {
     ) -> Result<Self, String> {
         let mut upstreams = Vec::new();
         let mut https_hosts = Vec::new();
+        let connector = plain_connector(&config);
         for raw in config.upstream.to_vec() {
             let uri: Uri = raw
                 .parse()
@@ -101,10 +116,26 @@ impl Route {
                     config.name
                 ));
             }
-            if scheme.as_str() == "https" {
+            let worker_pools = if scheme.as_str() == "https" {
                 https_hosts.push(authority.host().to_string());
-            }
+                None
+            } else {
+                let target = Uri::builder()
+                    .scheme(scheme.clone())
+                    .authority(authority.clone())
+                    .path_and_query("/")
+                    .build()
+                    .map_err(|e| format!("route '{}': upstream {raw:?}: {e}", config.name))?;
+                Some(
+                    (0..pools.max(1))
+                        .map(|_| {
+                            Pool::new(connector.clone(), target.clone(), config.pool_idle_timeout)
+                        })
+                        .collect(),
+                )
+            };
             upstreams.push(Upstream {
+                pools: worker_pools,
                 scheme: scheme.clone(),
                 authority: authority.clone(),
                 base_path: uri.path().trim_end_matches('/').to_string(),
@@ -223,11 +254,9 @@ fn clients(
     tls: Option<crate::tls::upstream::UpstreamTls>,
     pools: usize,
 ) -> Result<Vec<UpstreamClient>, String> {
-    let mut http = HttpConnector::new();
+    let mut http = plain_connector(config);
     // The scheme is the HTTPS connector's business: let https:// through.
     http.enforce_http(false);
-    http.set_connect_timeout(Some(config.connect_timeout));
-    http.set_nodelay(true);
     let (tls_config, server_name) = match tls {
         Some(t) => (t.config, t.server_name),
         None => (unused_tls_config(&config.name)?, None),
@@ -248,6 +277,14 @@ fn clients(
     Ok((0..pools.max(1))
         .map(|_| builder.build(connector.clone()))
         .collect())
+}
+
+/// The route's TCP connector: its connect timeout, no Nagle delay.
+fn plain_connector(config: &RouteConfig) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(config.connect_timeout));
+    http.set_nodelay(true);
+    http
 }
 
 /// The TLS config of a route without `https://` upstreams: never used,
@@ -357,8 +394,9 @@ mod tests {
         }
     }
 
-    /// Each thread-per-core worker sends through a pool of its own (a
-    /// pooled connection's task runs on the worker that opened it); the
+    /// Each thread-per-core worker sends through pools of its own (a
+    /// pooled connection's task runs on the worker that opened it): the
+    /// `http://` upstream's pool and hyper-util's client (`https://`); the
     /// first thread, and any thread that is not a worker, through the first;
     /// a route built for one pool (multi-thread, current-thread) has one.
     #[test]
@@ -372,23 +410,40 @@ mod tests {
             Route::new(config.routes[0].clone(), Vec::new(), Path::new("."), pools)
                 .expect("route builds")
         };
+        let on = |route: &Route| {
+            let pool = route.upstreams[0]
+                .pool()
+                .expect("an http:// upstream has pools");
+            (
+                std::ptr::from_ref(route.client()) as usize,
+                Arc::as_ptr(pool) as usize,
+            )
+        };
         let pool_on = |route: &Route, worker: usize| {
             std::thread::scope(|s| {
                 s.spawn(|| {
                     crate::cores::set_worker(worker);
-                    std::ptr::from_ref(route.client()) as usize
+                    on(route)
                 })
                 .join()
                 .expect("thread")
             })
         };
         let three = route(3);
-        let first = std::ptr::from_ref(three.client()) as usize;
-        assert_eq!(pool_on(&three, 0), first, "not a worker: the first pool");
-        let pools: std::collections::HashSet<usize> = (0..3).map(|w| pool_on(&three, w)).collect();
-        assert_eq!(pools.len(), 3, "one pool per worker");
+        let first = on(&three);
+        assert_eq!(pool_on(&three, 0), first, "not a worker: the first pools");
+        let pools: std::collections::HashSet<(usize, usize)> =
+            (0..3).map(|w| pool_on(&three, w)).collect();
+        assert_eq!(pools.len(), 3, "pools per worker");
+        let clients: std::collections::HashSet<usize> = pools.iter().map(|p| p.0).collect();
+        let upstream: std::collections::HashSet<usize> = pools.iter().map(|p| p.1).collect();
+        assert_eq!(
+            (clients.len(), upstream.len()),
+            (3, 3),
+            "one of each per worker"
+        );
         let one = route(1);
-        let only = std::ptr::from_ref(one.client()) as usize;
+        let only = on(&one);
         for worker in 0..3 {
             assert_eq!(pool_on(&one, worker), only, "worker {worker}");
         }

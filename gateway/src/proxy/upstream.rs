@@ -10,11 +10,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use super::routes::Route;
+use super::pool::{SendError, UpstreamBody};
+use super::routes::{Route, Upstream};
 use crate::error::Error;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -27,13 +27,19 @@ fn idempotent(method: &Method) -> bool {
     )
 }
 
-/// Sends `req` to the route's upstream, waiting at most the route's
-/// `response_timeout` for the response headers.
+/// Sends `req` (an origin-form target) to `upstream`, one of the route's,
+/// waiting at most the route's `response_timeout` for the response headers:
+/// through the upstream's own pool for `http://` ([`super::pool`]), else
+/// hyper-util's client.
 ///
 /// A request that failed after its connection was made (a pooled connection
 /// the upstream had closed) is sent once more on a fresh connection when it
 /// is idempotent and has no body; a non-idempotent request never is.
-pub async fn send(route: &Route, req: Request<Body>) -> Result<Response<Incoming>, Error> {
+pub async fn send(
+    route: &Route,
+    upstream: &Upstream,
+    req: Request<Body>,
+) -> Result<Response<UpstreamBody>, Error> {
     let replay =
         (idempotent(req.method()) && http_body::Body::is_end_stream(req.body())).then(|| {
             (
@@ -42,11 +48,13 @@ pub async fn send(route: &Route, req: Request<Body>) -> Result<Response<Incoming
                 req.headers().clone(),
             )
         });
-    match attempt(route, req).await {
+    match attempt(route, upstream, req).await {
         Err(Attempt::AfterConnect(why)) => match replay {
             Some((method, uri, headers)) => {
                 tracing::debug!(route = route.name(), %why, "retrying idempotent request once");
-                attempt(route, rebuild(method, uri, headers))
+                // Boxed: the retry is rare, and a second attempt's state
+                // inline would double every request's future.
+                Box::pin(attempt(route, upstream, rebuild(method, uri, headers)))
                     .await
                     .map_err(Attempt::into_error)
             }
@@ -83,54 +91,103 @@ impl Attempt {
     }
 }
 
-async fn attempt(route: &Route, req: Request<Body>) -> Result<Response<Incoming>, Attempt> {
+async fn attempt(
+    route: &Route,
+    upstream: &Upstream,
+    req: Request<Body>,
+) -> Result<Response<UpstreamBody>, Attempt> {
     let limit = route.config.response_timeout;
-    // For the log of a failed TLS handshake only: a shared clone, not text.
-    let authority = req.uri().authority().cloned();
-    match tokio::time::timeout(limit, route.client().request(req)).await {
-        Err(_) => Err(Attempt::Timeout(format!(
+    let answered = match upstream.pool() {
+        // Boxed, as hyper-util's client boxes its own: inline, the
+        // pool's future (the request held until it is sent) would make
+        // every request's future larger, and that is copied a few times
+        // per request (benchmarks.md, the sixth and seventh sessions).
+        Some(pool) if req.method() != Method::CONNECT => {
+            tokio::time::timeout(limit, Box::pin(pool.send(req)))
+                .await
+                .map(|sent| {
+                    sent.map_err(|e| match e {
+                        SendError::Connect(e) => connect_failed(route, &*e),
+                        SendError::Request(e) => after_connect(route, &e),
+                    })
+                })
+        }
+        _ => {
+            let req = absolute(req, upstream);
+            tokio::time::timeout(limit, route.client().request(req))
+                .await
+                .map(|sent| match sent {
+                    Ok(response) => Ok(response.map(UpstreamBody::from)),
+                    Err(e) => Err(client_failed(route, upstream, &e)),
+                })
+        }
+    };
+    answered.unwrap_or_else(|_| {
+        Err(Attempt::Timeout(format!(
             "the upstream did not answer within {}",
             humantime::format_duration(limit)
-        ))),
-        Ok(Ok(response)) => Ok(response),
-        // TLS with the upstream failed (unknown issuer, expired, name
-        // mismatch, an alert): the reason goes to the log, never to the
-        // client, who gets a 502 problem saying only that TLS failed.
-        Ok(Err(e)) if tls_error(&e).is_some() => {
-            if let Some(tls) = tls_error(&e) {
-                tracing::warn!(
-                    route = route.name(),
-                    upstream = %authority.as_ref().map_or("", |a| a.as_str()),
-                    reason = %tls,
-                    "TLS with the upstream failed"
-                );
-            }
-            let why = "the TLS handshake with the upstream failed".to_string();
-            Err(if e.is_connect() {
-                Attempt::Connect(why)
-            } else {
-                Attempt::AfterConnect(why)
-            })
-        }
-        Ok(Err(e)) if e.is_connect() => {
-            if caused_by_timeout(&e) {
-                Err(Attempt::Timeout(format!(
-                    "connecting to the upstream took longer than {}",
-                    humantime::format_duration(route.config.connect_timeout)
-                )))
-            } else {
-                Err(Attempt::Connect(
-                    "the upstream refused the connection".into(),
-                ))
-            }
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(route = route.name(), error = %crate::error::with_causes(&e), "upstream request failed");
-            Err(Attempt::AfterConnect(
-                "the upstream closed the connection without a response".into(),
-            ))
-        }
+        )))
+    })
+}
+
+/// `req`'s target in absolute form, as hyper-util's client takes it.
+fn absolute(mut req: Request<Body>, upstream: &Upstream) -> Request<Body> {
+    let mut parts = axum::http::uri::Parts::default();
+    parts.scheme = Some(upstream.scheme.clone());
+    parts.authority = Some(upstream.authority.clone());
+    parts.path_and_query = req.uri().path_and_query().cloned();
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
     }
+    req
+}
+
+/// What a failure of hyper-util's client was.
+fn client_failed(
+    route: &Route,
+    upstream: &Upstream,
+    e: &hyper_util::client::legacy::Error,
+) -> Attempt {
+    // TLS with the upstream failed (unknown issuer, expired, name
+    // mismatch, an alert): the reason goes to the log, never to the
+    // client, who gets a 502 problem saying only that TLS failed.
+    if let Some(tls) = tls_error(e) {
+        tracing::warn!(
+            route = route.name(),
+            upstream = %upstream.authority,
+            reason = %tls,
+            "TLS with the upstream failed"
+        );
+        let why = "the TLS handshake with the upstream failed".to_string();
+        return if e.is_connect() {
+            Attempt::Connect(why)
+        } else {
+            Attempt::AfterConnect(why)
+        };
+    }
+    if e.is_connect() {
+        connect_failed(route, e)
+    } else {
+        after_connect(route, e)
+    }
+}
+
+/// No connection: refused, or not made within the connect timeout.
+fn connect_failed(route: &Route, e: &(dyn StdError + 'static)) -> Attempt {
+    if caused_by_timeout(e) {
+        Attempt::Timeout(format!(
+            "connecting to the upstream took longer than {}",
+            humantime::format_duration(route.config.connect_timeout)
+        ))
+    } else {
+        Attempt::Connect("the upstream refused the connection".into())
+    }
+}
+
+/// The connection failed once made, before a response.
+fn after_connect(route: &Route, e: &(dyn StdError + 'static)) -> Attempt {
+    tracing::debug!(route = route.name(), error = %crate::error::with_causes(e), "upstream request failed");
+    Attempt::AfterConnect("the upstream closed the connection without a response".into())
 }
 
 fn caused_by_timeout(e: &(dyn StdError + 'static)) -> bool {
