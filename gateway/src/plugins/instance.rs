@@ -359,8 +359,6 @@ fn v0_1_identity<'a>(id: &IdentityParam<'a>) -> v0_1::Identity<'a> {
     }
 }
 
-/// Runs a call into the plugin with the epoch ticking, turning a trap, a
-/// host panic or an error into a classified failure.
 /// Arms the next call's deadline: the epoch's and the CPU-time windows it
 /// ends ([`super::deadline`]), always the same length.
 fn set_deadline(store: &mut Store<State>, ticks: u64) {
@@ -368,6 +366,8 @@ fn set_deadline(store: &mut Store<State>, ticks: u64) {
     store.set_epoch_deadline(ticks);
 }
 
+/// Runs a call into the plugin with the epoch ticking, turning a trap, a
+/// host panic or an error into a classified failure.
 fn guarded<T>(
     ticker: &Ticker,
     store: &mut Store<State>,

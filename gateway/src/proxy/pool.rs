@@ -42,7 +42,8 @@ use tower::ServiceExt;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How often, at least, the reaper looks for connections idle too long.
+/// The reaper's shortest interval: it looks at most this often, however
+/// short `pool_idle_timeout` is (zero would spin).
 const REAP_AT_MOST_EVERY: Duration = Duration::from_millis(250);
 
 /// Why a request got no response from the pool.
@@ -59,7 +60,7 @@ pub enum SendError {
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
     connector: HttpConnector<GaiResolver>,
-    /// `http://host:port`: what the connector connects to.
+    /// The upstream's `http://` URI: the connector reads its host and port.
     target: Uri,
     idle_timeout: Duration,
     reaping: AtomicBool,
@@ -80,8 +81,8 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// A pool of connections to `target` (`http://host:port`) made by
-    /// `connector` (which holds the route's connect timeout).
+    /// A pool of connections to `target`'s host and port (an `http://`
+    /// URI) made by `connector` (which holds the route's connect timeout).
     pub fn new(
         connector: HttpConnector<GaiResolver>,
         target: Uri,
@@ -225,8 +226,9 @@ impl Pool {
             .retain(|e| e.since.elapsed() < timeout && !e.sender.is_closed());
     }
 
-    /// Idle connections now (tests).
-    pub fn idle(&self) -> usize {
+    /// Idle connections now.
+    #[cfg(test)]
+    fn idle(&self) -> usize {
         self.lock().len()
     }
 

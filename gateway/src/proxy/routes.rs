@@ -120,16 +120,10 @@ impl Route {
                 https_hosts.push(authority.host().to_string());
                 None
             } else {
-                let target = Uri::builder()
-                    .scheme(scheme.clone())
-                    .authority(authority.clone())
-                    .path_and_query("/")
-                    .build()
-                    .map_err(|e| format!("route '{}': upstream {raw:?}: {e}", config.name))?;
                 Some(
                     (0..pools.max(1))
                         .map(|_| {
-                            Pool::new(connector.clone(), target.clone(), config.pool_idle_timeout)
+                            Pool::new(connector.clone(), uri.clone(), config.pool_idle_timeout)
                         })
                         .collect(),
                 )
